@@ -1,0 +1,97 @@
+"""What a membership attack is given: signals of M models on N points, and who trained on what."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from truthserum.errors import SignalsError
+from truthserum.npzio import read_user_npz
+
+
+@dataclass(frozen=True)
+class AttackInputs:
+    """Logits of every model on every point, the labels, the keep matrix and the targets.
+
+    Attributes:
+        logits: ``(M, N, A, C)`` float; a ``(M, N, C)`` array is read as A = 1.
+        labels: ``(N,)`` int true labels.
+        keep: ``(M, N)`` bool, True where model m trained on point n.
+        targets: ``(T,)`` int indices of the points under attack.
+    """
+
+    logits: np.ndarray
+    labels: np.ndarray
+    keep: np.ndarray
+    targets: np.ndarray
+
+    @classmethod
+    def from_arrays(
+        cls,
+        *,
+        logits: np.ndarray,
+        labels: np.ndarray,
+        keep: np.ndarray,
+        targets: np.ndarray | None = None,
+        source: str = "signals",
+    ) -> AttackInputs:
+        """Normalise shapes and dtypes, then :meth:`validate`."""
+        logits = np.asarray(logits)
+        if logits.ndim == 3:
+            logits = logits[:, :, None, :]
+        labels = np.asarray(labels)
+        keep = np.asarray(keep)
+        if targets is None:
+            targets = np.arange(labels.shape[0] if labels.ndim == 1 else 0)
+        inputs = cls(logits=logits, labels=labels, keep=keep, targets=np.asarray(targets))
+        inputs.validate(source=source)
+        return inputs
+
+    def validate(self, *, source: str = "signals") -> None:
+        """Raise :class:`SignalsError` naming the first inconsistency."""
+        logits, labels, keep, targets = self.logits, self.labels, self.keep, self.targets
+        if logits.ndim != 4:
+            raise SignalsError(f"{source}: logits must be (M, N, C) or (M, N, A, C), got {logits.shape}")
+        if logits.dtype.kind != "f":
+            raise SignalsError(f"{source}: logits must be floating point, got {logits.dtype}")
+        num_models, num_points, _, num_classes = logits.shape
+        if num_models < 2 or num_points < 1 or logits.shape[2] < 1 or num_classes < 2:
+            raise SignalsError(
+                f"{source}: logits need at least 2 models, 1 point, 1 query and 2 classes, got {logits.shape}"
+            )
+        if not np.isfinite(logits).all():
+            raise SignalsError(f"{source}: logits contain NaN or inf")
+        if labels.shape != (num_points,):
+            raise SignalsError(f"{source}: labels must have shape ({num_points},), got {labels.shape}")
+        if labels.dtype.kind not in "iu":
+            raise SignalsError(f"{source}: labels must be integers, got {labels.dtype}")
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise SignalsError(f"{source}: labels must lie in 0..{num_classes - 1}")
+        if keep.shape != (num_models, num_points):
+            raise SignalsError(f"{source}: keep must have shape ({num_models}, {num_points}), got {keep.shape}")
+        if keep.dtype != np.bool_:
+            raise SignalsError(f"{source}: keep must be boolean, got {keep.dtype}")
+        if targets.ndim != 1 or targets.shape[0] == 0:
+            raise SignalsError(f"{source}: targets must be a non-empty 1-D index array, got {targets.shape}")
+        if targets.dtype.kind not in "iu":
+            raise SignalsError(f"{source}: targets must be integers, got {targets.dtype}")
+        if targets.min() < 0 or targets.max() >= num_points:
+            raise SignalsError(f"{source}: targets must lie in 0..{num_points - 1}")
+        if np.unique(targets).size != targets.size:
+            raise SignalsError(f"{source}: targets contain duplicates")
+
+    @property
+    def members(self) -> np.ndarray:
+        """``(M, T)`` bool ground truth: did model m train on target t?"""
+        return self.keep[:, self.targets]
+
+
+def load_signals(path: Path) -> AttackInputs:
+    """Read a signals ``.npz`` (``logits``, ``labels``, ``keep``, optional ``targets``) safely."""
+    arrays = read_user_npz(path, required=("logits", "labels", "keep"), error=SignalsError)
+    return AttackInputs.from_arrays(
+        logits=arrays["logits"], labels=arrays["labels"], keep=arrays["keep"],
+        targets=arrays.get("targets"), source=str(path),
+    )

@@ -1,0 +1,121 @@
+"""The ``truthserum`` command: a thin layer over the Python API.
+
+Any :class:`~truthserum.errors.TruthserumError` becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from truthserum.attacks import AttackName, load_signals, score_attacks
+from truthserum.config import load_config, parse_config
+from truthserum.errors import SignalsError, TruthserumError
+from truthserum.metrics import evaluate
+from truthserum.report import format_attack_metrics, format_comparison
+from truthserum.rundir import write_npz
+from truthserum.runner import run_experiment
+
+DEFAULT_DEMO_DIR = Path("runs/demo")
+
+
+def demo_config_text() -> str:
+    """The packaged demo config (also at configs/demo.yaml in the repository)."""
+    return resources.files("truthserum").joinpath("configs/demo.yaml").read_text(encoding="utf-8")
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda", "auto"],
+        help="where to train (default: cpu; auto picks cuda when present)",
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="truthserum",
+        description="Measure how poisoning amplifies membership inference (Truth Serum attacks).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run or resume an experiment from a YAML config")
+    run.add_argument("config", type=Path, help="experiment config (YAML)")
+    run.add_argument("--out", type=Path, required=True, help="run directory (created, or resumed)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_device(run)
+
+    demo = commands.add_parser("demo", help="clean versus poisoned LiRA on built-in MNIST digits")
+    demo.add_argument("--out", type=Path, default=DEFAULT_DEMO_DIR, help=f"run directory (default {DEFAULT_DEMO_DIR})")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_device(demo)
+
+    attack = commands.add_parser("attack", help="attack signals computed elsewhere")
+    attack.add_argument("--signals", type=Path, required=True,
+                        help=".npz with logits (M,N[,A],C), labels (N,), keep (M,N), optional targets (T,)")
+    attack.add_argument("--attack", required=True, choices=[name.value for name in AttackName])
+    attack.add_argument("--out", type=Path, help=".npz to receive scores (M,T) and members (M,T)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    results = run_experiment(config, args.out, device=args.device, progress=not args.quiet)
+    print(format_comparison(results))
+    print(f"\nresults: {args.out / 'results.json'}   ROC: {args.out / 'roc.png'}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import yaml
+
+    config = parse_config(yaml.safe_load(demo_config_text()), source="demo config")
+    print(f"truthserum demo: {config.design.num_models} models trained clean and with "
+          f"{config.poison.replicas} poisons per target, in {args.out}", file=sys.stderr)
+    results = run_experiment(config, args.out, device=args.device, progress=not args.quiet)
+    print()
+    print(format_comparison(results))
+    for warning in results["warnings"]:
+        print(f"warning: {warning}")
+    print(f"\nresults: {args.out / 'results.json'}   ROC: {args.out / 'roc.png'}   "
+          f"time: {results['timing']['total_seconds']:.0f} s")
+    return 0
+
+
+def _attack(args: argparse.Namespace) -> int:
+    if args.out is not None and args.out.resolve() == args.signals.resolve():
+        raise SignalsError(f"--out {args.out} would overwrite the signals file; choose another path")
+    inputs = load_signals(args.signals)
+    name = AttackName(args.attack)
+    scores = score_attacks(inputs, [name])[name]
+    members = inputs.members
+    print(f"{name.value}: {format_attack_metrics(evaluate(scores, members).to_dict())}")
+    if args.out is not None:
+        try:
+            write_npz(args.out, {"scores": scores, "members": members})
+        except OSError as exc:
+            raise SignalsError(f"--out {args.out}: cannot write ({exc.strerror or exc})") from None
+        print(f"scores: {args.out}")
+    return 0
+
+
+_COMMANDS = {"run": _run, "demo": _demo, "attack": _attack}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except TruthserumError as exc:
+        print(f"truthserum: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("truthserum: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

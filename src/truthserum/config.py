@@ -1,0 +1,179 @@
+"""Experiment configuration: pydantic models that refuse unknown keys, read with a safe loader.
+
+Every field has a default, so a config file names only what differs from them. Bounds are
+checked here; what depends on the data (targets versus pool size, image-only options) is
+checked once the data is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from truthserum.attacks.registry import AttackName
+from truthserum.data import DataSource
+from truthserum.errors import ConfigError
+from truthserum.query import QueryView
+from truthserum.train.architectures import Architecture
+from truthserum.train.ensemble import OptimizerName, Schedule, TrainSettings
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    source: DataSource = DataSource.MNIST5K
+    path: Path | None = Field(default=None, description="the .npz file, for source 'npz'")
+    pool_size: int | None = Field(
+        default=None, ge=4, description="use a seeded random subset of this many points"
+    )
+
+    @model_validator(mode="after")
+    def _path_matches_source(self) -> DataConfig:
+        if self.source is DataSource.NPZ and self.path is None:
+            raise ValueError("source 'npz' needs a path")
+        if self.source is not DataSource.NPZ and self.path is not None:
+            raise ValueError(f"path is only for source 'npz', not '{self.source.value}'")
+        return self
+
+
+class DesignConfig(_Strict):
+    num_models: int = Field(default=16, ge=4, le=4096)
+    num_targets: int = Field(default=100, ge=1)
+
+    @field_validator("num_models")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError("must be even (each point is a member of exactly half the models)")
+        return value
+
+
+class PoisonConfig(_Strict):
+    replicas: int = Field(
+        default=8, ge=0, le=10_000,
+        description="mislabeled copies per target; 0 runs the clean condition only",
+    )
+
+
+class ModelConfig(_Strict):
+    architecture: Architecture = Architecture.MLP
+    hidden_sizes: tuple[int, ...] = Field(default=(256,), description="MLP hidden widths")
+    channels: tuple[int, ...] = Field(default=(16, 32), description="CNN convolution widths")
+
+    @field_validator("hidden_sizes", "channels")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(width < 1 for width in value):
+            raise ValueError("widths must be positive")
+        return value
+
+
+class TrainConfig(_Strict):
+    optimizer: OptimizerName = OptimizerName.ADAM
+    learning_rate: float = Field(default=1e-3, gt=0, le=10)
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD only")
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: Schedule = Schedule.CONSTANT
+    epochs: int = Field(default=20, ge=1, le=100_000)
+    batch_size: int = Field(default=128, ge=1)
+    shard_size: int = Field(
+        default=8, ge=1, description="models trained together; a finished shard is never retrained"
+    )
+
+    def settings(self) -> TrainSettings:
+        return TrainSettings(
+            optimizer=self.optimizer, learning_rate=self.learning_rate, epochs=self.epochs,
+            batch_size=self.batch_size, momentum=self.momentum, weight_decay=self.weight_decay,
+            schedule=self.schedule,
+        )
+
+
+class QueryConfig(_Strict):
+    views: tuple[QueryView, ...] = Field(
+        default=(QueryView.IDENTITY,), min_length=1, description="A query views; the first is identity"
+    )
+
+    @field_validator("views")
+    @classmethod
+    def _starts_with_identity(cls, value: tuple[QueryView, ...]) -> tuple[QueryView, ...]:
+        if value[0] is not QueryView.IDENTITY:
+            raise ValueError("the first view must be 'identity'")
+        if len(set(value)) != len(value):
+            raise ValueError("views must be distinct")
+        return value
+
+
+class RunConfig(_Strict):
+    """One experiment: the same keep matrix and targets, trained clean and poisoned."""
+
+    seed: int = Field(default=0, ge=0)
+    data: DataConfig = DataConfig()
+    design: DesignConfig = DesignConfig()
+    poison: PoisonConfig = PoisonConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    query: QueryConfig = QueryConfig()
+    attacks: tuple[AttackName, ...] = Field(default=tuple(AttackName), min_length=1)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"{where}: {message}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def parse_config(raw: Any, *, source: str = "config", base_dir: Path | None = None) -> RunConfig:
+    """Validate a mapping (from YAML or JSON) into a :class:`RunConfig`.
+
+    A relative ``data.path`` is resolved against ``base_dir`` (the config file's folder), so a
+    config means the same thing whatever the working directory.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    path = config.data.path
+    if path is not None and base_dir is not None and not path.is_absolute():
+        data = config.data.model_copy(update={"path": (base_dir / path).resolve()})
+        config = config.model_copy(update={"data": data})
+    return config
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read a YAML config with ``yaml.safe_load``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    return parse_config(raw, source=str(path), base_dir=path.parent)
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (every default filled in)."""
+    return yaml.safe_dump(config.to_json_dict(), sort_keys=False)

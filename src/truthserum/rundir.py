@@ -1,0 +1,149 @@
+"""Run directories: the files that join the stages, written atomically, reused on resume.
+
+Layout of a run directory::
+
+    config.yaml                   the resolved config (every default filled in)
+    design.npz                    keep (M, N) and targets (T,)
+    poisons.npz                   poison x, y, source index, and each target's poison label
+    shards/<condition>/models-<first>-<last>.npz
+                                  logits of a shard of models, its training time and loss
+    signals-<condition>.npz       logits (M, N, A, C), labels, keep, targets: the input of
+                                  ``truthserum attack``
+    scores-<condition>.npz        each attack's (M, T) scores and the members mask
+    results.json, roc.png
+
+Every file is written to a temporary name in the same folder and then renamed, so a crash
+never leaves a half-written file under a real name; leftover temporaries are removed on the
+next open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import yaml
+
+from truthserum.config import RunConfig, dump_config
+from truthserum.errors import RunDirError
+
+CONFIG_FILE = "config.yaml"
+_TEMP_PREFIX = ".tmp-"
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    atomic_write(Path(path), lambda handle: np.savez(handle, **arrays))
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of an ``.npz`` written by truthserum, or None if it is missing or unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (FileNotFoundError, zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): tree}
+
+
+def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two config dicts, with both values."""
+    left, right = _flatten(stored), _flatten(wanted)
+    return [
+        f"{key}: {left.get(key, '(absent)')!r} != {right.get(key, '(absent)')!r}"
+        for key in sorted(set(left) | set(right))
+        if left.get(key) != right.get(key)
+    ]
+
+
+class RunDirectory:
+    """A run directory bound to one config; see the module docstring for its layout."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @classmethod
+    def open(cls, root: Path, config: RunConfig) -> RunDirectory:
+        """Create ``root`` for ``config``, or reopen it if ``config`` made it.
+
+        Raises:
+            RunDirError: ``root`` is a file, a non-empty folder that is not a run directory,
+                or a run directory made by a different config.
+        """
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise RunDirError(f"{root}: exists and is not a directory")
+        config_path = root / CONFIG_FILE
+        wanted = config.to_json_dict()
+        if config_path.is_file():
+            try:
+                stored = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                raise RunDirError(f"{config_path}: unreadable ({exc}); use another --out") from None
+            differences = config_differences(stored if isinstance(stored, dict) else {}, wanted)
+            if differences:
+                raise RunDirError(
+                    f"{root} was made by a different config ({'; '.join(differences[:3])}"
+                    f"{'; ...' if len(differences) > 3 else ''}); use another --out or delete it"
+                )
+        elif root.is_dir() and any(not p.name.startswith(_TEMP_PREFIX) for p in root.iterdir()):
+            raise RunDirError(
+                f"{root}: not empty and holds no {CONFIG_FILE}, so it is not a truthserum run "
+                "directory; use another --out"
+            )
+        run_dir = cls(root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            run_dir._remove_temporaries()
+            if not config_path.is_file():
+                write_text(config_path, dump_config(config))
+        except OSError as exc:
+            raise RunDirError(f"{root}: cannot write ({exc.strerror or exc})") from None
+        return run_dir
+
+    def _remove_temporaries(self) -> None:
+        for leftover in self.root.rglob(_TEMP_PREFIX + "*"):
+            leftover.unlink(missing_ok=True)
+
+    def file(self, name: str) -> Path:
+        return self.root / name
+
+    def shard_file(self, condition: str, first: int, last: int) -> Path:
+        """The shard holding models ``first..last`` (inclusive) of ``condition``."""
+        return self.root / "shards" / condition / f"models-{first:04d}-{last:04d}.npz"

@@ -1,0 +1,300 @@
+"""The runner: wires the stages to a run directory, so a crashed run resumes where it stopped.
+
+Stages and the files that join them (see :mod:`truthserum.rundir`): data -> design.npz ->
+poisons.npz -> shards -> signals-<condition>.npz -> scores-<condition>.npz -> results.json and
+roc.png. Each stage reads what the previous one wrote; a finished training shard is never
+trained again. Both conditions share the keep matrix, the targets and each model's
+initialisation, so their difference is the poisons alone.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from truthserum import seeding
+from truthserum.attacks import AttackInputs, AttackName, score_attacks
+from truthserum.config import RunConfig
+from truthserum.data import Dataset, load_dataset
+from truthserum.design import Design, make_design
+from truthserum.errors import ConfigError, DataError
+from truthserum.evaluation import accuracy, poison_fit
+from truthserum.metrics import evaluate, roc_curve
+from truthserum.poison import PoisonSet, make_label_flip_poisons
+from truthserum.query import check_views_fit_data, query_logits
+from truthserum.report import plot_roc
+from truthserum.rundir import RunDirectory, read_npz, write_json, write_npz
+from truthserum.train import Ensemble, build_model, train_ensemble
+from truthserum.train.ensemble import steps_per_epoch
+
+POISON_FRACTION_WARNING = 0.10
+POISON_FIT_WARNING = 0.5
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One training condition; ``replicas`` poisons per target (0 is the clean baseline)."""
+
+    name: str
+    replicas: int
+
+
+def conditions_for(config: RunConfig) -> list[Condition]:
+    conditions = [Condition("clean", 0)]
+    if config.poison.replicas > 0:
+        conditions.append(Condition("poisoned", config.poison.replicas))
+    return conditions
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` (cuda when present)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available (this torch build or machine has none)")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be cpu, cuda or auto, got {name!r}")
+    return torch.device(name)
+
+
+def prepare_pool(config: RunConfig) -> Dataset:
+    """Load the data, draw the pool, and check it suits the design."""
+    dataset = load_dataset(config.data.source, config.data.path)
+    pool_size = config.data.pool_size
+    if pool_size is not None:
+        if pool_size > dataset.num_points:
+            raise DataError(
+                f"data.pool_size is {pool_size} but {dataset.name} has only {dataset.num_points} points"
+            )
+        chosen = seeding.rng(config.seed, "pool").choice(dataset.num_points, pool_size, replace=False)
+        dataset = dataset.subset(np.sort(chosen))
+    if config.design.num_targets > dataset.num_points:
+        raise DataError(
+            f"the pool has {dataset.num_points} points, too few for design.num_targets = "
+            f"{config.design.num_targets}"
+        )
+    check_views_fit_data(config.query.views, is_image=dataset.is_image)
+    build_model(  # fail before any training if the architecture cannot take this data
+        config.model.architecture, feature_shape=dataset.feature_shape,
+        num_classes=dataset.num_classes, hidden_sizes=config.model.hidden_sizes,
+        channels=config.model.channels,
+    )
+    return dataset
+
+
+def stage_design(run_dir: RunDirectory, config: RunConfig, pool: Dataset) -> Design:
+    path = run_dir.file("design.npz")
+    stored = read_npz(path)
+    if stored is not None:
+        return Design(keep=stored["keep"], targets=stored["targets"])
+    design = make_design(
+        num_models=config.design.num_models, num_points=pool.num_points,
+        num_targets=config.design.num_targets, rng=seeding.rng(config.seed, "design"),
+    )
+    write_npz(path, {"keep": design.keep, "targets": design.targets})
+    return design
+
+
+def stage_poisons(run_dir: RunDirectory, config: RunConfig, pool: Dataset, design: Design) -> PoisonSet:
+    path = run_dir.file("poisons.npz")
+    stored = read_npz(path)
+    if stored is not None:
+        return PoisonSet(
+            x=stored["x"], y=stored["y"], source=stored["source"],
+            target_labels=stored["target_labels"], replicas=int(stored["replicas"]),
+        )
+    poisons = make_label_flip_poisons(
+        x=pool.x, y=pool.y, targets=design.targets, replicas=config.poison.replicas,
+        num_classes=pool.num_classes, rng=seeding.rng(config.seed, "poison"),
+    )
+    write_npz(path, {
+        "x": poisons.x, "y": poisons.y, "source": poisons.source,
+        "target_labels": poisons.target_labels, "replicas": np.int64(poisons.replicas),
+    })
+    return poisons
+
+
+def _train_shard(
+    config: RunConfig, pool: Dataset, design: Design, poisons: PoisonSet, condition: Condition,
+    models: range, device: torch.device, progress: bool,
+) -> dict[str, np.ndarray]:
+    """Train models ``models`` of ``condition`` together and query them on the pool."""
+    started = time.perf_counter()
+    use_poisons = condition.replicas > 0
+    x = np.concatenate([pool.x, poisons.x]) if use_poisons else pool.x
+    y = np.concatenate([pool.y, poisons.y]) if use_poisons else pool.y
+    poison_rows = np.arange(pool.num_points, pool.num_points + poisons.total) if use_poisons else []
+    train_indices = [np.r_[np.nonzero(design.keep[m])[0], poison_rows].astype(np.int64) for m in models]
+
+    def make_model() -> torch.nn.Module:
+        return build_model(
+            config.model.architecture, feature_shape=pool.feature_shape,
+            num_classes=pool.num_classes, hidden_sizes=config.model.hidden_sizes,
+            channels=config.model.channels,
+        )
+
+    ensemble = Ensemble.initialise(
+        make_model, [seeding.int_seed(config.seed, "init", m) for m in models], device
+    )
+    bar = tqdm(
+        total=config.train.epochs, disable=not progress, leave=False, file=sys.stderr,
+        desc=f"{condition.name} models {models.start}-{models.stop - 1}", unit="epoch",
+    )
+    losses: list[float] = []
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        losses.append(loss)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.update(1)
+
+    with bar:
+        train_ensemble(
+            ensemble, x=torch.from_numpy(x).to(device), y=torch.from_numpy(y).to(device),
+            train_indices=train_indices,
+            order_rngs=[seeding.rng(config.seed, "order", m) for m in models],
+            settings=config.train.settings(), on_epoch=on_epoch,
+            steps=steps_per_epoch(
+                int(design.keep.sum(axis=1).max()) + (poisons.total if use_poisons else 0),
+                config.train.batch_size,
+            ),
+        )
+    logits = query_logits(ensemble, torch.from_numpy(pool.x).to(device), config.query.views)
+    return {
+        "logits": logits,
+        "models": np.array(list(models), dtype=np.int64),
+        "loss": np.array(losses, dtype=np.float64),
+        "train_seconds": np.float64(time.perf_counter() - started),
+    }
+
+
+def stage_train(
+    run_dir: RunDirectory, config: RunConfig, pool: Dataset, design: Design, poisons: PoisonSet,
+    condition: Condition, device: torch.device, progress: bool, log: Log,
+) -> tuple[np.ndarray, float]:
+    """Train (or reuse) every shard of ``condition``; returns logits (M, N, A, C) and the
+    training seconds spent on them, earlier runs included."""
+    num_models, shard_size = config.design.num_models, config.train.shard_size
+    shards = [range(s, min(s + shard_size, num_models)) for s in range(0, num_models, shard_size)]
+    parts, seconds, reused = [], 0.0, 0
+    for models in shards:
+        path = run_dir.shard_file(condition.name, models.start, models.stop - 1)
+        shard = read_npz(path)
+        if shard is not None and shard.get("models") is not None and list(shard["models"]) == list(models):
+            reused += 1
+        else:
+            if path.exists():
+                log(f"warning: {path} is unreadable; training that shard again")
+            shard = _train_shard(config, pool, design, poisons, condition, models, device, progress)
+            write_npz(path, shard)
+        parts.append(shard["logits"])
+        seconds += float(shard["train_seconds"])
+    if reused:
+        log(f"{condition.name}: reused {reused} of {len(shards)} finished shards")
+    return np.concatenate(parts, axis=0), seconds
+
+
+def _condition_results(
+    run_dir: RunDirectory, config: RunConfig, condition: Condition, logits: np.ndarray,
+    pool: Dataset, design: Design,
+) -> tuple[dict, dict]:
+    """Attack one condition's signals; returns its results entry and its ROC curves."""
+    inputs = AttackInputs.from_arrays(
+        logits=logits, labels=pool.y, keep=design.keep, targets=design.targets,
+        source=f"signals-{condition.name}",
+    )
+    write_npz(run_dir.file(f"signals-{condition.name}.npz"), {
+        "logits": inputs.logits, "labels": inputs.labels, "keep": inputs.keep,
+        "targets": inputs.targets,
+    })
+    scores = score_attacks(inputs, config.attacks)
+    members = inputs.members
+    write_npz(run_dir.file(f"scores-{condition.name}.npz"),
+              {"members": members, **{name.value: s for name, s in scores.items()}})
+    attacks = {name.value: evaluate(s, members).to_dict() for name, s in scores.items()}
+    curves = {name.value: roc_curve(s, members) for name, s in scores.items()}
+    entry = {"accuracy": accuracy(logits, pool.y, design.keep), "attacks": attacks}
+    return entry, curves
+
+
+def run_experiment(
+    config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True, log: Log = _stderr,
+) -> dict:
+    """Run (or resume) the experiment ``config`` in ``out_dir`` and return ``results.json``.
+
+    Raises:
+        TruthserumError: bad config, data or run directory, before anything is trained.
+    """
+    started = time.perf_counter()
+    torch_device = resolve_device(device)
+    pool = prepare_pool(config)
+    run_dir = RunDirectory.open(out_dir, config)
+    design = stage_design(run_dir, config, pool)
+    poisons = stage_poisons(run_dir, config, pool, design)
+
+    warnings: list[str] = []
+    members_per_model = float(design.keep.sum(axis=1).mean())
+    fraction = poisons.total / (poisons.total + members_per_model)
+    log(f"{pool.name}: {pool.num_points} pool points, {pool.num_classes} classes; "
+        f"{config.design.num_models} models with about {members_per_model:.0f} members each; "
+        f"{len(design.targets)} targets")
+    if config.poison.replicas:
+        log(f"poisons: {poisons.total} ({len(design.targets)} targets x {poisons.replicas} replicas), "
+            f"{fraction:.1%} of a model's training set")
+    if fraction > POISON_FRACTION_WARNING:
+        warnings.append(
+            f"poisons are {fraction:.1%} of a model's training set (over "
+            f"{POISON_FRACTION_WARNING:.0%}): label noise this heavy costs accuracy and attack power"
+        )
+        log("warning: " + warnings[-1])
+
+    conditions: dict[str, dict] = {}
+    curves: dict[tuple[str, str], object] = {}
+    train_seconds = 0.0
+    fit = None
+    for condition in conditions_for(config):
+        logits, seconds = stage_train(
+            run_dir, config, pool, design, poisons, condition, torch_device, progress, log
+        )
+        train_seconds += seconds
+        entry, condition_curves = _condition_results(run_dir, config, condition, logits, pool, design)
+        conditions[condition.name] = entry
+        curves.update({(condition.name, name): curve for name, curve in condition_curves.items()})
+        if condition.replicas:
+            fit = poison_fit(logits, design.keep, design.targets, poisons.target_labels)
+    if fit is not None and fit < POISON_FIT_WARNING:
+        warnings.append(
+            f"the models fit only {fit:.0%} of the poisons: the amplification needs models that "
+            "fit them (train longer, regularise less, or use a larger model)"
+        )
+        log("warning: " + warnings[-1])
+
+    results = {
+        "config": config.to_json_dict(),
+        "conditions": conditions,
+        "poison": {
+            "targets": int(len(design.targets)), "replicas": int(config.poison.replicas),
+            "total": int(poisons.total), "fraction": fraction, "fit": fit,
+        },
+        "timing": {"train_seconds": train_seconds, "total_seconds": time.perf_counter() - started},
+        "device": str(torch_device),
+        "warnings": warnings,
+    }
+    write_json(run_dir.file("results.json"), results)
+    plot_roc(curves, run_dir.file("roc.png"))
+    return results
+
+
+__all__ = ["AttackName", "Condition", "conditions_for", "run_experiment"]

@@ -1,0 +1,180 @@
+"""Stage 4, train: many models of one architecture trained as one batched computation.
+
+The parameters of M models are stacked along a leading axis and the forward pass is
+``torch.func.vmap`` over ``functional_call``: linear layers become batched matmuls and
+convolutions grouped ones, so M small models cost about one M-times-wider model instead of M
+Python-level training loops. Each model still has its own initialisation (its own seed), its
+own member subset and its own data order (its own generator). Because the optimiser updates
+are elementwise, a stock ``torch.optim`` optimiser over the stacked tensors is exactly M
+independent optimisers; summing the M per-model mean losses keeps their gradients separate.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+from torch.nn import functional as F
+
+
+class OptimizerName(str, Enum):
+    SGD = "sgd"
+    ADAM = "adam"
+
+
+class Schedule(str, Enum):
+    CONSTANT = "constant"
+    COSINE = "cosine"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation hyper-parameters shared by every model of an ensemble."""
+
+    optimizer: OptimizerName
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: Schedule = Schedule.CONSTANT
+
+
+class Ensemble:
+    """The stacked parameters of M models that share one architecture."""
+
+    def __init__(self, models: Sequence[nn.Module], device: torch.device):
+        params, buffers = stack_module_state([model.to(device) for model in models])
+        self.params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
+        self.buffers = {name: b.detach().clone() for name, b in buffers.items()}
+        # A weightless copy that only supplies the forward code.
+        self._template = copy.deepcopy(models[0]).to("meta")
+        self.device = device
+        self.num_models = len(models)
+
+    @classmethod
+    def initialise(
+        cls, make_model: Callable[[], nn.Module], seeds: Sequence[int], device: torch.device
+    ) -> Ensemble:
+        """One model per seed, each initialised from ``torch.manual_seed(seed)`` alone, so a
+        model's initial weights do not depend on which other models share its ensemble."""
+        models = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            models.append(make_model())
+        return cls(models, device)
+
+    def _call(self, params, buffers, x):
+        return functional_call(self._template, (params, buffers), (x,))
+
+    def forward_per_model(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` is ``(M, B, *features)``, a batch per model; returns ``(M, B, C)``."""
+        return vmap(self._call, in_dims=(0, 0, 0))(self.params, self.buffers, x)
+
+    def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` is ``(B, *features)``, the same batch for every model; returns ``(M, B, C)``."""
+        return vmap(self._call, in_dims=(0, 0, None))(self.params, self.buffers, x)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Stacked tensors, each with a leading model axis (safe to save as safetensors/npz)."""
+        return {name: t.detach().cpu() for name, t in {**self.params, **self.buffers}.items()}
+
+
+def steps_per_epoch(largest_train_set: int, batch_size: int) -> int:
+    """Optimiser steps per epoch: enough batches of ``batch_size`` for the largest model."""
+    return max(1, math.ceil(largest_train_set / batch_size))
+
+
+def epoch_batches(
+    train_indices: Sequence[np.ndarray], steps: int, rngs: Sequence[np.random.Generator]
+) -> np.ndarray:
+    """Index batches of one epoch for every model.
+
+    Every model sees each of its training points exactly once per epoch, in its own random
+    order, split into ``steps`` near-equal batches. Models have slightly different
+    training-set sizes; giving all of them the same step count (set by the largest model of
+    the whole experiment, not of this ensemble) keeps a model's batches independent of which
+    models share its ensemble. The shortfall is padding marked -1.
+
+    Returns:
+        ``(steps, M, width)`` int64 indices into the training arrays, -1 for padding.
+    """
+    width = math.ceil(max(len(indices) for indices in train_indices) / steps)
+    batches = np.full((steps, len(train_indices), width), -1, dtype=np.int64)
+    for model, (indices, rng) in enumerate(zip(train_indices, rngs, strict=True)):
+        for step, chunk in enumerate(np.array_split(rng.permutation(indices), steps)):
+            batches[step, model, : len(chunk)] = chunk
+    return batches
+
+
+def _make_optimizer(params: list[torch.Tensor], settings: TrainSettings) -> torch.optim.Optimizer:
+    if settings.optimizer is OptimizerName.SGD:
+        return torch.optim.SGD(
+            params, lr=settings.learning_rate, momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+        )
+    return torch.optim.Adam(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+
+
+def _lr_factor(schedule: Schedule, step: int, total_steps: int) -> float:
+    if schedule is Schedule.COSINE:
+        return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+    return 1.0
+
+
+def train_ensemble(
+    ensemble: Ensemble,
+    *,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    train_indices: Sequence[np.ndarray],
+    order_rngs: Sequence[np.random.Generator],
+    settings: TrainSettings,
+    steps: int | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> None:
+    """Train every model of ``ensemble`` in place on its own subset of ``(x, y)``.
+
+    Args:
+        ensemble: M stacked models.
+        x, y: every training point any model uses (pool and poisons), on the ensemble's device.
+        train_indices: per model, the rows of ``x`` it trains on.
+        order_rngs: per model, the generator of its data order.
+        settings: hyper-parameters.
+        steps: optimiser steps per epoch; by default enough for the largest subset here.
+            Pass the experiment-wide value so that shards do not change a model's training.
+        on_epoch: called after each epoch with (epoch, mean training loss).
+    """
+    params = list(ensemble.params.values())
+    optimizer = _make_optimizer(params, settings)
+    if steps is None:
+        steps = steps_per_epoch(max(len(i) for i in train_indices), settings.batch_size)
+    total_steps = steps * settings.epochs
+    step = 0
+    for epoch in range(settings.epochs):
+        batches = torch.from_numpy(epoch_batches(train_indices, steps, order_rngs))
+        epoch_loss = 0.0
+        for batch in batches.to(ensemble.device):
+            for group in optimizer.param_groups:
+                group["lr"] = settings.learning_rate * _lr_factor(settings.schedule, step, total_steps)
+            valid = batch >= 0
+            rows = batch.clamp(min=0)
+            logits = ensemble.forward_per_model(x[rows])
+            losses = F.cross_entropy(
+                logits.flatten(0, 1), y[rows].flatten(), reduction="none"
+            ).view_as(valid)
+            per_model = (losses * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)
+            optimizer.zero_grad(set_to_none=True)
+            per_model.sum().backward()
+            optimizer.step()
+            epoch_loss += float(per_model.detach().mean())
+            step += 1
+        if on_epoch is not None:
+            on_epoch(epoch, epoch_loss / len(batches))

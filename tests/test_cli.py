@@ -1,0 +1,88 @@
+"""The command line: bad input gets one clear line and a non-zero exit, never a traceback."""
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+
+def assert_one_line_error(done, fragment):
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("truthserum: error: ")
+    assert fragment in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_config(tmp_path):
+    assert_one_line_error(run_cli("run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")),
+                          "no such config file")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_key_in_config(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("design:\n  num_modles: 8\n")
+    assert_one_line_error(run_cli("run", str(config), "--out", str(tmp_path / "o")),
+                          "design.num_modles: unknown key")
+
+
+def test_bad_user_data_is_reported_before_anything_is_written(tmp_path):
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.full((50, 4), np.nan), y=np.arange(50) % 2)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  source: npz\n  path: {data}\ndesign:\n  num_targets: 5\n")
+    assert_one_line_error(run_cli("run", str(config), "--out", str(tmp_path / "o")), "NaN or inf in 50 rows")
+    assert not (tmp_path / "o").exists()
+
+
+def test_cuda_requested_without_cuda(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    config = tmp_path / "c.yaml"
+    config.write_text("seed: 1\n")
+    assert_one_line_error(run_cli("run", str(config), "--out", str(tmp_path / "o"), "--device", "cuda"),
+                          "no CUDA device")
+
+
+@pytest.mark.parametrize(
+    ("arrays", "fragment"),
+    [
+        ({"logits": np.zeros((4, 3, 2)), "labels": np.zeros(3, int)}, "missing array(s) ['keep']"),
+        ({"logits": np.zeros((4, 3, 2)), "labels": np.zeros(3, int), "keep": np.ones((4, 2), bool)},
+         "keep must have shape (4, 3)"),
+        ({"logits": np.full((4, 3, 2), np.nan), "labels": np.zeros(3, int), "keep": np.ones((4, 3), bool)},
+         "logits contain NaN or inf"),
+        ({"logits": np.zeros((4, 3, 2)), "labels": np.full(3, 2), "keep": np.ones((4, 3), bool)},
+         "labels must lie in 0..1"),
+        ({"logits": np.zeros((4, 3, 2)), "labels": np.zeros(3, int), "keep": np.ones((4, 3), bool),
+          "targets": np.array([0, 7])}, "targets must lie in 0..2"),
+        ({"logits": np.zeros((4, 3, 2)), "labels": np.zeros(3, int), "keep": np.ones((4, 3), bool)},
+         "no OUT shadow model"),
+    ],
+)
+def test_bad_signals(tmp_path, arrays, fragment):
+    signals = tmp_path / "s.npz"
+    np.savez(signals, **arrays)
+    assert_one_line_error(run_cli("attack", "--signals", str(signals), "--attack", "lira-online"), fragment)
+
+
+def test_attack_refuses_to_overwrite_its_input(tmp_path):
+    signals = tmp_path / "s.npz"
+    np.savez(signals, logits=np.zeros((4, 3, 2)), labels=np.zeros(3, int), keep=np.ones((4, 3), bool))
+    before = signals.read_bytes()
+    done = run_cli("attack", "--signals", str(signals), "--attack", "global-threshold", "--out", str(signals))
+    assert_one_line_error(done, "would overwrite the signals file")
+    assert signals.read_bytes() == before
+
+
+def test_attack_on_a_pickle_is_refused(tmp_path):
+    import pickle
+
+    signals = tmp_path / "s.npz"
+    signals.write_bytes(pickle.dumps({"logits": 1}))
+    assert_one_line_error(run_cli("attack", "--signals", str(signals), "--attack", "lira-online"),
+                          "not a zip archive")

@@ -1,0 +1,135 @@
+"""Config and data validation: each problem is named in one line."""
+
+import numpy as np
+import pytest
+
+from truthserum.config import RunConfig, load_config, parse_config
+from truthserum.data import DataSource, load_dataset, load_npz
+from truthserum.errors import ConfigError, DataError
+from truthserum.runner import prepare_pool
+
+
+def write(tmp_path, text, name="config.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_demo_config_parse(tmp_path):
+    assert RunConfig().design.num_models % 2 == 0
+    config = load_config(write(tmp_path, "design:\n  num_models: 8\n"))
+    assert config.design.num_models == 8 and config.train.epochs == RunConfig().train.epochs
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("desing:\n  num_models: 8\n", "desing: unknown key"),
+        ("design:\n  num_models: 8\n  targets: 3\n", "design.targets: unknown key"),
+        ("design:\n  num_models: 7\n", "design.num_models: must be even"),
+        ("design:\n  num_models: 2\n", "design.num_models: Input should be greater than or equal to 4"),
+        ("train:\n  learning_rate: -1\n", "train.learning_rate: Input should be greater than 0"),
+        ("train:\n  optimizer: lbfgs\n", "train.optimizer: Input should be 'sgd' or 'adam'"),
+        ("data:\n  source: npz\n", "data: source 'npz' needs a path"),
+        ("data:\n  source: digits\n  path: x.npz\n", "path is only for source 'npz'"),
+        ("query:\n  views: [shift-left, identity]\n", "the first view must be 'identity'"),
+        ("attacks: [lira-online, lira-bogus]\n", "attacks.1: Input should be"),
+        ("- 1\n- 2\n", "the top level must be a mapping"),
+        ("design: {num_models: 8\n", "not valid YAML"),
+    ],
+)
+def test_bad_configs_name_the_problem(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")) as info:
+        load_config(write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "seed: !!python/object/apply:os.system ['true']\n"))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_relative_data_path_resolves_against_the_config_folder(tmp_path):
+    config = load_config(write(tmp_path, "data:\n  source: npz\n  path: data/points.npz\n"))
+    assert config.data.path == (tmp_path / "data" / "points.npz").resolve()
+
+
+def save(tmp_path, **arrays):
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+GOOD_X = np.random.default_rng(0).normal(size=(40, 5))
+GOOD_Y = np.arange(40) % 3
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"x": GOOD_X}, r"missing array\(s\) \['y'\]"),
+        ({"x": GOOD_X[:30], "y": GOOD_Y}, "x has 30 rows but y has 40 labels"),
+        ({"x": GOOD_X[:, 0], "y": GOOD_Y}, "x must have shape"),
+        ({"x": GOOD_X, "y": GOOD_Y[:, None]}, "y must have shape"),
+        ({"x": np.where(np.eye(40, 5) > 0, np.nan, GOOD_X), "y": GOOD_Y}, "NaN or inf in 5 rows"),
+        ({"x": np.where(np.eye(40, 5) > 0, np.inf, GOOD_X), "y": GOOD_Y}, "NaN or inf"),
+        ({"x": GOOD_X, "y": GOOD_Y - 1}, r"labels must lie in"),
+        ({"x": GOOD_X, "y": GOOD_Y, "num_classes": np.int64(2)}, r"labels must lie in 0..1"),
+        ({"x": GOOD_X, "y": np.zeros(40, dtype=int)}, "at least two classes"),
+        ({"x": GOOD_X, "y": GOOD_Y + 0.5}, "integer class labels"),
+        ({"x": GOOD_X, "y": np.array(["a"] * 40)}, "integer class labels"),
+    ],
+)
+def test_bad_npz_data_names_the_problem(tmp_path, arrays, message):
+    with pytest.raises(DataError, match=message):
+        load_npz(save(tmp_path, **arrays))
+
+
+def test_object_arrays_are_never_unpickled(tmp_path):
+    path = save(tmp_path, x=np.array([object()] * 40, dtype=object), y=GOOD_Y)
+    with pytest.raises(DataError, match="cannot read arrays safely"):
+        load_npz(path)
+
+
+def test_not_an_npz(tmp_path):
+    path = tmp_path / "data.npz"
+    path.write_bytes(b"not a zip archive")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_npz(path)
+
+
+def test_good_npz_loads_with_image_channel(tmp_path):
+    dataset = load_npz(save(tmp_path, x=np.zeros((40, 6, 6)), y=GOOD_Y))
+    assert dataset.x.shape == (40, 1, 6, 6) and dataset.num_classes == 3 and dataset.is_image
+
+
+def test_builtin_datasets_load_offline():
+    digits = load_dataset(DataSource.DIGITS)
+    assert digits.x.shape == (1797, 1, 8, 8) and digits.num_classes == 10
+    assert 0.0 <= digits.x.min() and digits.x.max() <= 1.0
+    mnist = load_dataset(DataSource.MNIST5K)
+    assert mnist.x.shape == (5000, 1, 28, 28) and np.bincount(mnist.y).tolist() == [500] * 10
+
+
+def test_pool_too_small_for_the_design(tmp_path):
+    path = save(tmp_path, x=GOOD_X, y=GOOD_Y)
+    config = parse_config({"data": {"source": "npz", "path": str(path)}, "design": {"num_targets": 41}})
+    with pytest.raises(DataError, match="40 points, too few for design.num_targets = 41"):
+        prepare_pool(config)
+    config = parse_config({"data": {"source": "digits", "pool_size": 5000}})
+    with pytest.raises(DataError, match="pool_size is 5000 but digits has only 1797"):
+        prepare_pool(config)
+
+
+def test_image_only_options_on_tabular_data(tmp_path):
+    path = save(tmp_path, x=GOOD_X, y=GOOD_Y)
+    base = {"data": {"source": "npz", "path": str(path)}, "design": {"num_targets": 5}}
+    with pytest.raises(ConfigError, match="need image data"):
+        prepare_pool(parse_config({**base, "query": {"views": ["identity", "mirror"]}}))
+    with pytest.raises(ConfigError, match="'cnn' needs image data"):
+        prepare_pool(parse_config({**base, "model": {"architecture": "cnn"}}))

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sklearn_roc_curve
+
+from truthserum.errors import SignalsError
+from truthserum.metrics import evaluate, roc_curve, tpr_at_fpr
+
+
+def test_auc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    members = rng.random(500) < 0.4
+    scores = np.round(rng.normal(size=500) + members, 1)  # many ties
+    assert evaluate(scores, members).auc == pytest.approx(roc_auc_score(members, scores), abs=1e-12)
+
+
+def test_roc_points_match_sklearn():
+    rng = np.random.default_rng(1)
+    members = rng.random(300) < 0.5
+    scores = rng.normal(size=300) + 2 * members
+    ours = roc_curve(scores, members)
+    fpr, tpr, _ = sklearn_roc_curve(members, scores, drop_intermediate=False)
+    np.testing.assert_allclose(ours.fpr, fpr)
+    np.testing.assert_allclose(ours.tpr, tpr)
+
+
+def test_tpr_is_read_strictly_below_the_fpr_level():
+    # 10 non-members, 4 members; scores in descending order: M M N M N N N N N N N M N N
+    labels = np.array([1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0], dtype=bool)
+    scores = -np.arange(labels.size, dtype=float)
+    roc = roc_curve(scores, labels)
+    assert tpr_at_fpr(roc, 0.1) == 0.5    # FPR 0.1 is not strictly below 0.1
+    assert tpr_at_fpr(roc, 0.1001) == 0.75
+    assert tpr_at_fpr(roc, 0.001) == 0.5  # zero false positives
+    metrics = evaluate(scores, labels)
+    assert (metrics.members, metrics.nonmembers) == (4, 10)
+
+
+def test_metrics_refuse_a_single_class_and_nan():
+    with pytest.raises(SignalsError, match="both members and non-members"):
+        evaluate(np.arange(4.0), np.ones(4, dtype=bool))
+    with pytest.raises(SignalsError, match="NaN"):
+        evaluate(np.array([0.0, np.nan]), np.array([True, False]))

@@ -1,0 +1,150 @@
+"""End-to-end runs on small data: results, run-directory rules, and resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import SMALL_CONFIG, run_cli
+from truthserum.config import parse_config
+from truthserum.errors import RunDirError
+from truthserum.runner import run_experiment
+
+
+def metrics_of(results):
+    return {name: {k: v for k, v in entry.items()} for name, entry in results["conditions"].items()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "full"
+    results = run_experiment(parse_config(SMALL_CONFIG), out, progress=False, log=lambda _: None)
+    return out, results
+
+
+def test_results_json_has_the_documented_shape(finished_run):
+    out, results = finished_run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
+    assert set(on_disk) >= {"config", "conditions", "poison", "timing"}
+    assert set(on_disk["conditions"]) == {"clean", "poisoned"}
+    for entry in on_disk["conditions"].values():
+        assert set(entry["accuracy"]) == {"train", "test"}
+        assert set(entry["attacks"]) == {
+            "lira-online", "lira-offline", "lira-online-fixed", "lira-offline-fixed", "global-threshold"
+        }
+        for metrics in entry["attacks"].values():
+            assert set(metrics["tpr_at_fpr"]) == {"0.001", "0.01", "0.1"}
+            assert metrics["members"] + metrics["nonmembers"] == 16 * 16
+            assert 0.0 <= metrics["auc"] <= 1.0
+    poison = on_disk["poison"]
+    assert (poison["targets"], poison["replicas"], poison["total"]) == (16, 8, 128)
+    assert poison["fraction"] == pytest.approx(128 / (128 + 500), abs=0.02)
+    assert 0.0 <= poison["fit"] <= 1.0
+    assert on_disk["timing"]["train_seconds"] > 0
+    assert on_disk["config"] == parse_config(SMALL_CONFIG).to_json_dict()
+    assert (out / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_signals_file_feeds_the_attack_command(finished_run, tmp_path):
+    out, results = finished_run
+    with np.load(out / "signals-poisoned.npz", allow_pickle=False) as signals:
+        assert signals["logits"].shape == (16, 1000, 1, 10)
+        assert signals["keep"].shape == (16, 1000) and (signals["keep"].sum(axis=0) == 8).all()
+    done = run_cli("attack", "--signals", str(out / "signals-poisoned.npz"), "--attack", "lira-online",
+                   "--out", str(tmp_path / "scores.npz"))
+    assert done.returncode == 0, done.stderr
+    auc = results["conditions"]["poisoned"]["attacks"]["lira-online"]["auc"]
+    assert f"AUC {auc:.3f}" in done.stdout
+    with np.load(tmp_path / "scores.npz", allow_pickle=False) as scores:
+        assert scores["scores"].shape == (16, 16)
+
+
+def test_poisoning_amplifies_membership_inference(finished_run):
+    """Even this small run shows the effect the project exists to measure."""
+    _, results = finished_run
+    clean = results["conditions"]["clean"]["attacks"]["lira-online-fixed"]["auc"]
+    poisoned = results["conditions"]["poisoned"]["attacks"]["lira-online-fixed"]["auc"]
+    assert poisoned > clean + 0.1
+
+
+def test_a_run_directory_from_another_config_is_refused_untouched(finished_run):
+    out, _ = finished_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    changed = {**SMALL_CONFIG, "train": {**SMALL_CONFIG["train"], "epochs": 31}}
+    with pytest.raises(RunDirError, match=r"different config \(train.epochs: 30 != 31\)"):
+        run_experiment(parse_config(changed), out, progress=False, log=lambda _: None)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def test_a_foreign_directory_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="not a truthserum run directory"):
+        run_experiment(parse_config(SMALL_CONFIG), tmp_path, progress=False, log=lambda _: None)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_sigkill_during_training_then_resume(finished_run, small_config_file, tmp_path):
+    """Kill the real command after its first shard, rerun it: no finished shard is trained
+    again and the metrics equal those of the uninterrupted run."""
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "truthserum.cli", "run", str(small_config_file), "--out", str(out), "--quiet"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_shard = out / "shards" / "clean" / "models-0000-0003.npz"
+    deadline = time.monotonic() + 300
+    while not first_shard.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (out / "results.json").exists()
+    done_before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("shards/*/*.npz")}
+    assert 1 <= len(done_before) < 8  # 4 shards a condition, 2 conditions
+
+    resumed = run_cli("run", str(small_config_file), "--out", str(out), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"reused {len([p for p in done_before if p.parent.name == 'clean'])} of 4 finished shards" in resumed.stderr
+    for path, stamp in done_before.items():
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp, f"{path.name} was trained again"
+    assert not list(out.rglob(".tmp-*"))
+
+    full_out, full_results = finished_run
+    resumed_results = json.loads((out / "results.json").read_text())
+    assert metrics_of(resumed_results) == metrics_of(json.loads(json.dumps(full_results)))
+    assert resumed_results["poison"] == json.loads(json.dumps(full_results))["poison"]
+
+
+def test_rerunning_a_finished_run_trains_nothing(finished_run):
+    out, results = finished_run
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("shards/*/*.npz")}
+    messages = []
+    again = run_experiment(parse_config(SMALL_CONFIG), out, progress=False, log=messages.append)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("shards/*/*.npz")} == stamps
+    assert "clean: reused 4 of 4 finished shards" in messages
+    assert metrics_of(again) == metrics_of(results)
+
+
+def test_same_seed_same_numbers_different_seed_different_numbers(finished_run, tmp_path):
+    _, results = finished_run
+    other = run_experiment(parse_config({**SMALL_CONFIG, "seed": 4}), tmp_path / "seed4",
+                           progress=False, log=lambda _: None)
+    assert metrics_of(other) != metrics_of(results)
+
+
+def test_shard_size_does_not_change_the_models(finished_run, tmp_path):
+    """A model trains identically whichever shard it falls in (up to float rounding)."""
+    out, _ = finished_run
+    regrouped = {**SMALL_CONFIG, "train": {**SMALL_CONFIG["train"], "shard_size": 16}}
+    run_experiment(parse_config(regrouped), tmp_path / "one-shard", progress=False, log=lambda _: None)
+    with np.load(out / "signals-poisoned.npz") as a, np.load(tmp_path / "one-shard" / "signals-poisoned.npz") as b:
+        first, second = a["logits"], b["logits"]
+    # Batched matmuls of another width round differently; 30 epochs of Adam let the last bits
+    # drift, but the models stay the same models.
+    assert np.abs(first - second).max() <= 1e-3 * np.abs(second).max()
+    assert (first.argmax(-1) == second.argmax(-1)).mean() > 0.999

@@ -1,0 +1,90 @@
+"""The vectorized ensemble: same models as training one at a time, deterministic, independent."""
+
+import numpy as np
+import pytest
+import torch
+
+from truthserum.query import QueryView, apply_view, query_logits
+from truthserum.train import Architecture, Ensemble, OptimizerName, Schedule, TrainSettings, build_model, train_ensemble
+from truthserum.train.ensemble import epoch_batches
+
+
+def toy_data(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 1, 6, 6)).astype(np.float32)
+    y = (x.reshape(n, -1)[:, :3].argmax(axis=1)).astype(np.int64)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def train(architecture, seeds, subsets, settings, *, x, y, steps=None):
+    def make():
+        return build_model(architecture, feature_shape=(1, 6, 6), num_classes=3,
+                           hidden_sizes=(16,), channels=(4,))
+
+    ensemble = Ensemble.initialise(make, seeds, torch.device("cpu"))
+    train_ensemble(
+        ensemble, x=x, y=y, train_indices=subsets,
+        order_rngs=[np.random.default_rng(s) for s in seeds], settings=settings, steps=steps,
+    )
+    return ensemble
+
+
+SETTINGS = TrainSettings(optimizer=OptimizerName.ADAM, learning_rate=0.01, epochs=3, batch_size=16,
+                         weight_decay=1e-3, schedule=Schedule.COSINE)
+
+
+def test_epoch_batches_cover_each_models_points_once():
+    subsets = [np.arange(0, 50), np.arange(10, 57), np.array([3, 5, 7])]
+    batches = epoch_batches(subsets, 7, [np.random.default_rng(i) for i in range(3)])
+    assert batches.shape[0] == 7
+    for model, subset in enumerate(subsets):
+        seen = batches[:, model][batches[:, model] >= 0]
+        assert sorted(seen.tolist()) == sorted(subset.tolist())
+        assert (batches[:, model] >= 0).sum(axis=1).min() >= len(subset) // 7  # near-equal batches
+    assert batches.shape[2] <= 8
+
+
+@pytest.mark.parametrize("architecture", list(Architecture))
+def test_ensemble_trains_the_same_models_as_one_at_a_time(architecture):
+    """Stacking models must not couple them: each equals the model trained alone."""
+    x, y = toy_data()
+    seeds = [11, 12, 13]
+    subsets = [np.arange(0, 80), np.arange(40, 120), np.arange(0, 120, 2)]
+    together = train(architecture, seeds, subsets, SETTINGS, x=x, y=y, steps=5)
+    for k, (seed, subset) in enumerate(zip(seeds, subsets)):
+        alone = train(architecture, [seed], [subset], SETTINGS, x=x, y=y, steps=5)
+        for name, stacked in together.params.items():
+            torch.testing.assert_close(stacked[k], alone.params[name][0], rtol=1e-4, atol=1e-5)
+
+
+def test_training_is_bit_for_bit_deterministic_on_cpu():
+    x, y = toy_data()
+    subsets = [np.arange(0, 80), np.arange(40, 120)]
+    sgd = TrainSettings(optimizer=OptimizerName.SGD, learning_rate=0.1, epochs=2, batch_size=10)
+    first = train(Architecture.CNN, [1, 2], subsets, sgd, x=x, y=y)
+    second = train(Architecture.CNN, [1, 2], subsets, sgd, x=x, y=y)
+    for name in first.params:
+        assert torch.equal(first.params[name], second.params[name])
+    different = train(Architecture.CNN, [1, 3], subsets, sgd, x=x, y=y)
+    assert not torch.equal(first.params["0.weight"], different.params["0.weight"])
+
+
+def test_training_learns():
+    x, y = toy_data(n=300)
+    ensemble = train(Architecture.MLP, [0, 1], [np.arange(300)] * 2,
+                     TrainSettings(optimizer=OptimizerName.ADAM, learning_rate=0.01, epochs=30, batch_size=32),
+                     x=x, y=y)
+    logits = query_logits(ensemble, x, [QueryView.IDENTITY])
+    assert logits.shape == (2, 300, 1, 3) and logits.dtype == np.float32
+    assert (logits[:, :, 0].argmax(-1) == y.numpy()).mean() > 0.9
+
+
+def test_query_views():
+    x = torch.arange(2 * 1 * 3 * 3, dtype=torch.float32).reshape(2, 1, 3, 3)
+    right = apply_view(x, QueryView.SHIFT_RIGHT)
+    assert right[0, 0].tolist() == [[0, 0, 1], [0, 3, 4], [0, 6, 7]]
+    up = apply_view(x, QueryView.SHIFT_UP)
+    assert up[0, 0].tolist() == [[3, 4, 5], [6, 7, 8], [0, 0, 0]]
+    assert apply_view(x, QueryView.MIRROR)[0, 0, 0].tolist() == [2, 1, 0]
+    assert torch.equal(apply_view(x, QueryView.IDENTITY), x)
+    assert x[0, 0, 0].tolist() == [0, 1, 2]  # views never modify their input
