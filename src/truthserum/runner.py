@@ -149,8 +149,8 @@ def _train_shard(
     ensemble = Ensemble.initialise(
         make_model, [seeding.int_seed(config.seed, "init", m) for m in models], device
     )
-    bar = tqdm(
-        total=config.train.epochs, disable=not progress, leave=False, file=sys.stderr,
+    bar = tqdm(  # disable=None: bars only on a terminal; logs get one line per shard instead
+        total=config.train.epochs, disable=None if progress else True, leave=False, file=sys.stderr,
         desc=f"{condition.name} models {models.start}-{models.stop - 1}", unit="epoch",
     )
     losses: list[float] = []
@@ -199,6 +199,8 @@ def stage_train(
                 log(f"warning: {path} is unreadable; training that shard again")
             shard = _train_shard(config, pool, design, poisons, condition, models, device, progress)
             write_npz(path, shard)
+            log(f"{condition.name}: trained models {models.start}-{models.stop - 1} of {num_models} "
+                f"in {float(shard['train_seconds']):.1f} s (final loss {shard['loss'][-1]:.3f})")
         parts.append(shard["logits"])
         seconds += float(shard["train_seconds"])
     if reused:
