@@ -19,11 +19,14 @@ FPR_LEVELS = (0.001, 0.01, 0.1)
 
 @dataclass(frozen=True)
 class RocCurve:
-    """ROC points from the strictest threshold to the loosest, starting at (0, 0)."""
+    """ROC points from the strictest threshold to the loosest, starting at (0, 0), and the
+    member and non-member counts behind them."""
 
     fpr: np.ndarray
     tpr: np.ndarray
     thresholds: np.ndarray
+    members: int
+    nonmembers: int
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ def roc_curve(scores: np.ndarray, members: np.ndarray) -> RocCurve:
         fpr=np.r_[0.0, false_positives / negatives],
         tpr=np.r_[0.0, true_positives / positives],
         thresholds=np.r_[np.inf, sorted_scores[last_of_tie]],
+        members=positives,
+        nonmembers=negatives,
     )
 
 
@@ -85,13 +90,16 @@ def tpr_at_fpr(roc: RocCurve, level: float) -> float:
     return float(roc.tpr[below[-1]])
 
 
-def evaluate(scores: np.ndarray, members: np.ndarray, levels=FPR_LEVELS) -> AttackMetrics:
-    """AUC, TPR at each FPR level, and the member and non-member counts."""
-    roc = roc_curve(scores, members)
-    positives = int(np.asarray(members, dtype=bool).sum())
+def summarize(roc: RocCurve, levels=FPR_LEVELS) -> AttackMetrics:
+    """AUC, TPR at each FPR level, and the member and non-member counts of one ROC."""
     return AttackMetrics(
         auc=area_under_curve(roc),
         tpr_at_fpr={float(level): tpr_at_fpr(roc, level) for level in levels},
-        members=positives,
-        nonmembers=int(np.asarray(members).size - positives),
+        members=roc.members,
+        nonmembers=roc.nonmembers,
     )
+
+
+def evaluate(scores: np.ndarray, members: np.ndarray, levels=FPR_LEVELS) -> AttackMetrics:
+    """:func:`summarize` the ROC of ``scores`` against the ground truth ``members``."""
+    return summarize(roc_curve(scores, members), levels)

@@ -22,7 +22,8 @@ def plot_roc(curves: dict[tuple[str, str], RocCurve], path: Path) -> None:
     from matplotlib import pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6.5, 6))
-    floor = 1e-4
+    # FPR 0 cannot sit on a log axis: draw it half a step below the smallest non-zero FPR.
+    floor = min(1e-3, 0.5 / max(roc.nonmembers for roc in curves.values()))
     attacks = sorted({attack for _, attack in curves})
     colours = {attack: f"C{i}" for i, attack in enumerate(attacks)}
     for (condition, attack), roc in curves.items():

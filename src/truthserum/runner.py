@@ -20,13 +20,13 @@ import torch
 from tqdm import tqdm
 
 from truthserum import seeding
-from truthserum.attacks import AttackInputs, AttackName, score_attacks
+from truthserum.attacks import AttackInputs, score_attacks
 from truthserum.config import RunConfig
 from truthserum.data import Dataset, load_dataset
 from truthserum.design import Design, make_design
 from truthserum.errors import ConfigError, DataError
 from truthserum.evaluation import accuracy, poison_fit
-from truthserum.metrics import evaluate, roc_curve
+from truthserum.metrics import roc_curve, summarize
 from truthserum.poison import PoisonSet, make_label_flip_poisons
 from truthserum.query import check_views_fit_data, query_logits
 from truthserum.report import plot_roc
@@ -225,8 +225,8 @@ def _condition_results(
     members = inputs.members
     write_npz(run_dir.file(f"scores-{condition.name}.npz"),
               {"members": members, **{name.value: s for name, s in scores.items()}})
-    attacks = {name.value: evaluate(s, members).to_dict() for name, s in scores.items()}
     curves = {name.value: roc_curve(s, members) for name, s in scores.items()}
+    attacks = {name: summarize(curve).to_dict() for name, curve in curves.items()}
     entry = {"accuracy": accuracy(logits, pool.y, design.keep), "attacks": attacks}
     return entry, curves
 
@@ -298,5 +298,3 @@ def run_experiment(
     plot_roc(curves, run_dir.file("roc.png"))
     return results
 
-
-__all__ = ["AttackName", "Condition", "conditions_for", "run_experiment"]

@@ -82,10 +82,6 @@ class Ensemble:
         """``x`` is ``(B, *features)``, the same batch for every model; returns ``(M, B, C)``."""
         return vmap(self._call, in_dims=(0, 0, None))(self.params, self.buffers, x)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Stacked tensors, each with a leading model axis (safe to save as safetensors/npz)."""
-        return {name: t.detach().cpu() for name, t in {**self.params, **self.buffers}.items()}
-
 
 def steps_per_epoch(largest_train_set: int, batch_size: int) -> int:
     """Optimiser steps per epoch: enough batches of ``batch_size`` for the largest model."""
