@@ -88,3 +88,12 @@ def test_query_views():
     assert apply_view(x, QueryView.MIRROR)[0, 0, 0].tolist() == [2, 1, 0]
     assert torch.equal(apply_view(x, QueryView.IDENTITY), x)
     assert x[0, 0, 0].tolist() == [0, 1, 2]  # views never modify their input
+
+
+def test_divergence_is_reported_not_saved_as_nan_signals():
+    from truthserum.errors import TrainingError
+
+    x, y = toy_data()
+    wild = TrainSettings(optimizer=OptimizerName.SGD, learning_rate=1e6, epochs=3, batch_size=16)
+    with pytest.raises(TrainingError, match="training diverged"):
+        train(Architecture.MLP, [0], [np.arange(120)], wild, x=x * 1e3, y=y)

@@ -24,3 +24,7 @@ class SignalsError(TruthserumError):
 
 class RunDirError(TruthserumError):
     """A run directory belongs to another experiment or cannot be written."""
+
+
+class TrainingError(TruthserumError):
+    """Training failed in a way the user can fix through the config (it diverged, say)."""

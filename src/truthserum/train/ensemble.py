@@ -23,6 +23,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
+from truthserum.errors import TrainingError
+
 
 class OptimizerName(str, Enum):
     SGD = "sgd"
@@ -156,7 +158,7 @@ def train_ensemble(
     step = 0
     for epoch in range(settings.epochs):
         batches = torch.from_numpy(epoch_batches(train_indices, steps, order_rngs))
-        epoch_loss = 0.0
+        epoch_loss = torch.zeros((), device=ensemble.device)  # summed on the device: no sync per step
         for batch in batches.to(ensemble.device):
             for group in optimizer.param_groups:
                 group["lr"] = settings.learning_rate * _lr_factor(settings.schedule, step, total_steps)
@@ -170,7 +172,13 @@ def train_ensemble(
             optimizer.zero_grad(set_to_none=True)
             per_model.sum().backward()
             optimizer.step()
-            epoch_loss += float(per_model.detach().mean())
+            epoch_loss += per_model.detach().mean()
             step += 1
+        mean_loss = float(epoch_loss) / len(batches)
+        if not math.isfinite(mean_loss):
+            raise TrainingError(
+                f"training diverged (loss {mean_loss}) in epoch {epoch + 1}; "
+                "lower train.learning_rate"
+            )
         if on_epoch is not None:
-            on_epoch(epoch, epoch_loss / len(batches))
+            on_epoch(epoch, mean_loss)
