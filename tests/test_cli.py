@@ -86,3 +86,33 @@ def test_attack_on_a_pickle_is_refused(tmp_path):
     signals.write_bytes(pickle.dumps({"logits": 1}))
     assert_one_line_error(run_cli("attack", "--signals", str(signals), "--attack", "lira-online"),
                           "not a zip archive")
+
+
+def test_demo_config_is_the_packaged_one_and_within_the_poison_budget():
+    from pathlib import Path
+
+    from truthserum.cli import demo_config_text
+    from truthserum.config import load_config
+
+    repo_copy = Path(__file__).parent.parent / "configs" / "demo.yaml"
+    assert repo_copy.read_text() == demo_config_text()
+    config = load_config(repo_copy)
+    poisons = config.design.num_targets * config.poison.replicas
+    assert poisons / (poisons + 5000 / 2) < 0.10  # no poison-fraction warning on mnist5k
+    assert config.poison.replicas > 0 and config.data.source.value == "mnist5k"
+
+
+def test_demo_command_prints_the_side_by_side_table(tmp_path, monkeypatch, capsys):
+    """The demo's own wiring, on the small config (the real demo takes minutes)."""
+    import yaml
+
+    from conftest import SMALL_CONFIG
+    from truthserum import cli
+
+    monkeypatch.setattr(cli, "demo_config_text", lambda: yaml.safe_dump(SMALL_CONFIG))
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "clean" in line and "poisoned" in line)
+    assert header.split() == ["clean", "poisoned"]
+    assert "lira-online-fixed AUC" in out and "TPR @ 1% FPR" in out
+    assert (tmp_path / "demo" / "results.json").exists()

@@ -61,11 +61,18 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_results(results: dict, out: Path) -> None:
+    print()
+    print(format_comparison(results))
+    for warning in results["warnings"]:
+        print(f"warning: {warning}")
+    print(f"\nresults: {out / 'results.json'}   ROC: {out / 'roc.png'}   "
+          f"time: {results['timing']['total_seconds']:.0f} s")
+
+
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    results = run_experiment(config, args.out, device=args.device, progress=not args.quiet)
-    print(format_comparison(results))
-    print(f"\nresults: {args.out / 'results.json'}   ROC: {args.out / 'roc.png'}")
+    _print_results(run_experiment(config, args.out, device=args.device, progress=not args.quiet), args.out)
     return 0
 
 
@@ -75,13 +82,7 @@ def _demo(args: argparse.Namespace) -> int:
     config = parse_config(yaml.safe_load(demo_config_text()), source="demo config")
     print(f"truthserum demo: {config.design.num_models} models trained clean and with "
           f"{config.poison.replicas} poisons per target, in {args.out}", file=sys.stderr)
-    results = run_experiment(config, args.out, device=args.device, progress=not args.quiet)
-    print()
-    print(format_comparison(results))
-    for warning in results["warnings"]:
-        print(f"warning: {warning}")
-    print(f"\nresults: {args.out / 'results.json'}   ROC: {args.out / 'roc.png'}   "
-          f"time: {results['timing']['total_seconds']:.0f} s")
+    _print_results(run_experiment(config, args.out, device=args.device, progress=not args.quiet), args.out)
     return 0
 
 
