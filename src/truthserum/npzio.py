@@ -22,6 +22,8 @@ def read_user_npz(
             (which would need unpickling), a truncated member, or a missing required array.
     """
     path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a directory, not an .npz file")
     if not path.is_file():
         raise error(f"{path}: no such file")
     try:
