@@ -116,3 +116,44 @@ def test_demo_command_prints_the_side_by_side_table(tmp_path, monkeypatch, capsy
     assert header.split() == ["clean", "poisoned"]
     assert "lira-online-fixed AUC" in out and "TPR @ 1% FPR" in out
     assert (tmp_path / "demo" / "results.json").exists()
+
+
+def test_attack_out_never_replaces_a_foreign_file(tmp_path):
+    signals = tmp_path / "s.npz"
+    np.savez(signals, logits=np.zeros((4, 3, 2)), labels=np.zeros(3, int),
+             keep=np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1]], bool))
+    mine = tmp_path / "notes.txt"
+    mine.write_text("keep me")
+    done = run_cli("attack", "--signals", str(signals), "--attack", "global-threshold", "--out", str(mine))
+    assert_one_line_error(done, "exists and is not an earlier scores file")
+    assert mine.read_text() == "keep me"
+    scores = tmp_path / "scores.npz"
+    for _ in range(2):  # an earlier scores file may be replaced
+        done = run_cli("attack", "--signals", str(signals), "--attack", "global-threshold", "--out", str(scores))
+        assert done.returncode == 0, done.stderr
+
+
+def test_file_system_errors_are_one_line(tmp_path, small_config_file):
+    blocker = tmp_path / "run" / "shards"
+    blocker.parent.mkdir()
+    (blocker.parent / "config.yaml").write_text("placeholder: 1\n")
+    done = run_cli("run", str(small_config_file), "--out", str(tmp_path / "run"))
+    assert_one_line_error(done, "different config")
+    (tmp_path / "file").write_text("x")
+    done = run_cli("run", str(small_config_file), "--out", str(tmp_path / "file" / "run"))
+    assert_one_line_error(done, "file/run")
+
+
+def test_os_errors_inside_a_run_are_one_line(tmp_path, small_config_file):
+    """A path the run must write is blocked by a file: one line, not a traceback."""
+    out = tmp_path / "run"
+    assert run_cli("run", str(small_config_file), "--out", str(out), "--quiet").returncode == 0
+    import shutil
+
+    shutil.rmtree(out / "shards" / "poisoned")
+    (out / "shards" / "poisoned").write_text("in the way")
+    done = run_cli("run", str(small_config_file), "--out", str(out), "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("truthserum: error: ")]
+    assert errors == [done.stderr.strip().splitlines()[-1]]  # progress lines, then one error line
+    assert "shards/poisoned: File exists" in errors[0]

@@ -148,3 +148,47 @@ def test_shard_size_does_not_change_the_models(finished_run, tmp_path):
     # drift, but the models stay the same models.
     assert np.abs(first - second).max() <= 1e-3 * np.abs(second).max()
     assert (first.argmax(-1) == second.argmax(-1)).mean() > 0.999
+
+
+def _npz_config(tmp_path, x, y):
+    data = tmp_path / "data.npz"
+    np.savez(data, x=x, y=y)
+    config = {**SMALL_CONFIG, "data": {"source": "npz", "path": str(data)},
+              "design": {"num_models": 4, "num_targets": 8}, "poison": {"replicas": 2},
+              "train": {**SMALL_CONFIG["train"], "epochs": 2}}
+    return parse_config(config), data
+
+
+def test_changed_data_behind_the_same_config_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 6)).astype(np.float32), np.arange(200) % 3
+    config, data = _npz_config(tmp_path, x, y)
+    out = tmp_path / "run"
+    run_experiment(config, out, progress=False, log=lambda _: None)
+    np.savez(data, x=x + 1.0, y=y)  # same shape, other contents
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(RunDirError, match="data differ from those this run was started on"):
+        run_experiment(config, out, progress=False, log=lambda _: None)
+    assert (out / "results.json").read_bytes() == before
+
+
+def test_a_damaged_stage_file_is_computed_again(finished_run, tmp_path):
+    import shutil
+
+    out, results = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    np.savez(copy / "design.npz", keep=np.zeros(3))  # wrong shape
+    (copy / "shards" / "poisoned" / "models-0004-0007.npz").write_bytes(b"garbage")
+    messages = []
+    again = run_experiment(parse_config(SMALL_CONFIG), copy, progress=False, log=messages.append)
+    assert any("design.npz is unreadable or damaged" in m for m in messages)
+    assert any("models-0004-0007.npz is unreadable or damaged" in m for m in messages)
+    assert metrics_of(again) == metrics_of(results)
+
+
+def test_run_files_are_written_with_the_usual_permissions(finished_run):
+    out, _ = finished_run
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (out / "results.json").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -17,7 +17,7 @@ from truthserum.config import load_config, parse_config
 from truthserum.errors import SignalsError, TruthserumError
 from truthserum.metrics import evaluate
 from truthserum.report import format_attack_metrics, format_comparison
-from truthserum.rundir import write_npz
+from truthserum.rundir import read_npz, write_npz
 from truthserum.runner import run_experiment
 
 DEFAULT_DEMO_DIR = Path("runs/demo")
@@ -80,8 +80,6 @@ def _demo(args: argparse.Namespace) -> int:
     import yaml
 
     config = parse_config(yaml.safe_load(demo_config_text()), source="demo config")
-    print(f"truthserum demo: {config.design.num_models} models trained clean and with "
-          f"{config.poison.replicas} poisons per target, in {args.out}", file=sys.stderr)
     _print_results(run_experiment(config, args.out, device=args.device, progress=not args.quiet), args.out)
     return 0
 
@@ -89,6 +87,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _attack(args: argparse.Namespace) -> int:
     if args.out is not None and args.out.resolve() == args.signals.resolve():
         raise SignalsError(f"--out {args.out} would overwrite the signals file; choose another path")
+    if args.out is not None and args.out.exists():
+        earlier = read_npz(args.out)
+        if earlier is None or set(earlier) != {"scores", "members"}:
+            raise SignalsError(f"--out {args.out} exists and is not an earlier scores file; choose another path")
     inputs = load_signals(args.signals)
     name = AttackName(args.attack)
     scores = score_attacks(inputs, [name])[name]
@@ -112,6 +114,20 @@ def main(argv: list[str] | None = None) -> int:
         return _COMMANDS[args.command](args)
     except TruthserumError as exc:
         print(f"truthserum: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only run directory, a path that is a file
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"truthserum: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("truthserum: error: out of memory; use fewer or smaller models, or a smaller "
+              "train.shard_size", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if "allocate" not in str(exc) and "out of memory" not in str(exc):
+            raise  # a bug: keep the traceback
+        print("truthserum: error: out of memory (torch could not allocate a tensor); use fewer "
+              "or smaller models, or a smaller train.shard_size", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("truthserum: interrupted; run the same command again to resume", file=sys.stderr)

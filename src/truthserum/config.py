@@ -8,10 +8,10 @@ checked once the data is loaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from truthserum.attacks.registry import AttackName
 from truthserum.data import DataSource
@@ -22,13 +22,18 @@ from truthserum.train.ensemble import OptimizerName, Schedule, TrainSettings
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No silent coercion of counts ("4", 4.0 and true are refused) and no NaN or inf rates.
+    # Rates stay lax: PyYAML reads 1e-3 (no dot) as the string "1e-3".
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Count = Annotated[int, Strict()]
 
 
 class DataConfig(_Strict):
     source: DataSource = DataSource.MNIST5K
     path: Path | None = Field(default=None, description="the .npz file, for source 'npz'")
-    pool_size: int | None = Field(
+    pool_size: Count | None = Field(
         default=None, ge=4, description="use a seeded random subset of this many points"
     )
 
@@ -42,8 +47,8 @@ class DataConfig(_Strict):
 
 
 class DesignConfig(_Strict):
-    num_models: int = Field(default=16, ge=4, le=4096)
-    num_targets: int = Field(default=100, ge=1)
+    num_models: Count = Field(default=16, ge=4, le=4096)
+    num_targets: Count = Field(default=100, ge=1)
 
     @field_validator("num_models")
     @classmethod
@@ -54,7 +59,7 @@ class DesignConfig(_Strict):
 
 
 class PoisonConfig(_Strict):
-    replicas: int = Field(
+    replicas: Count = Field(
         default=8, ge=0, le=10_000,
         description="mislabeled copies per target; 0 runs the clean condition only",
     )
@@ -62,8 +67,8 @@ class PoisonConfig(_Strict):
 
 class ModelConfig(_Strict):
     architecture: Architecture = Architecture.MLP
-    hidden_sizes: tuple[int, ...] = Field(default=(256,), description="MLP hidden widths")
-    channels: tuple[int, ...] = Field(default=(16, 32), description="CNN convolution widths")
+    hidden_sizes: tuple[Count, ...] = Field(default=(256,), min_length=1, description="MLP hidden widths")
+    channels: tuple[Count, ...] = Field(default=(16, 32), min_length=1, description="CNN convolution widths")
 
     @field_validator("hidden_sizes", "channels")
     @classmethod
@@ -79,9 +84,9 @@ class TrainConfig(_Strict):
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD only")
     weight_decay: float = Field(default=0.0, ge=0)
     schedule: Schedule = Schedule.CONSTANT
-    epochs: int = Field(default=20, ge=1, le=100_000)
-    batch_size: int = Field(default=128, ge=1)
-    shard_size: int = Field(
+    epochs: Count = Field(default=20, ge=1, le=100_000)
+    batch_size: Count = Field(default=128, ge=1)
+    shard_size: Count = Field(
         default=8, ge=1, description="models trained together; a finished shard is never retrained"
     )
 
@@ -111,7 +116,7 @@ class QueryConfig(_Strict):
 class RunConfig(_Strict):
     """One experiment: the same keep matrix and targets, trained clean and poisoned."""
 
-    seed: int = Field(default=0, ge=0)
+    seed: Count = Field(default=0, ge=0)
     data: DataConfig = DataConfig()
     design: DesignConfig = DesignConfig()
     poison: PoisonConfig = PoisonConfig()
@@ -119,6 +124,13 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     query: QueryConfig = QueryConfig()
     attacks: tuple[AttackName, ...] = Field(default=tuple(AttackName), min_length=1)
+
+    @field_validator("attacks")
+    @classmethod
+    def _distinct_attacks(cls, value: tuple[AttackName, ...]) -> tuple[AttackName, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("attacks must be distinct")
+        return value
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -91,15 +91,19 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, *, num_classes: int | None, so
     elif y.dtype.kind not in "iub":
         raise DataError(f"{source}: y must hold integer class labels, got dtype {y.dtype}")
     y = y.astype(np.int64)
+    if y.min() < 0:
+        raise DataError(f"{source}: labels must be non-negative class indices, found {int(y.min())}")
+    present = np.unique(y).size
+    if present < 2:
+        raise DataError(f"{source}: need at least two classes, found {present}")
     if num_classes is None:
-        num_classes = int(y.max()) + 1 if y.min() >= 0 else 0
-    if y.min() < 0 or y.max() >= num_classes:
+        num_classes = int(y.max()) + 1
+    if num_classes < 2:
+        raise DataError(f"{source}: num_classes must be at least 2, got {num_classes}")
+    if y.max() >= num_classes:
         raise DataError(
             f"{source}: labels must lie in 0..{num_classes - 1}, found {int(y.min())}..{int(y.max())}"
         )
-    present = np.unique(y).size
-    if num_classes < 2 or present < 2:
-        raise DataError(f"{source}: need at least two classes, found {present}")
     if x.ndim == 3:
         x = x[:, None, :, :]
     return Dataset(name=source, x=np.ascontiguousarray(x), y=y, num_classes=int(num_classes))

@@ -3,6 +3,7 @@
 Layout of a run directory::
 
     config.yaml                   the resolved config (every default filled in)
+    pool.json                     a fingerprint of the pool, so changed data are not resumed
     design.npz                    keep (M, N) and targets (T,)
     poisons.npz                   poison x, y, source index, and each target's poison label
     shards/<condition>/models-<first>-<last>.npz
@@ -46,10 +47,17 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -115,7 +123,8 @@ class RunDirectory:
             try:
                 stored = yaml.safe_load(config_path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-                raise RunDirError(f"{config_path}: unreadable ({exc}); use another --out") from None
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise RunDirError(f"{config_path}: unreadable ({reason}); use another --out") from None
             differences = config_differences(stored if isinstance(stored, dict) else {}, wanted)
             if differences:
                 raise RunDirError(

@@ -9,6 +9,8 @@ initialisation, so their difference is the poisons alone.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +26,7 @@ from truthserum.attacks import AttackInputs, score_attacks
 from truthserum.config import RunConfig
 from truthserum.data import Dataset, load_dataset
 from truthserum.design import Design, make_design
-from truthserum.errors import ConfigError, DataError
+from truthserum.errors import ConfigError, DataError, RunDirError
 from truthserum.evaluation import accuracy, poison_fit
 from truthserum.metrics import roc_curve, summarize
 from truthserum.poison import PoisonSet, make_label_flip_poisons
@@ -95,9 +97,56 @@ def prepare_pool(config: RunConfig) -> Dataset:
     return dataset
 
 
-def stage_design(run_dir: RunDirectory, config: RunConfig, pool: Dataset) -> Design:
-    path = run_dir.file("design.npz")
+def _has_shapes(arrays: dict[str, np.ndarray] | None, shapes: dict[str, tuple[int, ...]]) -> bool:
+    """True when a stored stage file holds every expected array with its expected shape."""
+    return arrays is not None and all(
+        key in arrays and arrays[key].shape == shape for key, shape in shapes.items()
+    )
+
+
+def _load_stage(path: Path, shapes: dict[str, tuple[int, ...]], log: Log) -> dict[str, np.ndarray] | None:
+    """A stage file written by an earlier run of this config, or None if it must be redone.
+
+    Stage files are deterministic given the config and the data, so a damaged one is simply
+    computed again."""
     stored = read_npz(path)
+    if _has_shapes(stored, shapes):
+        return stored
+    if path.exists():
+        log(f"warning: {path} is unreadable or damaged; computing it again")
+    return None
+
+
+def pool_fingerprint(pool: Dataset) -> str:
+    """SHA-256 of the pool's features, labels and class count."""
+    digest = hashlib.sha256()
+    digest.update(repr((pool.x.shape, pool.num_classes)).encode())
+    digest.update(np.ascontiguousarray(pool.x).tobytes())
+    digest.update(np.ascontiguousarray(pool.y).tobytes())
+    return digest.hexdigest()
+
+
+def check_pool_unchanged(run_dir: RunDirectory, pool: Dataset) -> None:
+    """Refuse to resume on different data: the config names a file, not its contents."""
+    path = run_dir.file("pool.json")
+    fingerprint = pool_fingerprint(pool)
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        stored = None
+    if isinstance(stored, dict) and stored.get("sha256") not in (None, fingerprint):
+        raise RunDirError(
+            f"{run_dir.root}: the data differ from those this run was started on "
+            f"({pool.name} changed since); use another --out"
+        )
+    if not isinstance(stored, dict) or "sha256" not in stored:
+        write_json(path, {"sha256": fingerprint, "points": pool.num_points, "classes": pool.num_classes})
+
+
+def stage_design(run_dir: RunDirectory, config: RunConfig, pool: Dataset, log: Log) -> Design:
+    path = run_dir.file("design.npz")
+    shapes = {"keep": (config.design.num_models, pool.num_points), "targets": (config.design.num_targets,)}
+    stored = _load_stage(path, shapes, log)
     if stored is not None:
         return Design(keep=stored["keep"], targets=stored["targets"])
     design = make_design(
@@ -108,9 +157,16 @@ def stage_design(run_dir: RunDirectory, config: RunConfig, pool: Dataset) -> Des
     return design
 
 
-def stage_poisons(run_dir: RunDirectory, config: RunConfig, pool: Dataset, design: Design) -> PoisonSet:
+def stage_poisons(
+    run_dir: RunDirectory, config: RunConfig, pool: Dataset, design: Design, log: Log
+) -> PoisonSet:
     path = run_dir.file("poisons.npz")
-    stored = read_npz(path)
+    total = config.design.num_targets * config.poison.replicas
+    shapes = {
+        "x": (total, *pool.feature_shape), "y": (total,), "source": (total,),
+        "target_labels": (config.design.num_targets,), "replicas": (),
+    }
+    stored = _load_stage(path, shapes, log)
     if stored is not None:
         return PoisonSet(
             x=stored["x"], y=stored["y"], source=stored["source"],
@@ -191,12 +247,12 @@ def stage_train(
     parts, seconds, reused = [], 0.0, 0
     for models in shards:
         path = run_dir.shard_file(condition.name, models.start, models.stop - 1)
-        shard = read_npz(path)
-        if shard is not None and shard.get("models") is not None and list(shard["models"]) == list(models):
+        logits_shape = (len(models), pool.num_points, len(config.query.views), pool.num_classes)
+        shard = _load_stage(path, {"logits": logits_shape, "models": (len(models),), "loss": (config.train.epochs,),
+                                   "train_seconds": ()}, log)
+        if shard is not None and list(shard["models"]) == list(models):
             reused += 1
         else:
-            if path.exists():
-                log(f"warning: {path} is unreadable; training that shard again")
             shard = _train_shard(config, pool, design, poisons, condition, models, device, progress)
             write_npz(path, shard)
             log(f"{condition.name}: trained models {models.start}-{models.stop - 1} of {num_models} "
@@ -243,8 +299,9 @@ def run_experiment(
     torch_device = resolve_device(device)
     pool = prepare_pool(config)
     run_dir = RunDirectory.open(out_dir, config)
-    design = stage_design(run_dir, config, pool)
-    poisons = stage_poisons(run_dir, config, pool, design)
+    check_pool_unchanged(run_dir, pool)
+    design = stage_design(run_dir, config, pool, log)
+    poisons = stage_poisons(run_dir, config, pool, design, log)
 
     warnings: list[str] = []
     members_per_model = float(design.keep.sum(axis=1).mean())

@@ -50,7 +50,8 @@ def loo_location_scale(
     if counts.min() < 1:
         m, j = np.argwhere(counts < 1)[0]
         raise SignalsError(
-            f"target {j} has no {name} shadow model when model {m} is the target; "
+            f"the target at position {j} of targets has no {name} shadow model when model {m} "
+            "is the target model; "
             "every target point needs at least one IN and one OUT model besides the target model"
         )
     location = np.empty_like(phi)
