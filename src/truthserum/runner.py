@@ -28,7 +28,7 @@ from truthserum.data import Dataset, load_dataset
 from truthserum.design import Design, make_design
 from truthserum.errors import ConfigError, DataError, RunDirError
 from truthserum.evaluation import accuracy, poison_fit
-from truthserum.metrics import roc_curve, summarize
+from truthserum.metrics import RocCurve, roc_curve, summarize
 from truthserum.poison import PoisonSet, make_label_flip_poisons
 from truthserum.query import check_views_fit_data, query_logits
 from truthserum.report import plot_roc
@@ -293,7 +293,8 @@ def run_experiment(
     """Run (or resume) the experiment ``config`` in ``out_dir`` and return ``results.json``.
 
     Raises:
-        TruthserumError: bad config, data or run directory, before anything is trained.
+        TruthserumError: a bad config, data or run directory (found before any training starts),
+            or a training that diverged.
     """
     started = time.perf_counter()
     torch_device = resolve_device(device)
@@ -320,7 +321,7 @@ def run_experiment(
         log("warning: " + warnings[-1])
 
     conditions: dict[str, dict] = {}
-    curves: dict[tuple[str, str], object] = {}
+    curves: dict[tuple[str, str], RocCurve] = {}
     train_seconds = 0.0
     fit = None
     for condition in conditions_for(config):
