@@ -134,13 +134,14 @@ def check_pool_unchanged(run_dir: RunDirectory, pool: Dataset) -> None:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         stored = None
-    if isinstance(stored, dict) and stored.get("sha256") not in (None, fingerprint):
+    stored_fingerprint = stored.get("sha256") if isinstance(stored, dict) else None
+    if stored_fingerprint is None:  # a new run, or a damaged pool.json: record the data now
+        write_json(path, {"sha256": fingerprint, "points": pool.num_points, "classes": pool.num_classes})
+    elif stored_fingerprint != fingerprint:
         raise RunDirError(
             f"{run_dir.root}: the data differ from those this run was started on "
             f"({pool.name} changed since); use another --out"
         )
-    if not isinstance(stored, dict) or "sha256" not in stored:
-        write_json(path, {"sha256": fingerprint, "points": pool.num_points, "classes": pool.num_classes})
 
 
 def stage_design(run_dir: RunDirectory, config: RunConfig, pool: Dataset, log: Log) -> Design:
@@ -247,9 +248,11 @@ def stage_train(
     parts, seconds, reused = [], 0.0, 0
     for models in shards:
         path = run_dir.shard_file(condition.name, models.start, models.stop - 1)
-        logits_shape = (len(models), pool.num_points, len(config.query.views), pool.num_classes)
-        shard = _load_stage(path, {"logits": logits_shape, "models": (len(models),), "loss": (config.train.epochs,),
-                                   "train_seconds": ()}, log)
+        shapes = {
+            "logits": (len(models), pool.num_points, len(config.query.views), pool.num_classes),
+            "models": (len(models),), "loss": (config.train.epochs,), "train_seconds": (),
+        }
+        shard = _load_stage(path, shapes, log)
         if shard is not None and list(shard["models"]) == list(models):
             reused += 1
         else:
