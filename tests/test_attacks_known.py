@@ -7,7 +7,8 @@ import pytest
 from scipy.stats import norm
 
 from truthserum.attacks import AttackInputs, AttackName, phi_from_logits, score_attacks
-from truthserum.attacks.lira import SCALE_FLOOR, lira_offline, lira_online, loo_location_scale
+from truthserum.attacks.lira import SCALE_FLOOR, lira, loo_location_scale
+from truthserum.attacks.shadows import ShadowPlan
 from truthserum.errors import SignalsError
 from truthserum.metrics import evaluate
 
@@ -39,14 +40,17 @@ def test_phi_two_classes_is_logit_difference():
     np.testing.assert_allclose(phi_from_logits(logits, np.array([0, 1]))[0, :, 0], [1400.0, 7.0])
 
 
-def _separable_inputs(num_models=8, num_points=30, gap=6.0, seed=0):
-    """Members have phi near +gap/2, non-members near -gap/2, per point."""
+def _separable_inputs(num_models=8, num_points=100, gap=6.0, seed=0):
+    """Members have phi near +gap/2, non-members near -gap/2, per point; the first 20 points
+    are targets, the rest RMIA's population."""
     rng = np.random.default_rng(seed)
     keep = rng.random((num_models, num_points)).argsort(axis=0) < num_models // 2
     phi = np.where(keep, gap / 2, -gap / 2) + rng.normal(0, 0.3, size=keep.shape)
     # two classes: phi = z_0 - z_1 with label 0
     logits = np.stack([phi, np.zeros_like(phi)], axis=-1)[:, :, None, :]
-    return AttackInputs.from_arrays(logits=logits, labels=np.zeros(num_points, dtype=int), keep=keep)
+    return AttackInputs.from_arrays(
+        logits=logits, labels=np.zeros(num_points, dtype=int), keep=keep, targets=np.arange(20)
+    )
 
 
 @pytest.mark.parametrize("attack", list(AttackName))
@@ -56,7 +60,7 @@ def test_every_attack_is_perfect_on_separated_signals(attack):
     metrics = evaluate(scores, inputs.members)
     assert metrics.auc == 1.0
     assert metrics.tpr_at_fpr[0.001] == 1.0
-    assert metrics.members == metrics.nonmembers == 4 * 30
+    assert metrics.members == metrics.nonmembers == 4 * 20
 
 
 @pytest.mark.parametrize("attack", list(AttackName))
@@ -65,7 +69,9 @@ def test_every_attack_is_blind_when_membership_leaves_no_trace(attack):
     rng = np.random.default_rng(1)
     keep = rng.random((16, 400)).argsort(axis=0) < 8
     logits = rng.normal(size=(16, 400, 1, 3))
-    inputs = AttackInputs.from_arrays(logits=logits, labels=rng.integers(0, 3, 400), keep=keep)
+    inputs = AttackInputs.from_arrays(
+        logits=logits, labels=rng.integers(0, 3, 400), keep=keep, targets=np.arange(200)
+    )  # the other 200 points are RMIA's population
     auc = evaluate(score_attacks(inputs, [attack])[attack], inputs.members).auc
     assert 0.45 < auc < 0.55
 
@@ -74,8 +80,9 @@ def test_online_and_offline_scores_by_hand():
     """Four models, one point, one query: every quantity can be written down."""
     phi = np.array([1.0, 3.0, -2.0, -4.0])[:, None, None]  # (M, T, A)
     keep = np.array([True, True, False, False])[:, None]
-    online = lira_online(phi, keep)[:, 0]
-    offline = lira_offline(phi, keep)[:, 0]
+    mask_for = lambda m: ShadowPlan(keep=keep).mask(m, np.arange(1))  # every other model
+    online = lira(phi, keep, mask_for, online=True, fixed_variance=False)[:, 0]
+    offline = lira(phi, keep, mask_for, online=False, fixed_variance=False)[:, 0]
     # model 0: IN = {3.0} (scale floored), OUT = {-2, -4}: median -3, std 1
     expected_online_0 = (
         norm.logpdf(1.0, loc=3.0, scale=SCALE_FLOOR) - norm.logpdf(1.0, loc=-3.0, scale=1.0)

@@ -33,8 +33,11 @@ def plain_log_cdf(z):
     return float(mpmath.log(mpmath.ncdf(mpmath.mpf(z))))
 
 
-def reference_scores(logits, labels, keep, targets, attack):
+def reference_scores(logits, labels, keep, targets, attack, shadows=None):
+    """``shadows(m, j)``: the shadow models of target model m for point j (default: all others)."""
     M, N, A, C = logits.shape
+    if shadows is None:
+        shadows = lambda m, j: [k for k in range(M) if k != m]  # noqa: E731
     phi = {}
     for k in range(M):
         for j in targets:
@@ -43,7 +46,7 @@ def reference_scores(logits, labels, keep, targets, attack):
     fixed = attack.endswith("-fixed")
 
     def group(m, j, a, want_in):
-        return [phi[k, j, a] for k in range(M) if k != m and bool(keep[k, j]) == want_in]
+        return [phi[k, j, a] for k in shadows(m, j) if bool(keep[k, j]) == want_in]
 
     scores = np.zeros((M, len(targets)))
     for m in range(M):
@@ -90,6 +93,7 @@ def random_signals(seed, *, num_models=6, num_points=12, views=2, classes=4, sat
 
 
 ATTACKS = ["lira-online", "lira-offline", "lira-online-fixed", "lira-offline-fixed", "global-threshold"]
+# RMIA and label-only: test_attacks_reference_rmia.py
 
 
 @pytest.mark.parametrize("attack", ATTACKS)

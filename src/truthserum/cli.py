@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from truthserum.attacks import AttackName, load_signals, score_attacks
+from truthserum.attacks import TUNE, AttackName, AttackOptions, load_signals, score_attacks
 from truthserum.config import load_config, parse_config
 from truthserum.errors import SignalsError, TruthserumError
 from truthserum.metrics import evaluate
@@ -58,7 +58,37 @@ def _build_parser() -> argparse.ArgumentParser:
                         help=".npz with logits (M,N[,A],C), labels (N,), keep (M,N), optional targets (T,)")
     attack.add_argument("--attack", required=True, choices=[name.value for name in AttackName])
     attack.add_argument("--out", type=Path, help=".npz to receive scores (M,T) and members (M,T)")
+    _add_attack_options(attack)
     return parser
+
+
+def _add_attack_options(parser: argparse.ArgumentParser) -> None:
+    defaults = AttackOptions()
+    parser.add_argument("--shadow-models", type=int, default=None, metavar="K",
+                        help="use K shadow models per target point (K/2 IN, K/2 OUT; default: all)")
+    parser.add_argument("--rmia-gamma", type=float, default=defaults.rmia_gamma, metavar="G",
+                        help=f"RMIA likelihood-ratio threshold (default {defaults.rmia_gamma:g})")
+    parser.add_argument("--rmia-offline-a", default=str(defaults.rmia_offline_a), metavar="A",
+                        help=f"RMIA offline interpolation in [0, 1], or '{TUNE}' to fit it on the "
+                             f"shadow models (default {defaults.rmia_offline_a:g})")
+    parser.add_argument("--rmia-population", type=int, default=None, metavar="Z",
+                        help="RMIA population size, drawn from the non-target points (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for shadow draws and sampling (default 0)")
+
+
+def _attack_options(args: argparse.Namespace) -> AttackOptions:
+    a = args.rmia_offline_a
+    if a != TUNE:
+        try:
+            a = float(a)
+        except ValueError:
+            raise SignalsError(f"--rmia-offline-a must be a number in [0, 1] or '{TUNE}', got {a!r}") from None
+    options = AttackOptions(
+        shadow_models=args.shadow_models, rmia_gamma=args.rmia_gamma, rmia_offline_a=a,
+        rmia_population=args.rmia_population, seed=args.seed,
+    )
+    options.validate()
+    return options
 
 
 def _print_results(results: dict, out: Path) -> None:
@@ -91,9 +121,10 @@ def _attack(args: argparse.Namespace) -> int:
         earlier = read_npz(args.out)
         if earlier is None or set(earlier) != {"scores", "members"}:
             raise SignalsError(f"--out {args.out} exists and is not an earlier scores file; choose another path")
+    options = _attack_options(args)
     inputs = load_signals(args.signals)
     name = AttackName(args.attack)
-    scores = score_attacks(inputs, [name])[name]
+    scores = score_attacks(inputs, [name], options)[name]
     members = inputs.members
     print(f"{name.value}: {format_attack_metrics(evaluate(scores, members).to_dict())}")
     if args.out is not None:

@@ -3,8 +3,9 @@
 Definitions (Carlini et al., "Membership Inference Attacks From First Principles", S&P 2022,
 with the evaluation protocol of their reference code):
 
-* Leave-one-out: each model m in turn is the target model; the other M-1 are shadows. For
-  target point j, IN = shadows with ``keep[k, j]``, OUT = the other shadows.
+* Each model m in turn is the target model; its shadows come from a :class:`ShadowPlan`
+  (by default every other model). For target point j, IN = shadows with ``keep[k, j]``,
+  OUT = the other shadows.
 * For each query a and target point j: location = median of the IN (resp. OUT) phi's,
   scale = their standard deviation (ddof 0).
 * Fixed variance: one scale per (target model, query) for all target points, the root mean
@@ -18,6 +19,8 @@ Every score is "higher means more likely a member" and is averaged over the A qu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy.special import log_ndtr
 
@@ -26,48 +29,53 @@ from truthserum.errors import SignalsError
 SCALE_FLOOR = 1e-6
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 
+MaskFor = Callable[[int], np.ndarray]  # target model -> (M, T) usable shadows
+
+
+def check_group_sizes(group: np.ndarray, *, name: str, target_model: int) -> None:
+    """Raise :class:`SignalsError` when some target point has no shadow in ``group``."""
+    counts = group.sum(axis=0)
+    if counts.min() < 1:
+        j = int(np.argmin(counts))
+        raise SignalsError(
+            f"the target at position {j} of targets has no {name} shadow model when model "
+            f"{target_model} is the target model; every target point needs at least one IN and one "
+            "OUT model besides the target model"
+        )
+
+
+def location_scale(phi: np.ndarray, group: np.ndarray, *, fixed_variance: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian parameters of one group of shadow models for every target point and query.
+
+    Args:
+        phi: ``(M, T, A)`` signals of every model on every target point and query.
+        group: ``(M, T)`` bool, the shadows in the group for each target point (no empty column).
+        fixed_variance: share one scale across target points.
+
+    Returns:
+        ``(location, scale)``, each ``(T, A)``.
+    """
+    values = np.where(group[:, :, None], phi, np.nan)
+    location = np.nanmedian(values, axis=0)
+    if fixed_variance:
+        squared = (values - location[None]) ** 2
+        spread = np.sqrt(np.nanmean(squared.reshape(-1, phi.shape[2]), axis=0))  # (A,)
+        spread = np.broadcast_to(spread[None, :], location.shape)
+    else:
+        spread = np.nanstd(values, axis=0)
+    return location, np.maximum(spread, SCALE_FLOOR)
+
 
 def loo_location_scale(
     phi: np.ndarray, group: np.ndarray, *, fixed_variance: bool, name: str = "IN"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Leave-one-out Gaussian parameters of one group of shadow models.
-
-    Args:
-        phi: ``(M, T, A)`` signals of every model on every target point and query.
-        group: ``(M, T)`` bool, the models that belong to the group for each target point
-            (``keep`` for IN, ``~keep`` for OUT).
-        fixed_variance: share one scale across target points.
-        name: the group's name for error messages.
-
-    Returns:
-        ``(location, scale)``, each ``(M, T, A)``: entry [m, j, a] uses every shadow but m.
-
-    Raises:
-        SignalsError: some target point has no shadow in the group for some target model.
-    """
+    """:func:`location_scale` with every model in turn left out: ``(M, T, A)`` each."""
     num_models = phi.shape[0]
-    counts = group.sum(axis=0)[None, :] - group  # (M, T): group size without model m
-    if counts.min() < 1:
-        m, j = np.argwhere(counts < 1)[0]
-        raise SignalsError(
-            f"the target at position {j} of targets has no {name} shadow model when model {m} "
-            "is the target model; "
-            "every target point needs at least one IN and one OUT model besides the target model"
-        )
-    location = np.empty_like(phi)
-    scale = np.empty_like(phi)
+    location, scale = np.empty_like(phi), np.empty_like(phi)
     for m in range(num_models):
-        shadows = np.arange(num_models) != m
-        values = np.where(group[shadows][:, :, None], phi[shadows], np.nan)  # (M-1, T, A)
-        loc = np.nanmedian(values, axis=0)
-        if fixed_variance:
-            squared = (values - loc[None]) ** 2
-            spread = np.sqrt(np.nanmean(squared.reshape(-1, phi.shape[2]), axis=0))  # (A,)
-            spread = np.broadcast_to(spread[None, :], loc.shape)
-        else:
-            spread = np.nanstd(values, axis=0)
-        location[m] = loc
-        scale[m] = np.maximum(spread, SCALE_FLOOR)
+        shadows = group & (np.arange(num_models) != m)[:, None]
+        check_group_sizes(shadows, name=name, target_model=m)
+        location[m], scale[m] = location_scale(phi, shadows, fixed_variance=fixed_variance)
     return location, scale
 
 
@@ -76,33 +84,41 @@ def _log_normal_pdf(x: np.ndarray, location: np.ndarray, scale: np.ndarray) -> n
     return -0.5 * z * z - np.log(scale) - _LOG_SQRT_2PI
 
 
-def lira_online(phi: np.ndarray, keep: np.ndarray, *, fixed_variance: bool = False) -> np.ndarray:
-    """Mean over queries of log N(phi; mu_in, s_in) - log N(phi; mu_out, s_out).
+def lira(
+    phi: np.ndarray, keep: np.ndarray, mask_for: MaskFor, *, online: bool, fixed_variance: bool
+) -> np.ndarray:
+    """LiRA scores of every (target model, target point) pair.
 
     Args:
         phi: ``(M, T, A)`` signals on the target points.
         keep: ``(M, T)`` membership of the target points.
+        mask_for: the usable shadows of each target model, ``(M, T)`` bool.
+        online: online (IN and OUT Gaussians) or offline (one-sided test against OUT).
         fixed_variance: use one scale per group for all target points.
 
     Returns:
-        ``(M, T)`` scores, higher means member.
+        ``(M, T)`` scores, higher means member. Online: mean over queries of
+        log N(phi; mu_in, s_in) - log N(phi; mu_out, s_out). Offline: mean over queries of
+        log Phi((phi - mu_out) / s_out), with ``log_ndtr`` so that phi far below the OUT
+        distribution stays finite.
     """
-    mu_in, s_in = loo_location_scale(phi, keep, fixed_variance=fixed_variance, name="IN")
-    mu_out, s_out = loo_location_scale(phi, ~keep, fixed_variance=fixed_variance, name="OUT")
-    ratio = _log_normal_pdf(phi, mu_in, s_in) - _log_normal_pdf(phi, mu_out, s_out)
-    return ratio.mean(axis=-1)
+    scores = np.empty(keep.shape)
+    for m in range(phi.shape[0]):
+        mask = mask_for(m)
+        out_group = mask & ~keep
+        check_group_sizes(out_group, name="OUT", target_model=m)
+        mu_out, s_out = location_scale(phi, out_group, fixed_variance=fixed_variance)
+        if online:
+            in_group = mask & keep
+            check_group_sizes(in_group, name="IN", target_model=m)
+            mu_in, s_in = location_scale(phi, in_group, fixed_variance=fixed_variance)
+            ratio = _log_normal_pdf(phi[m], mu_in, s_in) - _log_normal_pdf(phi[m], mu_out, s_out)
+        else:
+            ratio = log_ndtr((phi[m] - mu_out) / s_out)
+        scores[m] = ratio.mean(axis=-1)
+    return scores
 
 
-def lira_offline(phi: np.ndarray, keep: np.ndarray, *, fixed_variance: bool = False) -> np.ndarray:
-    """Mean over queries of log Phi((phi - mu_out) / s_out): a one-sided test against OUT only.
-
-    Uses ``log_ndtr`` so that phi far below the OUT distribution stays finite.
-    """
-    mu_out, s_out = loo_location_scale(phi, ~keep, fixed_variance=fixed_variance, name="OUT")
-    return log_ndtr((phi - mu_out) / s_out).mean(axis=-1)
-
-
-def global_threshold(phi: np.ndarray, keep: np.ndarray) -> np.ndarray:
+def global_threshold(phi: np.ndarray) -> np.ndarray:
     """Mean over queries of phi: the same threshold for every point, no shadow models."""
-    del keep  # uniform signature with the shadow-model attacks
     return phi.mean(axis=-1)

@@ -1,51 +1,161 @@
-"""Attack names and the functions behind them: the one place that maps a name to code."""
+"""Attack names, their options, and the functions behind them: the one place that maps a name
+to code."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from enum import Enum
-from functools import partial
+from functools import cached_property
 
 import numpy as np
 
+from truthserum import seeding
 from truthserum.attacks.inputs import AttackInputs
-from truthserum.attacks.lira import global_threshold, lira_offline, lira_online
-from truthserum.attacks.signals import phi_from_logits
+from truthserum.attacks.label_only import label_only
+from truthserum.attacks.lira import global_threshold, lira
+from truthserum.attacks.rmia import rmia_row, tune_offline_a
+from truthserum.attacks.shadows import ShadowPlan
+from truthserum.attacks.signals import label_is_correct, log_true_probability, phi_from_logits
+from truthserum.errors import SignalsError
 
 
 class AttackName(str, Enum):
-    """Membership-inference attacks on phi signals."""
+    """Membership-inference attacks (definitions in docs/attacks.md)."""
 
     LIRA_ONLINE = "lira-online"
     LIRA_OFFLINE = "lira-offline"
     LIRA_ONLINE_FIXED = "lira-online-fixed"
     LIRA_OFFLINE_FIXED = "lira-offline-fixed"
+    RMIA_ONLINE = "rmia-online"
+    RMIA_OFFLINE = "rmia-offline"
+    LABEL_ONLY = "label-only"
     GLOBAL_THRESHOLD = "global-threshold"
 
 
-ScoreFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+TUNE = "tune"
+DEFAULT_GAMMA = 2.0
+DEFAULT_OFFLINE_A = 0.3
 
-ATTACKS: dict[AttackName, ScoreFunction] = {
-    AttackName.LIRA_ONLINE: partial(lira_online, fixed_variance=False),
-    AttackName.LIRA_OFFLINE: partial(lira_offline, fixed_variance=False),
-    AttackName.LIRA_ONLINE_FIXED: partial(lira_online, fixed_variance=True),
-    AttackName.LIRA_OFFLINE_FIXED: partial(lira_offline, fixed_variance=True),
-    AttackName.GLOBAL_THRESHOLD: global_threshold,
+
+@dataclass(frozen=True)
+class AttackOptions:
+    """Settings shared by the attacks of one scoring.
+
+    Attributes:
+        shadow_models: shadows per target point (k/2 IN + k/2 OUT), or None for every other
+            model (see :class:`~truthserum.attacks.shadows.ShadowPlan`).
+        rmia_gamma: RMIA's likelihood-ratio threshold (> 0).
+        rmia_offline_a: RMIA offline's interpolation parameter in [0, 1], or ``"tune"`` to pick
+            it on each target model's shadows.
+        rmia_population: how many non-target points serve as RMIA's population (a seeded
+            random subset), or None for all of them.
+        seed: seeds the shadow draw, the population subset and the tuning.
+    """
+
+    shadow_models: int | None = None
+    rmia_gamma: float = DEFAULT_GAMMA
+    rmia_offline_a: float | str = DEFAULT_OFFLINE_A
+    rmia_population: int | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise :class:`SignalsError` naming the first bad option."""
+        if not (np.isfinite(self.rmia_gamma) and self.rmia_gamma > 0):
+            raise SignalsError(f"rmia gamma must be a positive number, got {self.rmia_gamma}")
+        a = self.rmia_offline_a
+        if a != TUNE and not (isinstance(a, int | float) and 0.0 <= a <= 1.0):
+            raise SignalsError(f"rmia offline a must lie in [0, 1] or be '{TUNE}', got {a!r}")
+        if self.rmia_population is not None and self.rmia_population < 1:
+            raise SignalsError(f"rmia population must be at least 1, got {self.rmia_population}")
+
+
+class _Scoring:
+    """What the attacks of one call share: the inputs, the shadow plan and derived signals."""
+
+    def __init__(self, inputs: AttackInputs, options: AttackOptions):
+        options.validate()
+        self.inputs = inputs
+        self.options = options
+        self.targets = inputs.targets
+        self.keep = inputs.keep[:, self.targets]
+        self.plan = ShadowPlan(keep=inputs.keep, count=options.shadow_models, seed=options.seed)
+
+    def target_mask(self, m: int) -> np.ndarray:
+        return self.plan.mask(m, self.targets)
+
+    @cached_property
+    def phi(self) -> np.ndarray:
+        return phi_from_logits(self.inputs.logits[:, self.targets], self.inputs.labels[self.targets])
+
+    @cached_property
+    def correct(self) -> np.ndarray:
+        return label_is_correct(self.inputs.logits[:, self.targets], self.inputs.labels[self.targets])
+
+    @cached_property
+    def population(self) -> np.ndarray:
+        """Non-target pool points, or a seeded subset of them."""
+        others = np.setdiff1d(np.arange(self.inputs.labels.shape[0]), self.targets)
+        if others.size == 0:
+            raise SignalsError(
+                "rmia needs population points that are not targets, but every point is a target; "
+                "name fewer points in `targets`"
+            )
+        size = self.options.rmia_population
+        if size is not None and size < others.size:
+            chosen = seeding.rng(self.options.seed, "population").choice(others.size, size, replace=False)
+            others = others[np.sort(chosen)]
+        return others
+
+    def rmia(self, *, offline: bool) -> np.ndarray:
+        columns = np.r_[self.targets, self.population]
+        log_p = log_true_probability(self.inputs.logits[:, columns], self.inputs.labels[columns])
+        keep = self.inputs.keep[:, columns]
+        num_targets = self.targets.size
+        scores = np.empty(self.keep.shape)
+        for m in range(keep.shape[0]):
+            mask = self.plan.mask(m, columns)
+            a = None
+            if offline:
+                a = self.options.rmia_offline_a
+                if a == TUNE:
+                    a = tune_offline_a(
+                        log_p, keep, mask, target_model=m, num_targets=num_targets,
+                        gamma=self.options.rmia_gamma, rng=seeding.rng(self.options.seed, "tune-a", m),
+                    )
+            scores[m] = rmia_row(
+                log_p, keep, mask, target_model=m, num_targets=num_targets,
+                gamma=self.options.rmia_gamma, offline_a=a,
+            )
+        return scores
+
+
+ATTACKS: dict[AttackName, Callable[[_Scoring], np.ndarray]] = {
+    AttackName.LIRA_ONLINE: lambda s: lira(s.phi, s.keep, s.target_mask, online=True, fixed_variance=False),
+    AttackName.LIRA_OFFLINE: lambda s: lira(s.phi, s.keep, s.target_mask, online=False, fixed_variance=False),
+    AttackName.LIRA_ONLINE_FIXED: lambda s: lira(s.phi, s.keep, s.target_mask, online=True, fixed_variance=True),
+    AttackName.LIRA_OFFLINE_FIXED: lambda s: lira(s.phi, s.keep, s.target_mask, online=False, fixed_variance=True),
+    AttackName.RMIA_ONLINE: lambda s: s.rmia(offline=False),
+    AttackName.RMIA_OFFLINE: lambda s: s.rmia(offline=True),
+    AttackName.LABEL_ONLY: lambda s: label_only(s.correct, s.keep, s.target_mask),
+    AttackName.GLOBAL_THRESHOLD: lambda s: global_threshold(s.phi),
 }
 
 
-def score_attacks(inputs: AttackInputs, attacks: Iterable[AttackName]) -> dict[AttackName, np.ndarray]:
+def score_attacks(
+    inputs: AttackInputs, attacks: Iterable[AttackName], options: AttackOptions | None = None
+) -> dict[AttackName, np.ndarray]:
     """Score every (model, target point) pair with each attack.
 
     Args:
         inputs: validated signals.
         attacks: which attacks to run.
+        options: shadow budget and RMIA settings (defaults: every other model as a shadow,
+            gamma 2, a 0.3, every non-target point as population).
 
     Returns:
         attack -> ``(M, T)`` float64 scores, higher meaning "more likely a member"; the
         ground truth is ``inputs.members``.
     """
-    targets = inputs.targets
-    phi = phi_from_logits(inputs.logits[:, targets], inputs.labels[targets])
-    keep = inputs.keep[:, targets]
-    return {AttackName(name): ATTACKS[AttackName(name)](phi, keep) for name in attacks}
+    scoring = _Scoring(inputs, options or AttackOptions())
+    return {AttackName(name): ATTACKS[AttackName(name)](scoring) for name in attacks}

@@ -28,3 +28,28 @@ def phi_from_logits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     top = others.max(axis=-1, keepdims=True)
     log_rest = top[..., 0] + np.log(np.exp(others - top).sum(axis=-1))
     return z_true - log_rest
+
+
+def log_true_probability(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """log p_y = z_y - logsumexp_c z_c in float64: the signal RMIA compares across models.
+
+    Args:
+        logits: ``(..., N, A, C)`` raw model outputs.
+        labels: ``(N,)`` true labels.
+
+    Returns:
+        ``(..., N, A)`` float64 log-probabilities of the true label.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels)
+    z_true = np.take_along_axis(z, np.broadcast_to(labels[:, None, None], z.shape[:-1] + (1,)), axis=-1)[..., 0]
+    top = z.max(axis=-1, keepdims=True)
+    log_total = top[..., 0] + np.log(np.exp(z - top).sum(axis=-1))
+    return z_true - log_total
+
+
+def label_is_correct(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``(..., N, A)`` bool: does the predicted label (arg max, first on ties) equal y?
+
+    This is all a label-only attacker sees of a query."""
+    return np.asarray(logits).argmax(axis=-1) == np.asarray(labels)[:, None]

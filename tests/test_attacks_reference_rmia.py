@@ -1,0 +1,189 @@
+"""RMIA, label-only and shadow budgets against plain loop-based readings of docs/attacks.md.
+
+As in test_attacks_reference.py, the references share no code with the package: Python loops,
+scalars, and mpmath for probabilities that underflow in float64.
+"""
+
+import mpmath
+import numpy as np
+import pytest
+from test_attacks_reference import random_signals, reference_scores
+
+from truthserum.attacks import AttackInputs, AttackName, AttackOptions, ShadowPlan, score_attacks
+from truthserum.attacks.rmia import tune_offline_a
+from truthserum.cli import main
+from truthserum.errors import SignalsError
+
+mpmath.mp.dps = 50
+
+
+def plain_probability(z, y):
+    """Softmax probability of class y, exactly."""
+    exps = [mpmath.exp(mpmath.mpf(float(v))) for v in z]
+    return exps[y] / mpmath.fsum(exps)
+
+
+def all_other_models(M):
+    return lambda m, j: [k for k in range(M) if k != m]
+
+
+def reference_rmia(logits, labels, keep, targets, population, *, gamma, a, shadows):
+    """Score of (m, x): mean over queries of the fraction of z with LR(x, z) >= gamma."""
+    M, N, A, _ = logits.shape
+    prob = {(k, p, v): plain_probability(logits[k, p, v], labels[p])
+            for k in range(M) for p in [*targets, *population] for v in range(A)}
+
+    def reference(m, p, v):
+        refs = [k for k in shadows(m, p) if a is None or not keep[k, p]]
+        mean = mpmath.fsum(prob[k, p, v] for k in refs) / len(refs)
+        return mean if a is None else (1 + a) / 2 * mean + (1 - a) / 2
+
+    scores = np.zeros((M, len(targets)))
+    for m in range(M):
+        for t, x in enumerate(targets):
+            fractions = []
+            for v in range(A):
+                ratio_x = prob[m, x, v] / reference(m, x, v)
+                dominated = 0
+                for z in population:
+                    ratio_z = prob[m, z, v] / reference(m, z, v)
+                    if ratio_x / ratio_z >= gamma:
+                        dominated += 1
+                fractions.append(dominated / len(population))
+            scores[m, t] = sum(fractions) / A
+    return scores
+
+
+def reference_label_only(logits, labels, keep, targets, *, shadows):
+    M, _, A, _ = logits.shape
+
+    def count(k, j):
+        total = 0
+        for v in range(A):
+            row = list(logits[k, j, v])
+            total += row.index(max(row)) == labels[j]
+        return total
+
+    scores = np.zeros((M, len(targets)))
+    for m in range(M):
+        for t, j in enumerate(targets):
+            observed = count(m, j)
+            ratio = []
+            for member in (True, False):
+                group = [count(k, j) for k in shadows(m, j) if bool(keep[k, j]) == member]
+                hits = sum(1 for c in group if c == observed)
+                ratio.append((hits + 0.5) / (len(group) + 0.5 * (A + 1)))
+            scores[m, t] = float(mpmath.log(ratio[0]) - mpmath.log(ratio[1]))
+    return scores
+
+
+TARGETS = np.array([0, 1, 2, 4, 5, 7, 9])
+POPULATION = [3, 6, 8, 10, 11]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize(("attack", "gamma", "a"), [
+    ("rmia-online", 2.0, None), ("rmia-online", 1.0, None),
+    ("rmia-offline", 2.0, 0.3), ("rmia-offline", 1.5, 1.0), ("rmia-offline", 2.0, 0.0),
+])
+def test_cli_rmia_matches_plain_reference(tmp_path, seed, attack, gamma, a):
+    logits, labels, keep = random_signals(seed)
+    signals = tmp_path / "signals.npz"
+    np.savez(signals, logits=logits, labels=labels, keep=keep, targets=TARGETS)
+    out = tmp_path / "scores.npz"
+    args = ["attack", "--signals", str(signals), "--attack", attack, "--out", str(out), "--rmia-gamma", str(gamma)]
+    if a is not None:
+        args += ["--rmia-offline-a", str(a)]
+    assert main(args) == 0
+    with np.load(out, allow_pickle=False) as result:
+        scores = result["scores"]
+    expected = reference_rmia(logits.astype(np.float64), labels, keep, TARGETS, POPULATION,
+                              gamma=gamma, a=a, shadows=all_other_models(6))
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cli_label_only_matches_plain_reference(tmp_path, seed):
+    logits, labels, keep = random_signals(seed, num_models=8, views=3)
+    signals = tmp_path / "signals.npz"
+    np.savez(signals, logits=logits, labels=labels, keep=keep, targets=TARGETS)
+    out = tmp_path / "scores.npz"
+    assert main(["attack", "--signals", str(signals), "--attack", "label-only", "--out", str(out)]) == 0
+    with np.load(out, allow_pickle=False) as result:
+        scores = result["scores"]
+    expected = reference_label_only(logits, labels, keep, TARGETS, shadows=all_other_models(8))
+    np.testing.assert_allclose(scores, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_shadow_plan_draws_half_in_half_out_without_the_target_model():
+    rng = np.random.default_rng(0)
+    keep = rng.random((12, 30)).argsort(axis=0) < 6
+    plan = ShadowPlan(keep=keep, count=4, seed=7)
+    columns = np.arange(30)
+    for m in range(12):
+        mask = plan.mask(m, columns)
+        assert not mask[m].any()
+        assert ((mask & keep).sum(axis=0) == 2).all() and ((mask & ~keep).sum(axis=0) == 2).all()
+        # a point's draw does not depend on the other points asked for
+        np.testing.assert_array_equal(plan.mask(m, columns[5:9]), mask[:, 5:9])
+    np.testing.assert_array_equal(ShadowPlan(keep=keep, count=4, seed=7).mask(3, columns), plan.mask(3, columns))
+    assert not np.array_equal(ShadowPlan(keep=keep, count=4, seed=8).mask(3, columns), plan.mask(3, columns))
+
+
+@pytest.mark.parametrize("attack", ["lira-online", "lira-offline-fixed", "rmia-online", "rmia-offline", "label-only"])
+def test_shadow_budget_matches_reference_on_the_drawn_shadows(attack):
+    logits, labels, keep = random_signals(3, num_models=10, views=2)
+    plan = ShadowPlan(keep=keep, count=4, seed=5)
+    columns = np.arange(keep.shape[1])
+    masks = [plan.mask(m, columns) for m in range(10)]
+
+    def shadows(m, j):
+        return [k for k in range(10) if masks[m][k, j]]
+
+    inputs = AttackInputs.from_arrays(logits=logits, labels=labels, keep=keep, targets=TARGETS)
+    name = AttackName(attack)
+    scores = score_attacks(inputs, [name], AttackOptions(shadow_models=4, seed=5))[name]
+    x = logits.astype(np.float64)
+    if attack.startswith("rmia"):
+        a = None if attack == "rmia-online" else 0.3
+        expected = reference_rmia(x, labels, keep, TARGETS, POPULATION, gamma=2.0, a=a, shadows=shadows)
+        np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
+    elif attack == "label-only":
+        np.testing.assert_allclose(scores, reference_label_only(logits, labels, keep, TARGETS, shadows=shadows))
+    else:
+        expected = reference_scores(x, labels, keep, TARGETS, attack, shadows=shadows)
+        np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_shadow_budget_is_checked():
+    logits, labels, keep = random_signals(0)
+    inputs = AttackInputs.from_arrays(logits=logits, labels=labels, keep=keep, targets=TARGETS)
+    for count, message in [(3, "even"), (6, "at most 4")]:
+        with pytest.raises(SignalsError, match=message):
+            score_attacks(inputs, [AttackName.LIRA_ONLINE], AttackOptions(shadow_models=count))
+
+
+def test_tuned_offline_a_never_reads_the_target_model():
+    """The target model's outputs and membership are replaced by garbage: a is unchanged."""
+    logits, labels, keep = random_signals(4, num_models=10, num_points=40, views=1, saturate=False)
+    log_p = np.log(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))
+    log_p = np.take_along_axis(log_p, labels[None, :, None, None].repeat(10, 0), -1)[..., 0].astype(np.float64)
+    mask = ShadowPlan(keep=keep).mask(0, np.arange(40))
+    kwargs = dict(target_model=0, num_targets=20, gamma=2.0)
+    a = tune_offline_a(log_p, keep, mask, rng=np.random.default_rng(1), **kwargs)
+    garbage_p, garbage_keep = log_p.copy(), keep.copy()
+    garbage_p[0] = np.nan
+    garbage_keep[0] = ~garbage_keep[0]
+    assert tune_offline_a(garbage_p, garbage_keep, mask, rng=np.random.default_rng(1), **kwargs) == a
+    assert a in np.round(np.linspace(0, 1, 11), 2)
+    # through the registry, "tune" gives finite scores in [0, 1]
+    inputs = AttackInputs.from_arrays(logits=logits, labels=labels, keep=keep, targets=np.arange(20))
+    scores = score_attacks(inputs, [AttackName.RMIA_OFFLINE], AttackOptions(rmia_offline_a="tune"))
+    assert ((scores[AttackName.RMIA_OFFLINE] >= 0) & (scores[AttackName.RMIA_OFFLINE] <= 1)).all()
+
+
+def test_rmia_needs_population_points():
+    logits, labels, keep = random_signals(0)
+    inputs = AttackInputs.from_arrays(logits=logits, labels=labels, keep=keep)  # every point a target
+    with pytest.raises(SignalsError, match="population"):
+        score_attacks(inputs, [AttackName.RMIA_ONLINE])
