@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from truthserum.query import QueryView, apply_view, query_logits
+from truthserum.query import IDENTITY, QueryView, apply_view, query_logits
 from truthserum.train import Architecture, Ensemble, OptimizerName, Schedule, TrainSettings, build_model, train_ensemble
 from truthserum.train.ensemble import epoch_batches
 
@@ -74,19 +74,19 @@ def test_training_learns():
     ensemble = train(Architecture.MLP, [0, 1], [np.arange(300)] * 2,
                      TrainSettings(optimizer=OptimizerName.ADAM, learning_rate=0.01, epochs=30, batch_size=32),
                      x=x, y=y)
-    logits = query_logits(ensemble, x, [QueryView.IDENTITY])
+    logits = query_logits(ensemble, x, [IDENTITY])
     assert logits.shape == (2, 300, 1, 3) and logits.dtype == np.float32
     assert (logits[:, :, 0].argmax(-1) == y.numpy()).mean() > 0.9
 
 
 def test_query_views():
     x = torch.arange(2 * 1 * 3 * 3, dtype=torch.float32).reshape(2, 1, 3, 3)
-    right = apply_view(x, QueryView.SHIFT_RIGHT)
+    right = apply_view(x, QueryView.SHIFT_RIGHT.view)
     assert right[0, 0].tolist() == [[0, 0, 1], [0, 3, 4], [0, 6, 7]]
-    up = apply_view(x, QueryView.SHIFT_UP)
+    up = apply_view(x, QueryView.SHIFT_UP.view)
     assert up[0, 0].tolist() == [[3, 4, 5], [6, 7, 8], [0, 0, 0]]
-    assert apply_view(x, QueryView.MIRROR)[0, 0, 0].tolist() == [2, 1, 0]
-    assert torch.equal(apply_view(x, QueryView.IDENTITY), x)
+    assert apply_view(x, QueryView.MIRROR.view)[0, 0, 0].tolist() == [2, 1, 0]
+    assert torch.equal(apply_view(x, QueryView.IDENTITY.view), x)
     assert x[0, 0, 0].tolist() == [0, 1, 2]  # views never modify their input
 
 

@@ -12,11 +12,12 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import SerializerFunctionWrapHandler, model_serializer
 
 from truthserum.attacks.registry import AttackName
 from truthserum.data import DataSource
 from truthserum.errors import ConfigError
-from truthserum.query import QueryView
+from truthserum.query import MAX_SHIFT, QueryView, View, generate_views, max_views
 from truthserum.train.architectures import Architecture
 from truthserum.train.ensemble import OptimizerName, Schedule, TrainSettings
 
@@ -99,18 +100,71 @@ class TrainConfig(_Strict):
 
 
 class QueryConfig(_Strict):
-    views: tuple[QueryView, ...] = Field(
-        default=(QueryView.IDENTITY,), min_length=1, description="A query views; the first is identity"
+    """Which views of each pool point every model is queried on; attacks average over them.
+
+    Either ``views``, a list of named views, or ``count``, the first K views of
+    :func:`~truthserum.query.generate_views` (identity, then nearest pixel shifts, each followed by
+    its mirror when ``flip``). Neither means the identity view alone.
+    """
+
+    views: tuple[QueryView, ...] | None = Field(
+        default=None, min_length=1, description="named views, the first identity; None with count"
     )
+    count: Count | None = Field(
+        default=None, ge=1, le=max_views(flip=True), description="generate this many views instead"
+    )
+    flip: Annotated[bool, Strict()] = Field(
+        default=False, description="with count: mirrored views too (images whose mirror keeps the label)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _identity_by_default(cls, data: Any) -> Any:
+        """Neither views nor count means ``views: [identity]``, so ``views`` is None exactly when
+        ``count`` names the views."""
+        if isinstance(data, dict) and data.get("views") is None and data.get("count") is None:
+            return {**data, "views": (QueryView.IDENTITY,)}
+        return data
 
     @field_validator("views")
     @classmethod
-    def _starts_with_identity(cls, value: tuple[QueryView, ...]) -> tuple[QueryView, ...]:
+    def _starts_with_identity(cls, value: tuple[QueryView, ...] | None) -> tuple[QueryView, ...] | None:
+        if value is None:
+            return value
         if value[0] is not QueryView.IDENTITY:
             raise ValueError("the first view must be 'identity'")
         if len(set(value)) != len(value):
             raise ValueError("views must be distinct")
         return value
+
+    @model_validator(mode="after")
+    def _one_way_to_name_views(self) -> QueryConfig:
+        if self.views is not None and self.count is not None:
+            raise ValueError("give views or count, not both")
+        if self.flip and self.count is None:
+            raise ValueError("flip goes with count (list 'mirror' in views instead)")
+        if self.count is not None and self.count > max_views(flip=self.flip):
+            raise ValueError(
+                f"count {self.count} is more than the {max_views(flip=self.flip)} views that shifts of "
+                f"up to {MAX_SHIFT} pixels give{'' if self.flip else '; flip: true doubles them'}"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _write_the_form_in_use(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Only the keys of the form in use, so a dumped config reads back (views and count
+        exclude each other) and one written before ``count`` existed still matches."""
+        data = handler(self)
+        for key in ("views",) if self.count is not None else ("count", "flip"):
+            del data[key]
+        return data
+
+    def resolved_views(self) -> tuple[View, ...]:
+        """The views to query, identity first."""
+        if self.count is not None:
+            return generate_views(self.count, flip=self.flip)
+        assert self.views is not None  # set by _identity_by_default when count is not
+        return tuple(name.view for name in self.views)
 
 
 class RunConfig(_Strict):

@@ -24,6 +24,14 @@ class DataSource(str, Enum):
     DIGITS = "digits"
     NPZ = "npz"
 
+    @property
+    def mirror_keeps_label(self) -> bool:
+        """Whether a horizontally mirrored image is still of its class, so that mirrored query
+        views make sense. Not for the built-in digits (a mirrored 2, 3 or 7 is no digit, and
+        the models never saw one); a user's own images may be photos, for which the mirror is the
+        usual augmentation, so the user decides."""
+        return self is DataSource.NPZ
+
 
 @dataclass(frozen=True)
 class Dataset:

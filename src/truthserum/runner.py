@@ -88,7 +88,7 @@ def prepare_pool(config: RunConfig) -> Dataset:
             f"the pool has {dataset.num_points} points, too few for design.num_targets = "
             f"{config.design.num_targets}"
         )
-    check_views_fit_data(config.query.views, is_image=dataset.is_image)
+    check_views_fit_data(config.query.resolved_views(), is_image=dataset.is_image, source=config.data.source)
     build_model(  # fail before any training if the architecture cannot take this data
         config.model.architecture, feature_shape=dataset.feature_shape,
         num_classes=dataset.num_classes, hidden_sizes=config.model.hidden_sizes,
@@ -228,7 +228,7 @@ def _train_shard(
                 config.train.batch_size,
             ),
         )
-    logits = query_logits(ensemble, torch.from_numpy(pool.x).to(device), config.query.views)
+    logits = query_logits(ensemble, torch.from_numpy(pool.x).to(device), config.query.resolved_views())
     return {
         "logits": logits,
         "models": np.array(list(models), dtype=np.int64),
@@ -249,7 +249,7 @@ def stage_train(
     for models in shards:
         path = run_dir.shard_file(condition.name, models.start, models.stop - 1)
         shapes = {
-            "logits": (len(models), pool.num_points, len(config.query.views), pool.num_classes),
+            "logits": (len(models), pool.num_points, len(config.query.resolved_views()), pool.num_classes),
             "models": (len(models),), "loss": (config.train.epochs,), "train_seconds": (),
         }
         shard = _load_stage(path, shapes, log)
