@@ -41,3 +41,20 @@ def test_metrics_refuse_a_single_class_and_nan():
         evaluate(np.arange(4.0), np.ones(4, dtype=bool))
     with pytest.raises(SignalsError, match="NaN"):
         evaluate(np.array([0.0, np.nan]), np.array([True, False]))
+
+
+def test_infinite_scores_tie_with_each_other():
+    roc = roc_curve(np.array([np.inf, np.inf, 0.0, -np.inf]), np.array([True, False, True, False]))
+    np.testing.assert_allclose(roc.fpr, [0.0, 0.5, 0.5, 1.0])
+    np.testing.assert_allclose(roc.tpr, [0.0, 0.5, 1.0, 1.0])
+
+
+def test_evaluate_keeps_its_two_argument_form():
+    rng = np.random.default_rng(2)
+    members = rng.random(400) < 0.5
+    scores = rng.normal(size=400) + members
+    metrics = evaluate(scores, members)
+    assert metrics.resamples == 1000 and metrics.confidence == 0.95 and metrics.delta == 0.0
+    assert metrics.auc_ci[0] <= metrics.auc <= metrics.auc_ci[1]
+    assert set(metrics.tpr_at_fpr) == set(metrics.tpr_at_fpr_ci) == set(metrics.low_support)
+    assert metrics.epsilon_lower_bound >= 0.0

@@ -37,12 +37,17 @@ def test_results_json_has_the_documented_shape(finished_run):
     for entry in on_disk["conditions"].values():
         assert set(entry["accuracy"]) == {"train", "test"}
         assert set(entry["attacks"]) == {
-            "lira-online", "lira-offline", "lira-online-fixed", "lira-offline-fixed", "global-threshold"
+            "lira-online", "lira-offline", "lira-online-fixed", "lira-offline-fixed", "rmia-online",
+            "rmia-offline", "label-only", "global-threshold",
         }
         for metrics in entry["attacks"].values():
-            assert set(metrics["tpr_at_fpr"]) == {"0.001", "0.01", "0.1"}
+            assert set(metrics["tpr_at_fpr"]) == set(metrics["tpr_at_fpr_ci"]) == {"0.001", "0.01", "0.1"}
             assert metrics["members"] + metrics["nonmembers"] == 16 * 16
-            assert 0.0 <= metrics["auc"] <= 1.0
+            assert 0.0 <= metrics["auc_ci"][0] <= metrics["auc"] <= metrics["auc_ci"][1] <= 1.0
+            assert metrics["low_support"] == {"0.001": True, "0.01": True, "0.1": False}  # 128 non-members
+            assert metrics["epsilon_lower_bound"] >= 0.0
+    assert on_disk["conditions"]["poisoned"]["replicas"] == 8
+    assert on_disk["conditions"]["clean"]["poison_fit"] is None
     poison = on_disk["poison"]
     assert (poison["targets"], poison["replicas"], poison["total"]) == (16, 8, 128)
     assert poison["fraction"] == pytest.approx(128 / (128 + 500), abs=0.02)

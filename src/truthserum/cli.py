@@ -16,9 +16,10 @@ from truthserum.attacks import TUNE, AttackName, AttackOptions, load_signals, sc
 from truthserum.config import load_config, parse_config
 from truthserum.errors import SignalsError, TruthserumError
 from truthserum.metrics import evaluate
-from truthserum.report import format_attack_metrics, format_comparison
+from truthserum.report import format_attack_metrics, format_comparison, format_sweep
 from truthserum.rundir import read_npz, write_npz
 from truthserum.runner import run_experiment
+from truthserum.sweep import REPLICA_FILES, SHADOW_FILES, parse_counts, run_replica_sweep, run_shadow_sweep
 
 DEFAULT_DEMO_DIR = Path("runs/demo")
 
@@ -52,6 +53,20 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=DEFAULT_DEMO_DIR, help=f"run directory (default {DEFAULT_DEMO_DIR})")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device(demo)
+
+    sweep = commands.add_parser(
+        "sweep", help="attack power against the poisoning budget or the number of shadow models"
+    )
+    sweep.add_argument("config", type=Path, help="experiment config (YAML)")
+    sweep.add_argument("--out", type=Path, required=True, help="run directory (created, resumed or re-scored)")
+    swept = sweep.add_mutually_exclusive_group(required=True)
+    swept.add_argument("--replicas", metavar="R,R,...",
+                       help="poisons per target to train and compare, e.g. 0,1,2,4,8,16")
+    swept.add_argument("--shadow-models", metavar="K,K,...",
+                       help="re-score the run's signals with K shadow models each (even; 'all' for "
+                            "every other model), e.g. 2,4,8,16,all; trains first only if nothing is there")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_device(sweep)
 
     attack = commands.add_parser("attack", help="attack signals computed elsewhere")
     attack.add_argument("--signals", type=Path, required=True,
@@ -114,6 +129,24 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.replicas is not None:
+        budgets = parse_counts(args.replicas, option="--replicas")
+        summary = run_replica_sweep(config, args.out, budgets, device=args.device, progress=not args.quiet)
+        files = REPLICA_FILES
+    else:
+        counts = parse_counts(args.shadow_models, option="--shadow-models", allow_all=True)
+        summary = run_shadow_sweep(config, args.out, counts, device=args.device, progress=not args.quiet)
+        files = SHADOW_FILES
+    print()
+    print(format_sweep(summary))
+    for warning in summary.get("warnings", []):
+        print(f"warning: {warning}")
+    print(f"\nsweep: {args.out / files[0]}   plot: {args.out / files[1]}")
+    return 0
+
+
 def _attack(args: argparse.Namespace) -> int:
     if args.out is not None and args.out.resolve() == args.signals.resolve():
         raise SignalsError(f"--out {args.out} would overwrite the signals file; choose another path")
@@ -136,7 +169,7 @@ def _attack(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": _run, "demo": _demo, "attack": _attack}
+_COMMANDS = {"run": _run, "demo": _demo, "sweep": _sweep, "attack": _attack}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,13 +8,13 @@ checked once the data is loaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 from pydantic import SerializerFunctionWrapHandler, model_serializer
 
-from truthserum.attacks.registry import AttackName
+from truthserum.attacks.registry import DEFAULT_GAMMA, DEFAULT_OFFLINE_A, AttackName, AttackOptions
 from truthserum.data import DataSource
 from truthserum.errors import ConfigError
 from truthserum.query import MAX_SHIFT, QueryView, View, generate_views, max_views
@@ -167,6 +167,32 @@ class QueryConfig(_Strict):
         return tuple(name.view for name in self.views)
 
 
+class RmiaConfig(_Strict):
+    """RMIA's settings (Zarifzadeh et al. 2024; definitions in docs/attacks.md)."""
+
+    gamma: float = Field(default=DEFAULT_GAMMA, gt=0, le=1e6, description="likelihood-ratio threshold")
+    offline_a: Annotated[float, Field(ge=0, le=1)] | Literal["tune"] = Field(
+        default=DEFAULT_OFFLINE_A,
+        description="offline interpolation parameter, or 'tune' to fit it on each target model's shadows",
+    )
+    population: Count | None = Field(
+        default=None, ge=1, description="population points drawn from the non-targets (default: all)"
+    )
+
+
+class MetricsConfig(_Strict):
+    """Confidence intervals and the privacy lower bound (definitions in docs/attacks.md)."""
+
+    bootstrap: Count = Field(default=1000, ge=0, le=100_000, description="resamples of the target points; 0: none")
+    confidence: float = Field(default=0.95, ge=0.5, lt=1, description="of the intervals and the epsilon bound")
+    delta: float = Field(default=0.0, ge=0, lt=1, description="the delta of the epsilon lower bound")
+
+
+# Keys that change only how signals are scored, never what is trained: a run directory may be
+# reopened with other values, and its attacks are simply run again.
+SCORING_KEYS = ("attacks", "rmia", "metrics")
+
+
 class RunConfig(_Strict):
     """One experiment: the same keep matrix and targets, trained clean and poisoned."""
 
@@ -178,6 +204,8 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     query: QueryConfig = QueryConfig()
     attacks: tuple[AttackName, ...] = Field(default=tuple(AttackName), min_length=1)
+    rmia: RmiaConfig = RmiaConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @field_validator("attacks")
     @classmethod
@@ -188,6 +216,13 @@ class RunConfig(_Strict):
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def attack_options(self, *, shadow_models: int | None = None) -> AttackOptions:
+        """The attacks' settings; ``shadow_models`` None means every other model."""
+        return AttackOptions(
+            shadow_models=shadow_models, rmia_gamma=self.rmia.gamma, rmia_offline_a=self.rmia.offline_a,
+            rmia_population=self.rmia.population, seed=self.seed,
+        )
 
 
 def _format_validation_error(error: ValidationError, source: str) -> str:

@@ -52,13 +52,23 @@ def make_label_flip_poisons(
     num_classes: int,
     rng: np.random.Generator,
 ) -> PoisonSet:
-    """r mislabeled replicas of every target point (r = 0 gives an empty poison set)."""
+    """r mislabeled replicas of every target point (r = 0 gives an empty poison set).
+
+    The wrong labels do not depend on r, so budgets drawn with the same generator state differ
+    only in how many copies each target gets (what a replica sweep compares)."""
     target_labels = flip_labels(labels=y[targets], num_classes=num_classes, rng=rng)
+    return replicate_poisons(x=x, targets=targets, target_labels=target_labels, replicas=replicas)
+
+
+def replicate_poisons(
+    *, x: np.ndarray, targets: np.ndarray, target_labels: np.ndarray, replicas: int
+) -> PoisonSet:
+    """r copies of every target carrying its chosen wrong label."""
     source = np.repeat(targets, replicas).astype(np.int64)
     return PoisonSet(
         x=x[source],
         y=np.repeat(target_labels, replicas).astype(np.int64),
         source=source,
-        target_labels=target_labels.astype(np.int64),
+        target_labels=np.asarray(target_labels, dtype=np.int64),
         replicas=int(replicas),
     )

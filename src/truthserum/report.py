@@ -48,51 +48,175 @@ def plot_roc(curves: dict[tuple[str, str], RocCurve], path: Path) -> None:
     atomic_write(Path(path), lambda handle: handle.write(buffer.getvalue()))
 
 
+LOW_SUPPORT_MARK = "*"
+
+
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _interval(values: list[float] | None, scale: float = 100.0, digits: int = 1) -> str:
+    if values is None:
+        return ""
+    low, high = values
+    return f" [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+
+
+def format_tpr(metrics: dict, level: str) -> str:
+    """TPR at one level with its interval, marked when too few non-members stand behind it."""
+    mark = LOW_SUPPORT_MARK if metrics.get("low_support", {}).get(level) else ""
+    intervals = metrics.get("tpr_at_fpr_ci") or {}
+    return f"{_percent(metrics['tpr_at_fpr'][level])}{_interval(intervals.get(level))}{mark}"
+
+
+def format_auc(metrics: dict) -> str:
+    return f"{metrics['auc']:.3f}{_interval(metrics.get('auc_ci'), scale=1.0, digits=3)}"
+
+
 def format_attack_metrics(metrics: dict) -> str:
-    """One attack's metrics on one line."""
+    """One attack's metrics: AUC and each TPR with intervals, then the epsilon lower bound."""
     rates = "  ".join(
-        f"TPR@{100 * float(level):g}%FPR {_percent(tpr)}" for level, tpr in metrics["tpr_at_fpr"].items()
+        f"TPR@{100 * float(level):g}%FPR {format_tpr(metrics, level)}" for level in metrics["tpr_at_fpr"]
     )
-    return f"AUC {metrics['auc']:.3f}  {rates}  ({metrics['members']} members, {metrics['nonmembers']} non-members)"
+    text = f"AUC {format_auc(metrics)}  {rates}  ({metrics['members']} members, {metrics['nonmembers']} non-members)"
+    if metrics.get("epsilon_lower_bound") is not None:
+        text += f"  epsilon >= {metrics['epsilon_lower_bound']:.2f}"
+    return text
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
+                      for i, cell in enumerate(row)) for row in [header, *rows]]
+
+
+def _support_note(first: dict) -> str:
+    confidence = first.get("confidence", 0.95)
+    note = (
+        f"{first['members']} member and {first['nonmembers']} non-member (model, target) pairs per "
+        f"condition; intervals: {100 * confidence:g}% bootstrap over target points. "
+        f"{LOW_SUPPORT_MARK} fewer than 10 non-members can be false positives at that level: "
+        "a TPR at (almost) zero false positives."
+    )
+    if first.get("epsilon_lower_bound") is not None:
+        note += (f"\nepsilon: the largest epsilon (delta {first.get('delta', 0):g}) that the attack's ROC "
+                 f"proves at {100 * confidence:g}% confidence (Clopper-Pearson, Bonferroni over thresholds).")
+    return note
 
 
 def format_comparison(results: dict) -> str:
-    """A side-by-side table of every condition: accuracy, then each attack's AUC and TPRs."""
+    """A side-by-side table of every condition: accuracy, then each attack's AUC, TPRs and
+    epsilon lower bound, with intervals."""
     conditions = results["conditions"]
     names = list(conditions)
     attacks = list(next(iter(conditions.values()))["attacks"])
-    header = ["", *names]
     rows = [
         ["train accuracy", *(_percent(conditions[c]["accuracy"]["train"]) for c in names)],
         ["test accuracy", *(_percent(conditions[c]["accuracy"]["test"]) for c in names)],
     ]
     for attack in attacks:
         metrics = {c: conditions[c]["attacks"][attack] for c in names}
-        rows.append([f"{attack} AUC", *(f"{metrics[c]['auc']:.3f}" for c in names)])
+        rows.append([f"{attack} AUC", *(format_auc(metrics[c]) for c in names)])
         for level in FPR_LEVELS:
-            rows.append([
-                f"  TPR @ {100 * level:g}% FPR",
-                *(_percent(metrics[c]["tpr_at_fpr"][str(level)]) for c in names),
-            ])
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
-                       for i, cell in enumerate(row)) for row in [header, *rows]]
+            rows.append([f"  TPR @ {100 * level:g}% FPR", *(format_tpr(metrics[c], str(level)) for c in names)])
+        if metrics[names[0]].get("epsilon_lower_bound") is not None:
+            rows.append(["  epsilon lower bound",
+                         *(f"{metrics[c]['epsilon_lower_bound']:.2f}" for c in names)])
+    lines = _table(["", *names], rows)
     first = next(iter(conditions.values()))["attacks"][attacks[0]]
     poison = results["poison"]
     lines.append("")
-    lines.append(
-        f"{first['members']} member and {first['nonmembers']} non-member (model, target) pairs "
-        f"per condition; with {first['nonmembers']} non-members the smallest non-zero FPR is "
-        f"{100 / first['nonmembers']:.2f}%."
-    )
+    lines.append(_support_note(first))
     if poison["total"]:
         lines.append(
             f"poisons: {poison['total']} ({poison['targets']} targets x {poison['replicas']}), "
             f"{_percent(poison['fraction'])} of a model's training set; fitted by "
             f"{_percent(poison['fit'])} of the models that did not train on the target."
         )
+    return "\n".join(lines)
+
+
+SWEEP_LEVELS = ("0.001", "0.01")
+
+
+def _sweep_series(summary: dict) -> tuple[list[str], dict[tuple[str, str], dict[str, dict]]]:
+    """x tick labels in order, and (condition, attack) -> x label -> metrics."""
+    shadow_sweep = summary["sweep"] == "shadow-models"
+    ticks: list[str] = []
+    series: dict[tuple[str, str], dict[str, dict]] = {}
+    for point in summary["points"]:
+        tick = point["label"] if shadow_sweep else str(point["replicas"])
+        if tick not in ticks:
+            ticks.append(tick)
+        condition = point["condition"] if shadow_sweep else ""
+        for attack, metrics in point["attacks"].items():
+            series.setdefault((condition, attack), {})[tick] = metrics
+    return ticks, series
+
+
+def plot_sweep(summary: dict, path: Path) -> None:
+    """TPR at 0.1% and 1% FPR (with interval bars) against the swept quantity, one line per
+    attack (and per condition for a shadow-model sweep); test accuracy too for a replica sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    ticks, series = _sweep_series(summary)
+    replica_sweep = summary["sweep"] == "replicas"
+    panels = len(SWEEP_LEVELS) + (1 if replica_sweep else 0)
+    figure, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.6))
+    attacks = sorted({attack for _, attack in series})
+    colours = {attack: f"C{i}" for i, attack in enumerate(attacks)}
+    positions = {tick: i for i, tick in enumerate(ticks)}
+    for axis, level in zip(axes, SWEEP_LEVELS, strict=False):
+        for (condition, attack), by_tick in series.items():
+            xs = [positions[t] for t in by_tick]
+            ys = [100 * m["tpr_at_fpr"][level] for m in by_tick.values()]
+            intervals = [m.get("tpr_at_fpr_ci") or {} for m in by_tick.values()]
+            errors = None
+            if all(level in ci for ci in intervals):
+                errors = [[y - 100 * ci[level][0] for y, ci in zip(ys, intervals, strict=True)],
+                          [100 * ci[level][1] - y for y, ci in zip(ys, intervals, strict=True)]]
+            axis.errorbar(
+                xs, ys, yerr=errors, color=colours[attack], capsize=3, marker="o", markersize=3,
+                linestyle=_LINESTYLES.get(condition, "-"),
+                label=f"{condition} {attack}".strip(),
+            )
+        axis.set_title(f"TPR at {100 * float(level):g}% FPR")
+        axis.set_ylabel("true positive rate (%)")
+    if replica_sweep:
+        accuracy = axes[-1]
+        accuracy.plot(range(len(ticks)), [100 * p["test_accuracy"] for p in summary["points"]],
+                      marker="o", color="black")
+        accuracy.set_title("test accuracy")
+        accuracy.set_ylabel("accuracy (%)")
+    for axis in axes:
+        axis.set_xticks(range(len(ticks)), ticks)
+        axis.set_xlabel(summary["x_label"])
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    atomic_write(Path(path), lambda handle: handle.write(buffer.getvalue()))
+
+
+def format_sweep(summary: dict) -> str:
+    """TPR at 0.1% and 1% FPR (with intervals) per attack against the swept quantity."""
+    ticks, series = _sweep_series(summary)
+    lines = []
+    for level in SWEEP_LEVELS:
+        rows = []
+        if summary["sweep"] == "replicas":
+            rows.append(["test accuracy", *(_percent(p["test_accuracy"]) for p in summary["points"])])
+        for (condition, attack), by_tick in series.items():
+            rows.append([f"{condition} {attack}".strip(),
+                         *(format_tpr(by_tick[t], level) if t in by_tick else "-" for t in ticks)])
+        lines.append(f"TPR at {100 * float(level):g}% FPR, by {summary['x_label']}:")
+        lines.extend(_table(["", *ticks], rows))
+        lines.append("")
+    lines.append(f"intervals: bootstrap over target points; {LOW_SUPPORT_MARK} fewer than 10 non-members "
+                 "can be false positives at that level.")
     return "\n".join(lines)

@@ -31,7 +31,7 @@ from typing import IO, Any
 import numpy as np
 import yaml
 
-from truthserum.config import RunConfig, dump_config
+from truthserum.config import SCORING_KEYS, RunConfig, dump_config
 from truthserum.errors import RunDirError
 
 CONFIG_FILE = "config.yaml"
@@ -100,6 +100,11 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[s
     ]
 
 
+def _training_part(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without the keys that only change how signals are scored."""
+    return {key: value for key, value in config.items() if key not in SCORING_KEYS}
+
+
 class RunDirectory:
     """A run directory bound to one config; see the module docstring for its layout."""
 
@@ -119,13 +124,15 @@ class RunDirectory:
             raise RunDirError(f"{root}: exists and is not a directory")
         config_path = root / CONFIG_FILE
         wanted = config.to_json_dict()
+        rescoring = False
         if config_path.is_file():
             try:
                 stored = yaml.safe_load(config_path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise RunDirError(f"{config_path}: unreadable ({reason}); use another --out") from None
-            differences = config_differences(stored if isinstance(stored, dict) else {}, wanted)
+            stored = stored if isinstance(stored, dict) else {}
+            differences = config_differences(_training_part(stored), _training_part(wanted))
             if differences:
                 raise RunDirError(
                     f"{root} was made by a different config ({'; '.join(differences[:3])}"
@@ -136,11 +143,12 @@ class RunDirectory:
                 f"{root}: not empty and holds no {CONFIG_FILE}, so it is not a truthserum run "
                 "directory; use another --out"
             )
+            rescoring = stored != wanted  # only scoring settings differ: record the new ones
         run_dir = cls(root)
         try:
             root.mkdir(parents=True, exist_ok=True)
             run_dir._remove_temporaries()
-            if not config_path.is_file():
+            if not config_path.is_file() or rescoring:
                 write_text(config_path, dump_config(config))
         except OSError as exc:
             raise RunDirError(f"{root}: cannot write ({exc.strerror or exc})") from None

@@ -22,14 +22,14 @@ import torch
 from tqdm import tqdm
 
 from truthserum import seeding
-from truthserum.attacks import AttackInputs, score_attacks
+from truthserum.attacks import AttackInputs, AttackOptions, score_attacks
 from truthserum.config import RunConfig
 from truthserum.data import Dataset, load_dataset
 from truthserum.design import Design, make_design
 from truthserum.errors import ConfigError, DataError, RunDirError
 from truthserum.evaluation import accuracy, poison_fit
-from truthserum.metrics import RocCurve, roc_curve, summarize
-from truthserum.poison import PoisonSet, make_label_flip_poisons
+from truthserum.metrics import RocCurve, evaluate, roc_curve
+from truthserum.poison import PoisonSet, make_label_flip_poisons, replicate_poisons
 from truthserum.query import check_views_fit_data, query_logits
 from truthserum.report import plot_roc
 from truthserum.rundir import RunDirectory, read_npz, write_json, write_npz
@@ -42,7 +42,7 @@ POISON_FIT_WARNING = 0.5
 Log = Callable[[str], None]
 
 
-def _stderr(message: str) -> None:
+def log_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
@@ -54,11 +54,20 @@ class Condition:
     replicas: int
 
 
+def condition_for(config: RunConfig, replicas: int) -> Condition:
+    """The condition with ``replicas`` poisons per target. The budgets of a plain run keep
+    their names ("clean", "poisoned"), so a sweep in the same directory reuses their models."""
+    if replicas == 0:
+        return Condition("clean", 0)
+    if replicas == config.poison.replicas:
+        return Condition("poisoned", replicas)
+    return Condition(f"replicas-{replicas}", replicas)
+
+
 def conditions_for(config: RunConfig) -> list[Condition]:
-    conditions = [Condition("clean", 0)]
-    if config.poison.replicas > 0:
-        conditions.append(Condition("poisoned", config.poison.replicas))
-    return conditions
+    """A plain run: clean, and poisoned when the config has poisons."""
+    budgets = [0] + ([config.poison.replicas] if config.poison.replicas > 0 else [])
+    return [condition_for(config, replicas) for replicas in budgets]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -267,9 +276,31 @@ def stage_train(
     return np.concatenate(parts, axis=0), seconds
 
 
+def attack_metrics(
+    config: RunConfig, inputs: AttackInputs, options: AttackOptions, *, stream: str
+) -> tuple[dict[str, dict], dict[str, RocCurve], dict[str, np.ndarray]]:
+    """Score ``inputs`` with every configured attack and measure each one.
+
+    Returns:
+        attack name -> metrics dict (with intervals and the epsilon bound), attack name -> ROC,
+        and attack name -> ``(M, T)`` scores.
+    """
+    scores = {name.value: s for name, s in score_attacks(inputs, config.attacks, options).items()}
+    members = inputs.members
+    metrics, curves = {}, {}
+    for name, attack_scores in scores.items():
+        curves[name] = roc_curve(attack_scores, members)
+        metrics[name] = evaluate(
+            attack_scores, members, resamples=config.metrics.bootstrap,
+            confidence=config.metrics.confidence, delta=config.metrics.delta,
+            rng=seeding.rng(config.seed, "bootstrap", stream, name),
+        ).to_dict()
+    return metrics, curves, scores
+
+
 def _condition_results(
     run_dir: RunDirectory, config: RunConfig, condition: Condition, logits: np.ndarray,
-    pool: Dataset, design: Design,
+    pool: Dataset, design: Design, poisons: PoisonSet,
 ) -> tuple[dict, dict]:
     """Attack one condition's signals; returns its results entry and its ROC curves."""
     inputs = AttackInputs.from_arrays(
@@ -280,20 +311,29 @@ def _condition_results(
         "logits": inputs.logits, "labels": inputs.labels, "keep": inputs.keep,
         "targets": inputs.targets,
     })
-    scores = score_attacks(inputs, config.attacks)
-    members = inputs.members
-    write_npz(run_dir.file(f"scores-{condition.name}.npz"),
-              {"members": members, **{name.value: s for name, s in scores.items()}})
-    curves = {name.value: roc_curve(s, members) for name, s in scores.items()}
-    attacks = {name: summarize(curve).to_dict() for name, curve in curves.items()}
-    entry = {"accuracy": accuracy(logits, pool.y, design.keep), "attacks": attacks}
+    attacks, curves, scores = attack_metrics(config, inputs, config.attack_options(), stream=condition.name)
+    write_npz(run_dir.file(f"scores-{condition.name}.npz"), {"members": inputs.members, **scores})
+    members_per_model = float(design.keep.sum(axis=1).mean())
+    entry = {
+        "replicas": condition.replicas,
+        "poison_fraction": poisons.total / (poisons.total + members_per_model),
+        "poison_fit": (poison_fit(logits, design.keep, design.targets, poisons.target_labels)
+                       if condition.replicas else None),
+        "accuracy": accuracy(logits, pool.y, design.keep),
+        "attacks": attacks,
+    }
     return entry, curves
 
 
 def run_experiment(
-    config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True, log: Log = _stderr,
+    config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True, log: Log = log_to_stderr,
+    conditions: list[Condition] | None = None, results_file: str = "results.json",
+    roc_file: str | None = "roc.png",
 ) -> dict:
     """Run (or resume) the experiment ``config`` in ``out_dir`` and return ``results.json``.
+
+    ``conditions`` defaults to clean and poisoned; a replica sweep passes one per budget. All
+    of them share the keep matrix, the targets and each target's wrong label.
 
     Raises:
         TruthserumError: a bad config, data or run directory (found before any training starts),
@@ -310,43 +350,53 @@ def run_experiment(
     warnings: list[str] = []
     members_per_model = float(design.keep.sum(axis=1).mean())
     fraction = poisons.total / (poisons.total + members_per_model)
+    chosen = conditions or conditions_for(config)
     log(f"{pool.name}: {pool.num_points} pool points, {pool.num_classes} classes; "
         f"{config.design.num_models} models with about {members_per_model:.0f} members each; "
         f"{len(design.targets)} targets")
-    if config.poison.replicas:
-        log(f"poisons: {poisons.total} ({len(design.targets)} targets x {poisons.replicas} replicas), "
-            f"{fraction:.1%} of a model's training set")
-    if fraction > POISON_FRACTION_WARNING:
-        warnings.append(
-            f"poisons are {fraction:.1%} of a model's training set (over "
-            f"{POISON_FRACTION_WARNING:.0%}): label noise this heavy costs accuracy and attack power"
-        )
-        log("warning: " + warnings[-1])
+    for condition in chosen:
+        if not condition.replicas:
+            continue
+        total = condition.replicas * len(design.targets)
+        share = total / (total + members_per_model)
+        log(f"{condition.name}: {total} poisons ({len(design.targets)} targets x {condition.replicas} "
+            f"replicas), {share:.1%} of a model's training set")
+        if share > POISON_FRACTION_WARNING:
+            warnings.append(
+                f"{condition.name}: poisons are {share:.1%} of a model's training set (over "
+                f"{POISON_FRACTION_WARNING:.0%}): label noise this heavy costs accuracy and attack power"
+            )
+            log("warning: " + warnings[-1])
 
-    conditions: dict[str, dict] = {}
+    results_by_condition: dict[str, dict] = {}
     curves: dict[tuple[str, str], RocCurve] = {}
     train_seconds = 0.0
-    fit = None
-    for condition in conditions_for(config):
+    for condition in chosen:
+        condition_poisons = replicate_poisons(
+            x=pool.x, targets=design.targets, target_labels=poisons.target_labels,
+            replicas=condition.replicas,
+        )
         logits, seconds = stage_train(
-            run_dir, config, pool, design, poisons, condition, torch_device, progress, log
+            run_dir, config, pool, design, condition_poisons, condition, torch_device, progress, log
         )
         train_seconds += seconds
-        entry, condition_curves = _condition_results(run_dir, config, condition, logits, pool, design)
-        conditions[condition.name] = entry
-        curves.update({(condition.name, name): curve for name, curve in condition_curves.items()})
-        if condition.replicas:
-            fit = poison_fit(logits, design.keep, design.targets, poisons.target_labels)
-    if fit is not None and fit < POISON_FIT_WARNING:
-        warnings.append(
-            f"the models fit only {fit:.0%} of the poisons: the amplification needs models that "
-            "fit them (train longer, regularise less, or use a larger model)"
+        entry, condition_curves = _condition_results(
+            run_dir, config, condition, logits, pool, design, condition_poisons
         )
-        log("warning: " + warnings[-1])
+        results_by_condition[condition.name] = entry
+        curves.update({(condition.name, name): curve for name, curve in condition_curves.items()})
+        fit = entry["poison_fit"]
+        if fit is not None and fit < POISON_FIT_WARNING:
+            warnings.append(
+                f"{condition.name}: the models fit only {fit:.0%} of the poisons: the amplification "
+                "needs models that fit them (train longer, regularise less, or use a larger model)"
+            )
+            log("warning: " + warnings[-1])
+    fit = results_by_condition.get("poisoned", {}).get("poison_fit")
 
     results = {
         "config": config.to_json_dict(),
-        "conditions": conditions,
+        "conditions": results_by_condition,
         "poison": {
             "targets": int(len(design.targets)), "replicas": int(config.poison.replicas),
             "total": int(poisons.total), "fraction": fraction, "fit": fit,
@@ -355,7 +405,8 @@ def run_experiment(
         "device": str(torch_device),
         "warnings": warnings,
     }
-    write_json(run_dir.file("results.json"), results)
-    plot_roc(curves, run_dir.file("roc.png"))
+    write_json(run_dir.file(results_file), results)
+    if roc_file is not None:
+        plot_roc(curves, run_dir.file(roc_file))
     return results
 

@@ -1,0 +1,121 @@
+"""Sweeps: how attack power grows with the poisoning budget, and with the shadow models.
+
+* Replica sweep: one condition per budget (poisons per target), all sharing the keep matrix,
+  the targets and each target's wrong label, trained once each in one run directory. The
+  budgets of a plain run keep their names ("clean", "poisoned"), so sweeping the directory of
+  a finished run trains only the budgets it lacks.
+* Shadow-model sweep: the signals already in a run directory are scored again with k shadow
+  models per target point (k/2 IN, k/2 OUT; see
+  :class:`~truthserum.attacks.shadows.ShadowPlan`); nothing is trained again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from truthserum.attacks import load_signals
+from truthserum.config import RunConfig
+from truthserum.errors import ConfigError, SignalsError
+from truthserum.report import plot_sweep
+from truthserum.rundir import RunDirectory, write_json
+from truthserum.runner import Log, log_to_stderr, attack_metrics, condition_for, run_experiment
+
+ALL_SHADOWS = "all"
+REPLICA_FILES = ("sweep-replicas.json", "sweep-replicas.png")
+SHADOW_FILES = ("sweep-shadow-models.json", "sweep-shadow-models.png")
+
+
+def parse_counts(text: str, *, option: str, allow_all: bool = False) -> list[int | None]:
+    """``"0,1,2,4"`` -> [0, 1, 2, 4] (sorted, distinct); ``all`` -> None where allowed."""
+    values: list[int | None] = []
+    for item in (part.strip() for part in text.split(",")):
+        if allow_all and item == ALL_SHADOWS:
+            values.append(None)
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            raise ConfigError(
+                f"{option}: {item!r} is not a whole number"
+                + (f" or '{ALL_SHADOWS}'" if allow_all else "") + f" (give e.g. {option} 0,1,2,4,8)"
+            ) from None
+        if value < 0:
+            raise ConfigError(f"{option}: {value} is negative")
+        values.append(value)
+    if not values or len(set(values)) != len(values):
+        raise ConfigError(f"{option}: give distinct values separated by commas")
+    numbers = sorted(v for v in values if v is not None)
+    return [*numbers, *([None] if None in values else [])]
+
+
+def _summary_point(entry: dict) -> dict:
+    """The figures a sweep plots for one condition (or one shadow count)."""
+    return {
+        name: {key: metrics.get(key) for key in (
+            "auc", "auc_ci", "tpr_at_fpr", "tpr_at_fpr_ci", "low_support", "epsilon_lower_bound"
+        )}
+        for name, metrics in entry.items()
+    }
+
+
+def run_replica_sweep(
+    config: RunConfig, out_dir: Path, budgets: list[int], *, device: str = "cpu",
+    progress: bool = True, log: Log = log_to_stderr,
+) -> dict:
+    """Train every budget once and write ``sweep-replicas.json`` and ``.png``."""
+    conditions = [condition_for(config, replicas) for replicas in budgets]
+    results = run_experiment(
+        config, out_dir, device=device, progress=progress, log=log, conditions=conditions,
+        results_file="sweep-replicas-results.json", roc_file=None,
+    )
+    points = []
+    for condition in conditions:
+        entry = results["conditions"][condition.name]
+        points.append({
+            "replicas": condition.replicas, "condition": condition.name,
+            "test_accuracy": entry["accuracy"]["test"], "poison_fraction": entry["poison_fraction"],
+            "poison_fit": entry["poison_fit"], "attacks": _summary_point(entry["attacks"]),
+        })
+    summary = {"sweep": "replicas", "x_label": "poisons per target", "points": points,
+               "warnings": results["warnings"], "timing": results["timing"]}
+    write_json(Path(out_dir) / REPLICA_FILES[0], summary)
+    plot_sweep(summary, Path(out_dir) / REPLICA_FILES[1])
+    return summary
+
+
+def run_shadow_sweep(
+    config: RunConfig, out_dir: Path, counts: list[int | None], *, device: str = "cpu",
+    progress: bool = True, log: Log = log_to_stderr,
+) -> dict:
+    """Score the directory's signals again with each shadow-model count; train first only if
+    the directory holds no signals yet. Writes ``sweep-shadow-models.json`` and ``.png``."""
+    run_dir = RunDirectory.open(out_dir, config)
+    signal_files = sorted(run_dir.root.glob("signals-*.npz"))
+    if not signal_files:
+        log(f"{run_dir.root}: no signals yet; running the experiment first")
+        run_experiment(config, out_dir, device=device, progress=progress, log=log)
+        signal_files = sorted(run_dir.root.glob("signals-*.npz"))
+    points = []
+    for path in signal_files:
+        condition = path.stem.removeprefix("signals-")
+        inputs = load_signals(path)
+        num_models = inputs.keep.shape[0]
+        for count in counts:
+            if count is not None and (count < 2 or count % 2 or count > num_models - 2):
+                raise SignalsError(
+                    f"--shadow-models {count}: must be even, at least 2 and at most {num_models - 2} "
+                    f"(this run has {num_models} models), or '{ALL_SHADOWS}'"
+                )
+            metrics, _, _ = attack_metrics(
+                config, inputs, config.attack_options(shadow_models=count),
+                stream=f"{condition}-shadows-{count or ALL_SHADOWS}",
+            )
+            shadows = count if count is not None else num_models - 1
+            log(f"{condition}: scored with {count or ALL_SHADOWS} shadow models")
+            points.append({"condition": condition, "shadow_models": shadows,
+                           "label": str(count or f"{ALL_SHADOWS} ({shadows})"),
+                           "attacks": _summary_point(metrics)})
+    summary = {"sweep": "shadow-models", "x_label": "shadow models per target point", "points": points}
+    write_json(run_dir.root / SHADOW_FILES[0], summary)
+    plot_sweep(summary, run_dir.root / SHADOW_FILES[1])
+    return summary
