@@ -25,6 +25,21 @@ def plain_phi(z, y):
     return float(mpmath.log(p_true) - mpmath.log(p_rest))
 
 
+def all_but_one(keep):
+    """The default shadows (docs/attacks.md): every model but m, less the model of the other
+    group (the one m is not in) that comes last in cyclic order after m."""
+    M = keep.shape[0]
+
+    def shadows(m, j):
+        others = [k for k in range(M) if k != m]
+        other_group = [k for k in others if bool(keep[k, j]) != bool(keep[m, j])]
+        if other_group:
+            others.remove(max(other_group, key=lambda k: (k - m) % M))
+        return others
+
+    return shadows
+
+
 def plain_log_normal(x, mu, s):
     return -0.5 * ((x - mu) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)
 
@@ -37,7 +52,7 @@ def reference_scores(logits, labels, keep, targets, attack, shadows=None):
     """``shadows(m, j)``: the shadow models of target model m for point j (default: all others)."""
     M, N, A, C = logits.shape
     if shadows is None:
-        shadows = lambda m, j: [k for k in range(M) if k != m]  # noqa: E731
+        shadows = all_but_one(keep)
     phi = {}
     for k in range(M):
         for j in targets:

@@ -7,7 +7,7 @@ scalars, and mpmath for probabilities that underflow in float64.
 import mpmath
 import numpy as np
 import pytest
-from test_attacks_reference import random_signals, reference_scores
+from test_attacks_reference import all_but_one, random_signals, reference_scores
 
 from truthserum.attacks import AttackInputs, AttackName, AttackOptions, ShadowPlan, score_attacks
 from truthserum.attacks.rmia import tune_offline_a
@@ -21,10 +21,6 @@ def plain_probability(z, y):
     """Softmax probability of class y, exactly."""
     exps = [mpmath.exp(mpmath.mpf(float(v))) for v in z]
     return exps[y] / mpmath.fsum(exps)
-
-
-def all_other_models(M):
-    return lambda m, j: [k for k in range(M) if k != m]
 
 
 def reference_rmia(logits, labels, keep, targets, population, *, gamma, a, shadows):
@@ -98,7 +94,7 @@ def test_cli_rmia_matches_plain_reference(tmp_path, seed, attack, gamma, a):
     with np.load(out, allow_pickle=False) as result:
         scores = result["scores"]
     expected = reference_rmia(logits.astype(np.float64), labels, keep, TARGETS, POPULATION,
-                              gamma=gamma, a=a, shadows=all_other_models(6))
+                              gamma=gamma, a=a, shadows=all_but_one(keep))
     np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
 
 
@@ -111,7 +107,7 @@ def test_cli_label_only_matches_plain_reference(tmp_path, seed):
     assert main(["attack", "--signals", str(signals), "--attack", "label-only", "--out", str(out)]) == 0
     with np.load(out, allow_pickle=False) as result:
         scores = result["scores"]
-    expected = reference_label_only(logits, labels, keep, TARGETS, shadows=all_other_models(8))
+    expected = reference_label_only(logits, labels, keep, TARGETS, shadows=all_but_one(keep))
     np.testing.assert_allclose(scores, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -142,7 +138,7 @@ def test_shadow_budget_matches_reference_on_the_drawn_shadows(attack):
 
     inputs = AttackInputs.from_arrays(logits=logits, labels=labels, keep=keep, targets=TARGETS)
     name = AttackName(attack)
-    scores = score_attacks(inputs, [name], AttackOptions(shadow_models=4, seed=5))[name]
+    scores = score_attacks(inputs, [name], AttackOptions(shadow_models=4, seed=5, rmia_offline_a=0.3))[name]
     x = logits.astype(np.float64)
     if attack.startswith("rmia"):
         a = None if attack == "rmia-online" else 0.3
@@ -169,7 +165,7 @@ def test_tuned_offline_a_never_reads_the_target_model():
     log_p = np.log(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))
     log_p = np.take_along_axis(log_p, labels[None, :, None, None].repeat(10, 0), -1)[..., 0].astype(np.float64)
     mask = ShadowPlan(keep=keep).mask(0, np.arange(40))
-    kwargs = dict(target_model=0, num_targets=20, gamma=2.0)
+    kwargs = dict(num_targets=20, gamma=2.0)
     a = tune_offline_a(log_p, keep, mask, rng=np.random.default_rng(1), **kwargs)
     garbage_p, garbage_keep = log_p.copy(), keep.copy()
     garbage_p[0] = np.nan
@@ -187,3 +183,28 @@ def test_rmia_needs_population_points():
     inputs = AttackInputs.from_arrays(logits=logits, labels=labels, keep=keep)  # every point a target
     with pytest.raises(SignalsError, match="population"):
         score_attacks(inputs, [AttackName.RMIA_ONLINE])
+
+
+def test_default_shadow_groups_do_not_reveal_membership():
+    """Every (target model, point) gets M/2 - 1 IN and M/2 - 1 OUT shadows on a balanced design;
+    with all shadows dropped but one per group the sizes would otherwise differ by membership."""
+    rng = np.random.default_rng(2)
+    keep = rng.random((10, 25)).argsort(axis=0) < 5
+    plan = ShadowPlan(keep=keep)
+    for m in range(10):
+        mask = plan.mask(m, np.arange(25))
+        assert not mask[m].any()
+        assert ((mask & keep).sum(axis=0) == 4).all() and ((mask & ~keep).sum(axis=0) == 4).all()
+
+
+def test_label_only_is_blind_when_every_label_is_wrong():
+    """All counts 0: nothing distinguishes members, so every score must be equal (AUC 0.5).
+    Before the default shadows balanced the groups, members scored systematically lower
+    (AUC 0.14 on the poisoned demo) because the smoothing saw one OUT shadow more."""
+    rng = np.random.default_rng(0)
+    keep = rng.random((16, 40)).argsort(axis=0) < 8
+    logits = np.zeros((16, 40, 1, 3))
+    logits[..., 1] = 5.0  # every model predicts class 1; every label is 0
+    inputs = AttackInputs.from_arrays(logits=logits, labels=np.zeros(40, dtype=int), keep=keep)
+    scores = score_attacks(inputs, [AttackName.LABEL_ONLY])[AttackName.LABEL_ONLY]
+    assert np.ptp(scores) == 0.0

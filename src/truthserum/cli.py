@@ -85,7 +85,7 @@ def _add_attack_options(parser: argparse.ArgumentParser) -> None:
                         help=f"RMIA likelihood-ratio threshold (default {defaults.rmia_gamma:g})")
     parser.add_argument("--rmia-offline-a", default=str(defaults.rmia_offline_a), metavar="A",
                         help=f"RMIA offline interpolation in [0, 1], or '{TUNE}' to fit it on the "
-                             f"shadow models (default {defaults.rmia_offline_a:g})")
+                             f"shadow models (default {defaults.rmia_offline_a})")
     parser.add_argument("--rmia-population", type=int, default=None, metavar="Z",
                         help="RMIA population size, drawn from the non-target points (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed for shadow draws and sampling (default 0)")

@@ -170,8 +170,9 @@ def plot_sweep(summary: dict, path: Path) -> None:
     colours = {attack: f"C{i}" for i, attack in enumerate(attacks)}
     positions = {tick: i for i, tick in enumerate(ticks)}
     for axis, level in zip(axes, SWEEP_LEVELS, strict=False):
-        for (condition, attack), by_tick in series.items():
-            xs = [positions[t] for t in by_tick]
+        for index, ((condition, attack), by_tick) in enumerate(series.items()):
+            dodge = 0.3 * (index / max(len(series) - 1, 1) - 0.5)  # keep interval bars apart
+            xs = [positions[t] + dodge for t in by_tick]
             ys = [100 * m["tpr_at_fpr"][level] for m in by_tick.values()]
             intervals = [m.get("tpr_at_fpr_ci") or {} for m in by_tick.values()]
             errors = None

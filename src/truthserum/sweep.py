@@ -110,7 +110,7 @@ def run_shadow_sweep(
                 config, inputs, config.attack_options(shadow_models=count),
                 stream=f"{condition}-shadows-{count or ALL_SHADOWS}",
             )
-            shadows = count if count is not None else num_models - 1
+            shadows = count if count is not None else num_models - 2  # n_in - 1 + n_out - 1
             log(f"{condition}: scored with {count or ALL_SHADOWS} shadow models")
             points.append({"condition": condition, "shadow_models": shadows,
                            "label": str(count or f"{ALL_SHADOWS} ({shadows})"),

@@ -35,7 +35,7 @@ class AttackName(str, Enum):
 
 TUNE = "tune"
 DEFAULT_GAMMA = 2.0
-DEFAULT_OFFLINE_A = 0.3
+DEFAULT_OFFLINE_A = TUNE
 
 
 @dataclass(frozen=True)
@@ -112,17 +112,27 @@ class _Scoring:
         log_p = log_true_probability(self.inputs.logits[:, columns], self.inputs.labels[columns])
         keep = self.inputs.keep[:, columns]
         num_targets = self.targets.size
+        num_models = keep.shape[0]
+        tune = offline and self.options.rmia_offline_a == TUNE
+        half_a = {}
+        if tune and self.options.shadow_models is None:
+            # each half's a is tuned on the other half: one a per half, never the target's own
+            half = seeding.rng(self.options.seed, "tune-halves").permutation(num_models) < num_models // 2
+            for side in (True, False):
+                others = np.broadcast_to((half != side)[:, None], keep.shape)
+                half_a[side] = tune_offline_a(
+                    log_p, keep, others, num_targets=num_targets, gamma=self.options.rmia_gamma,
+                    rng=seeding.rng(self.options.seed, "tune-a", int(side)),
+                )
         scores = np.empty(self.keep.shape)
-        for m in range(keep.shape[0]):
+        for m in range(num_models):
             mask = self.plan.mask(m, columns)
-            a = None
-            if offline:
-                a = self.options.rmia_offline_a
-                if a == TUNE:
-                    a = tune_offline_a(
-                        log_p, keep, mask, target_model=m, num_targets=num_targets,
-                        gamma=self.options.rmia_gamma, rng=seeding.rng(self.options.seed, "tune-a", m),
-                    )
+            a = self.options.rmia_offline_a if offline else None
+            if tune:
+                a = half_a[bool(half[m])] if half_a else tune_offline_a(
+                    log_p, keep, mask, num_targets=num_targets, gamma=self.options.rmia_gamma,
+                    rng=seeding.rng(self.options.seed, "tune-a", "model", m),
+                )
             scores[m] = rmia_row(
                 log_p, keep, mask, target_model=m, num_targets=num_targets,
                 gamma=self.options.rmia_gamma, offline_a=a,
@@ -151,7 +161,7 @@ def score_attacks(
         inputs: validated signals.
         attacks: which attacks to run.
         options: shadow budget and RMIA settings (defaults: every other model as a shadow,
-            gamma 2, a 0.3, every non-target point as population).
+            gamma 2, a tuned on shadow models, every non-target point as population).
 
     Returns:
         attack -> ``(M, T)`` float64 scores, higher meaning "more likely a member"; the

@@ -14,9 +14,12 @@ fraction of population points z with LR(x, z) >= gamma, averaged over the query 
 population points are pool points that are not targets. The same definition of P(p) is used
 for x and for z.
 
-``a`` can be tuned without touching the target model: a few of its shadows play the target in
-turn, scored with the remaining shadows as references, and the ``a`` with the highest mean
-AUC on the target points wins (:func:`tune_offline_a`).
+``a`` can be tuned without touching the target model (:func:`tune_offline_a`): some shadows
+play the target in turn, scored with the remaining shadows as references, and the ``a`` with
+the highest mean AUC on the target points wins. The models are split at random into two halves
+and each half's a is tuned on the other half, so the target models of one half share one a
+(their scores stay comparable in the pooled ROC; an a per target model would not be). With a
+shadow budget, each target model's a is tuned on its own drawn shadows.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from scipy.stats import rankdata
 from truthserum.errors import SignalsError
 
 TUNING_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
-TUNING_PSEUDO_TARGETS = 4
+TUNING_PSEUDO_TARGETS = 8
 
 
 def log_reference_probability(
@@ -127,33 +130,45 @@ def _auc(scores: np.ndarray, members: np.ndarray) -> float:
 
 
 def tune_offline_a(
-    log_p: np.ndarray, keep: np.ndarray, mask: np.ndarray, *, target_model: int, num_targets: int,
-    gamma: float, rng: np.random.Generator, grid: tuple[float, ...] = TUNING_GRID,
+    log_p: np.ndarray, keep: np.ndarray, shadows: np.ndarray, *, num_targets: int, gamma: float,
+    rng: np.random.Generator, grid: tuple[float, ...] = TUNING_GRID,
 ) -> float:
-    """The offline a that works best on the target model's own shadows.
+    """The offline a that works best among ``shadows`` alone.
 
-    Up to :data:`TUNING_PSEUDO_TARGETS` shadows of ``target_model`` play the target in turn,
-    with the other shadows as references; the a with the highest mean AUC on the target points
-    wins (ties: the smallest a). The target model's outputs and membership are never read.
+    Up to :data:`TUNING_PSEUDO_TARGETS` of the given models play the target in turn, with the
+    others as references; the a with the highest mean AUC on the target points wins (ties: the
+    smallest a). Models outside ``shadows`` are never read.
+
+    Args:
+        log_p: ``(M, P, A)`` log P(p | theta), targets first.
+        keep: ``(M, P)`` membership.
+        shadows: ``(M, P)`` bool, the models (per point) that tuning may use.
+        num_targets: T.
+        gamma: the LR threshold.
+        rng: picks the pseudo-targets.
     """
-    shadows = np.nonzero(mask.any(axis=1))[0]
-    pseudo_targets = rng.choice(shadows, size=min(TUNING_PSEUDO_TARGETS, shadows.size), replace=False)
+    candidates = np.nonzero(shadows.any(axis=1))[0]
+    pseudo_targets = rng.choice(candidates, size=min(TUNING_PSEUDO_TARGETS, candidates.size), replace=False)
     totals = np.zeros(len(grid))
     used = 0
     for r in pseudo_targets:
-        members = keep[r, :num_targets]
-        group = mask & ~keep
+        group = shadows & ~keep
         group[r] = False
-        if group.sum(axis=0).min() < 1 or members.all() or not members.any():
+        # points with no reference left among so few models sit out this pseudo-target
+        usable = group.sum(axis=0) >= 1
+        targets, population = usable[:num_targets], usable[num_targets:]
+        members = keep[r, :num_targets][targets]
+        if members.all() or not members.any() or not population.any():
             continue
-        log_mean_out = log_reference_probability(log_p, group, offline_a=None)
+        columns = np.r_[np.nonzero(targets)[0], num_targets + np.nonzero(population)[0]]
+        log_mean_out = log_reference_probability(log_p[:, columns], group[:, columns], offline_a=None)
         for i, a in enumerate(grid):
-            scores = fraction_dominated(log_p[r] - _interpolate(log_mean_out, a), num_targets, gamma)
-            totals[i] += _auc(scores, members)
+            ratio = log_p[r, columns] - _interpolate(log_mean_out, a)
+            totals[i] += _auc(fraction_dominated(ratio, members.size, gamma), members)
         used += 1
     if used == 0:
         raise SignalsError(
-            f"rmia-offline: cannot tune a for target model {target_model}: no shadow model has both "
-            "members and non-members among the targets with references left; set rmia offline a"
+            "rmia-offline: cannot tune a: no shadow model has both members and non-members among "
+            "the targets with references left; set rmia offline_a to a number"
         )
     return float(grid[int(np.argmax(totals))])

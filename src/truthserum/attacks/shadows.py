@@ -1,6 +1,11 @@
 """Which shadow models an attack may use when model m is the target model.
 
-By default every other model is a shadow (leave-one-out, as in the LiRA reference code). To
+By default every other model is a shadow (leave-one-out, as in the LiRA reference code), less
+one: for point j, the group (IN or OUT) that m does not belong to drops its last model in
+cyclic order after m. Without that, a member's shadows would hold one IN model fewer and one
+OUT model more than a non-member's, so the group sizes themselves would carry the answer into
+the attack; discrete scores (label-only) and averages over all shadows (RMIA online) pick that
+up. With the drop, the groups have n_in - 1 and n_out - 1 models whatever m's membership. To
 ask how many shadow models an attack needs without training again, a run's signals can be
 re-scored with fewer: with a budget of k shadow models, each point gets k/2 shadows that
 trained on it (IN) and k/2 that did not (OUT), drawn at random from the other models. That is
@@ -57,7 +62,7 @@ class ShadowPlan:
         num_models, num_points = self.keep.shape
         others = np.arange(num_models) != target_model
         if self.count is None:
-            return np.broadcast_to(others[:, None], (num_models, len(columns))).copy()
+            return self._all_but_one(target_model, columns)
         keys = seeding.rng(self.seed, "shadows", target_model).random((num_models, num_points))[:, columns]
         keep = self.keep[:, columns]
         half = self.count // 2
@@ -75,4 +80,18 @@ class ShadowPlan:
             ranked = np.where(candidates, keys, np.inf)
             cutoff = np.partition(ranked, half - 1, axis=0)[half - 1]  # the half-th smallest key
             mask |= candidates & (ranked <= cutoff[None, :])
+        return mask
+
+    def _all_but_one(self, target_model: int, columns: np.ndarray) -> np.ndarray:
+        """Every other model, less the last model in cyclic order after ``target_model`` of
+        the group it does not belong to (see the module docstring)."""
+        num_models = self.keep.shape[0]
+        keep = self.keep[:, columns]
+        mask = np.ones(keep.shape, dtype=bool)
+        mask[target_model] = False
+        other_group = keep != keep[target_model][None, :]  # (M, P): the group m is not in
+        distance = np.where(other_group, ((np.arange(num_models) - target_model) % num_models)[:, None], -1)
+        last = distance.argmax(axis=0)  # per column, the farthest model of that group
+        has_other = other_group.any(axis=0)
+        mask[last[has_other], np.nonzero(has_other)[0]] = False
         return mask
