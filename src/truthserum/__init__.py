@@ -6,15 +6,19 @@ The package follows the stages of an experiment: :mod:`~truthserum.data`,
 :mod:`~truthserum.report`; :mod:`~truthserum.runner` wires them to a run directory.
 """
 
-from truthserum.attacks import AttackInputs, AttackName, load_signals, score_attacks
+from truthserum.attacks import AttackInputs, AttackName, AttackOptions, load_signals, score_attacks
+from truthserum.audit import epsilon_from_counts, epsilon_lower_bound
 from truthserum.config import RunConfig, load_config, parse_config
 from truthserum.errors import TruthserumError
-from truthserum.metrics import evaluate
+from truthserum.metrics import bootstrap_intervals, evaluate
 from truthserum.runner import run_experiment
+from truthserum.sweep import run_replica_sweep, run_shadow_sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AttackInputs", "AttackName", "RunConfig", "TruthserumError", "evaluate", "load_config",
-    "load_signals", "parse_config", "run_experiment", "score_attacks",
+    "AttackInputs", "AttackName", "AttackOptions", "RunConfig", "TruthserumError",
+    "bootstrap_intervals", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config",
+    "load_signals", "parse_config", "run_experiment", "run_replica_sweep", "run_shadow_sweep",
+    "score_attacks",
 ]

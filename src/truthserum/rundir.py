@@ -2,7 +2,8 @@
 
 Layout of a run directory::
 
-    config.yaml                   the resolved config (every default filled in)
+    config.yaml                   the resolved config (every default filled in); reopening
+                                  with other scoring settings (attacks, rmia, metrics) rewrites it
     pool.json                     a fingerprint of the pool, so changed data are not resumed
     design.npz                    keep (M, N) and targets (T,)
     poisons.npz                   poison x, y, source index, and each target's poison label
@@ -138,12 +139,12 @@ class RunDirectory:
                     f"{root} was made by a different config ({'; '.join(differences[:3])}"
                     f"{'; ...' if len(differences) > 3 else ''}); use another --out or delete it"
                 )
+            rescoring = stored != wanted  # only scoring settings differ: record the new ones
         elif root.is_dir() and any(not p.name.startswith(_TEMP_PREFIX) for p in root.iterdir()):
             raise RunDirError(
                 f"{root}: not empty and holds no {CONFIG_FILE}, so it is not a truthserum run "
                 "directory; use another --out"
             )
-            rescoring = stored != wanted  # only scoring settings differ: record the new ones
         run_dir = cls(root)
         try:
             root.mkdir(parents=True, exist_ok=True)

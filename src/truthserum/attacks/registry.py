@@ -115,7 +115,7 @@ class _Scoring:
         num_models = keep.shape[0]
         tune = offline and self.options.rmia_offline_a == TUNE
         half_a = {}
-        if tune and self.options.shadow_models is None:
+        if tune:
             # each half's a is tuned on the other half: one a per half, never the target's own
             half = seeding.rng(self.options.seed, "tune-halves").permutation(num_models) < num_models // 2
             for side in (True, False):
@@ -129,10 +129,7 @@ class _Scoring:
             mask = self.plan.mask(m, columns)
             a = self.options.rmia_offline_a if offline else None
             if tune:
-                a = half_a[bool(half[m])] if half_a else tune_offline_a(
-                    log_p, keep, mask, num_targets=num_targets, gamma=self.options.rmia_gamma,
-                    rng=seeding.rng(self.options.seed, "tune-a", "model", m),
-                )
+                a = half_a[bool(half[m])]
             scores[m] = rmia_row(
                 log_p, keep, mask, target_model=m, num_targets=num_targets,
                 gamma=self.options.rmia_gamma, offline_a=a,

@@ -18,8 +18,8 @@ for x and for z.
 play the target in turn, scored with the remaining shadows as references, and the ``a`` with
 the highest mean AUC on the target points wins. The models are split at random into two halves
 and each half's a is tuned on the other half, so the target models of one half share one a
-(their scores stay comparable in the pooled ROC; an a per target model would not be). With a
-shadow budget, each target model's a is tuned on its own drawn shadows.
+(their scores stay comparable in the pooled ROC; an a per target model would not be). A shadow
+budget limits the shadows each score uses, not the models a is tuned on.
 """
 
 from __future__ import annotations
