@@ -165,7 +165,7 @@ def plot_sweep(summary: dict, path: Path) -> None:
     ticks, series = _sweep_series(summary)
     replica_sweep = summary["sweep"] == "replicas"
     panels = len(SWEEP_LEVELS) + (1 if replica_sweep else 0)
-    figure, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.6))
+    figure, axes = plt.subplots(1, panels, figsize=(5.2 * panels + 2.0, 4.6))
     attacks = sorted({attack for _, attack in series})
     colours = {attack: f"C{i}" for i, attack in enumerate(attacks)}
     positions = {tick: i for i, tick in enumerate(ticks)}
@@ -196,8 +196,9 @@ def plot_sweep(summary: dict, path: Path) -> None:
         axis.set_xticks(range(len(ticks)), ticks)
         axis.set_xlabel(summary["x_label"])
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    figure.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=7, loc="center right")  # outside the data
+    figure.tight_layout(rect=(0.0, 0.0, 0.86 if len(series) > 8 else 0.89, 1.0))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
