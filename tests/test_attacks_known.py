@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import norm
 
 from truthserum.attacks import AttackInputs, AttackName, phi_from_logits, score_attacks
-from truthserum.attacks.lira import SCALE_FLOOR, lira, loo_location_scale
+from truthserum.attacks.lira import SCALE_FLOOR, check_group_sizes, lira, location_scale
 from truthserum.attacks.shadows import ShadowPlan
 from truthserum.errors import SignalsError
 from truthserum.metrics import evaluate
@@ -105,6 +105,16 @@ def test_a_single_shadow_gets_the_floored_scale():
     # model 0: IN = {3}, OUT = {-2} (model 3 dropped): both scales floored
     expected = norm.logpdf(1.0, 3.0, SCALE_FLOOR) - norm.logpdf(1.0, -2.0, SCALE_FLOOR)
     assert online[0] == pytest.approx(expected, rel=1e-12)
+
+
+def loo_location_scale(phi, group, *, fixed_variance, name="IN"):
+    """location_scale with every model in turn left out: (M, T, A) each."""
+    location, scale = np.empty_like(phi), np.empty_like(phi)
+    for m in range(phi.shape[0]):
+        shadows = group & (np.arange(phi.shape[0]) != m)[:, None]
+        check_group_sizes(shadows, name=name, target_model=m)
+        location[m], scale[m] = location_scale(phi, shadows, fixed_variance=fixed_variance)
+    return location, scale
 
 
 def test_fixed_variance_is_root_mean_square_around_each_location():

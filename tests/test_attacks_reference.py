@@ -26,14 +26,16 @@ def plain_phi(z, y):
 
 
 def all_but_one(keep):
-    """The default shadows (docs/attacks.md): every model but m, less the model of the other
-    group (the one m is not in) that comes last in cyclic order after m."""
-    M = keep.shape[0]
+    """The default shadows (docs/attacks.md): every model but m; on a balanced design (every
+    point in the same number of models) less the model of the other group (the one m is not
+    in) that comes last in cyclic order after m."""
+    M, N = keep.shape
+    balanced = len({sum(bool(keep[k, j]) for k in range(M)) for j in range(N)}) == 1
 
     def shadows(m, j):
         others = [k for k in range(M) if k != m]
         other_group = [k for k in others if bool(keep[k, j]) != bool(keep[m, j])]
-        if other_group:
+        if balanced and other_group:
             others.remove(max(other_group, key=lambda k: (k - m) % M))
         return others
 

@@ -107,9 +107,17 @@ def test_sweep_command_and_its_errors(plain_run, tmp_path):
     assert_one_line_error(run_cli("sweep", str(config), "--replicas", "0,x", "--out", str(out)),
                           "--replicas: 'x' is not a whole number")
     assert_one_line_error(run_cli("sweep", str(config), "--shadow-models", "3", "--out", str(out)),
-                          "--shadow-models 3: must be even")
+                          "--shadow-models 3: the number of shadow models must be even")
     assert_one_line_error(run_cli("sweep", str(config), "--shadow-models", "16", "--out", str(out)),
                           "at most 14")
+    assert_one_line_error(run_cli("sweep", str(config), "--replicas", "0,20000", "--out", str(out)),
+                          "--replicas: 20000 is more than 10000")
+    # checked before anything is trained: an empty directory stays empty
+    assert_one_line_error(run_cli("sweep", str(config), "--shadow-models", "100", "--out",
+                                  str(tmp_path / "fresh")), "--shadow-models 100")
+    assert not (tmp_path / "fresh").exists()
+    assert_one_line_error(run_cli("attack", "--signals", str(out / "signals-clean.npz"), "--attack",
+                                  "lira-online", "--seed", "-1"), "non-negative")
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump({**SMALL_CONFIG, "seed": 9}))
     assert_one_line_error(run_cli("sweep", str(other), "--shadow-models", "4", "--out", str(out)),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from truthserum.attacks import TUNE, AttackName, AttackOptions, load_signals, score_attacks
-from truthserum.config import load_config, parse_config
+from truthserum.config import MAX_REPLICAS, load_config, parse_config
 from truthserum.errors import SignalsError, TruthserumError
 from truthserum.metrics import evaluate
 from truthserum.report import format_attack_metrics, format_comparison, format_sweep
@@ -80,7 +80,8 @@ def _build_parser() -> argparse.ArgumentParser:
 def _add_attack_options(parser: argparse.ArgumentParser) -> None:
     defaults = AttackOptions()
     parser.add_argument("--shadow-models", type=int, default=None, metavar="K",
-                        help="use K shadow models per target point (K/2 IN, K/2 OUT; default: all)")
+                        help="use K shadow models per target point (K/2 IN, K/2 OUT; default: every "
+                             "other model, less one on a balanced design)")
     parser.add_argument("--rmia-gamma", type=float, default=defaults.rmia_gamma, metavar="G",
                         help=f"RMIA likelihood-ratio threshold (default {defaults.rmia_gamma:g})")
     parser.add_argument("--rmia-offline-a", default=str(defaults.rmia_offline_a), metavar="A",
@@ -132,7 +133,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.replicas is not None:
-        budgets = parse_counts(args.replicas, option="--replicas")
+        budgets = parse_counts(args.replicas, option="--replicas", maximum=MAX_REPLICAS)
         summary = run_replica_sweep(config, args.out, budgets, device=args.device, progress=not args.quiet)
         files = REPLICA_FILES
     else:

@@ -59,9 +59,12 @@ class DesignConfig(_Strict):
         return value
 
 
+MAX_REPLICAS = 10_000
+
+
 class PoisonConfig(_Strict):
     replicas: Count = Field(
-        default=8, ge=0, le=10_000,
+        default=8, ge=0, le=MAX_REPLICAS,
         description="mislabeled copies per target; 0 runs the clean condition only",
     )
 
@@ -173,7 +176,7 @@ class RmiaConfig(_Strict):
     gamma: float = Field(default=DEFAULT_GAMMA, gt=0, le=1e6, description="likelihood-ratio threshold")
     offline_a: Annotated[float, Field(ge=0, le=1)] | Literal["tune"] = Field(
         default=DEFAULT_OFFLINE_A,
-        description="offline interpolation parameter, or 'tune' to fit it on each target model's shadows",
+        description="offline interpolation parameter, or 'tune' to fit it on shadow models only",
     )
     population: Count | None = Field(
         default=None, ge=1, description="population points drawn from the non-targets (default: all)"
@@ -218,7 +221,7 @@ class RunConfig(_Strict):
         return self.model_dump(mode="json")
 
     def attack_options(self, *, shadow_models: int | None = None) -> AttackOptions:
-        """The attacks' settings; ``shadow_models`` None means every other model."""
+        """The attacks' settings; ``shadow_models`` None means the default shadows."""
         return AttackOptions(
             shadow_models=shadow_models, rmia_gamma=self.rmia.gamma, rmia_offline_a=self.rmia.offline_a,
             rmia_population=self.rmia.population, seed=self.seed,

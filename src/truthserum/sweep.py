@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from truthserum.attacks import load_signals
-from truthserum.config import RunConfig
+from truthserum.attacks import check_shadow_budget, load_signals
+from truthserum.config import MAX_REPLICAS, RunConfig
 from truthserum.errors import ConfigError, SignalsError
 from truthserum.report import plot_sweep
 from truthserum.rundir import RunDirectory, write_json
@@ -25,7 +25,9 @@ REPLICA_FILES = ("sweep-replicas.json", "sweep-replicas.png")
 SHADOW_FILES = ("sweep-shadow-models.json", "sweep-shadow-models.png")
 
 
-def parse_counts(text: str, *, option: str, allow_all: bool = False) -> list[int | None]:
+def parse_counts(
+    text: str, *, option: str, allow_all: bool = False, maximum: int | None = None
+) -> list[int | None]:
     """``"0,1,2,4"`` -> [0, 1, 2, 4] (sorted, distinct); ``all`` -> None where allowed."""
     values: list[int | None] = []
     for item in (part.strip() for part in text.split(",")):
@@ -41,6 +43,8 @@ def parse_counts(text: str, *, option: str, allow_all: bool = False) -> list[int
             ) from None
         if value < 0:
             raise ConfigError(f"{option}: {value} is negative")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{option}: {value} is more than {maximum}")
         values.append(value)
     if not values or len(set(values)) != len(values):
         raise ConfigError(f"{option}: give distinct values separated by commas")
@@ -56,6 +60,13 @@ def _summary_point(entry: dict) -> dict:
         )}
         for name, metrics in entry.items()
     }
+
+
+def _check_budget(count: int, num_models: int) -> None:
+    try:
+        check_shadow_budget(count, num_models)
+    except SignalsError as exc:
+        raise SignalsError(f"--shadow-models {count}: {exc} (or '{ALL_SHADOWS}')") from None
 
 
 def run_replica_sweep(
@@ -89,6 +100,9 @@ def run_shadow_sweep(
 ) -> dict:
     """Score the directory's signals again with each shadow-model count; train first only if
     the directory holds no signals yet. Writes ``sweep-shadow-models.json`` and ``.png``."""
+    for count in counts:  # before anything is trained
+        if count is not None:
+            _check_budget(count, config.design.num_models)
     run_dir = RunDirectory.open(out_dir, config)
     signal_files = sorted(run_dir.root.glob("signals-*.npz"))
     if not signal_files:
@@ -101,14 +115,11 @@ def run_shadow_sweep(
         inputs = load_signals(path)
         num_models = inputs.keep.shape[0]
         for count in counts:
-            if count is not None and (count < 2 or count % 2 or count > num_models - 2):
-                raise SignalsError(
-                    f"--shadow-models {count}: must be even, at least 2 and at most {num_models - 2} "
-                    f"(this run has {num_models} models), or '{ALL_SHADOWS}'"
-                )
-            metrics, _, _ = attack_metrics(
+            if count is not None:
+                _check_budget(count, num_models)
+            metrics, _, _ = attack_metrics(  # "all" is the run's own scoring, intervals included
                 config, inputs, config.attack_options(shadow_models=count),
-                stream=f"{condition}-shadows-{count or ALL_SHADOWS}",
+                stream=condition if count is None else f"{condition}-shadows-{count}",
             )
             shadows = count if count is not None else num_models - 2  # n_in - 1 + n_out - 1
             log(f"{condition}: scored with {count or ALL_SHADOWS} shadow models")

@@ -66,19 +66,6 @@ def location_scale(phi: np.ndarray, group: np.ndarray, *, fixed_variance: bool) 
     return location, np.maximum(spread, SCALE_FLOOR)
 
 
-def loo_location_scale(
-    phi: np.ndarray, group: np.ndarray, *, fixed_variance: bool, name: str = "IN"
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`location_scale` with every model in turn left out: ``(M, T, A)`` each."""
-    num_models = phi.shape[0]
-    location, scale = np.empty_like(phi), np.empty_like(phi)
-    for m in range(num_models):
-        shadows = group & (np.arange(num_models) != m)[:, None]
-        check_group_sizes(shadows, name=name, target_model=m)
-        location[m], scale[m] = location_scale(phi, shadows, fixed_variance=fixed_variance)
-    return location, scale
-
-
 def _log_normal_pdf(x: np.ndarray, location: np.ndarray, scale: np.ndarray) -> np.ndarray:
     z = (x - location) / scale
     return -0.5 * z * z - np.log(scale) - _LOG_SQRT_2PI

@@ -43,11 +43,13 @@ class AttackOptions:
     """Settings shared by the attacks of one scoring.
 
     Attributes:
-        shadow_models: shadows per target point (k/2 IN + k/2 OUT), or None for every other
-            model (see :class:`~truthserum.attacks.shadows.ShadowPlan`).
+        shadow_models: shadows per target point (k/2 IN + k/2 OUT), or None for the default
+            shadows (every other model, less one on a balanced design; see
+            :class:`~truthserum.attacks.shadows.ShadowPlan`).
         rmia_gamma: RMIA's likelihood-ratio threshold (> 0).
         rmia_offline_a: RMIA offline's interpolation parameter in [0, 1], or ``"tune"`` to pick
-            it on each target model's shadows.
+            it on shadow models only (one a per random half of the models, tuned on the other
+            half; see :mod:`truthserum.attacks.rmia`).
         rmia_population: how many non-target points serve as RMIA's population (a seeded
             random subset), or None for all of them.
         seed: seeds the shadow draw, the population subset and the tuning.
@@ -64,10 +66,12 @@ class AttackOptions:
         if not (np.isfinite(self.rmia_gamma) and self.rmia_gamma > 0):
             raise SignalsError(f"rmia gamma must be a positive number, got {self.rmia_gamma}")
         a = self.rmia_offline_a
-        if a != TUNE and not (isinstance(a, int | float) and 0.0 <= a <= 1.0):
+        if a != TUNE and not (isinstance(a, int | float) and not isinstance(a, bool) and 0.0 <= a <= 1.0):
             raise SignalsError(f"rmia offline a must lie in [0, 1] or be '{TUNE}', got {a!r}")
         if self.rmia_population is not None and self.rmia_population < 1:
             raise SignalsError(f"rmia population must be at least 1, got {self.rmia_population}")
+        if self.seed < 0:
+            raise SignalsError(f"the seed must be a non-negative integer, got {self.seed}")
 
 
 class _Scoring:
@@ -157,8 +161,8 @@ def score_attacks(
     Args:
         inputs: validated signals.
         attacks: which attacks to run.
-        options: shadow budget and RMIA settings (defaults: every other model as a shadow,
-            gamma 2, a tuned on shadow models, every non-target point as population).
+        options: shadow budget and RMIA settings (defaults: the default shadows, gamma 2, a
+            tuned on shadow models, every non-target point as population).
 
     Returns:
         attack -> ``(M, T)`` float64 scores, higher meaning "more likely a member"; the

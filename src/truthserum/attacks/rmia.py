@@ -137,7 +137,9 @@ def tune_offline_a(
 
     Up to :data:`TUNING_PSEUDO_TARGETS` of the given models play the target in turn, with the
     others as references; the a with the highest mean AUC on the target points wins (ties: the
-    smallest a). Models outside ``shadows`` are never read.
+    smallest a). When no pseudo-target has both members and non-members among the targets
+    (a single target, say), the AUC is taken over every point instead. Models outside
+    ``shadows`` are never read.
 
     Args:
         log_p: ``(M, P, A)`` log P(p | theta), targets first.
@@ -149,26 +151,37 @@ def tune_offline_a(
     """
     candidates = np.nonzero(shadows.any(axis=1))[0]
     pseudo_targets = rng.choice(candidates, size=min(TUNING_PSEUDO_TARGETS, candidates.size), replace=False)
-    totals = np.zeros(len(grid))
-    used = 0
-    for r in pseudo_targets:
-        group = shadows & ~keep
-        group[r] = False
-        # points with no reference left among so few models sit out this pseudo-target
-        usable = group.sum(axis=0) >= 1
-        targets, population = usable[:num_targets], usable[num_targets:]
-        members = keep[r, :num_targets][targets]
-        if members.all() or not members.any() or not population.any():
-            continue
-        columns = np.r_[np.nonzero(targets)[0], num_targets + np.nonzero(population)[0]]
-        log_mean_out = log_reference_probability(log_p[:, columns], group[:, columns], offline_a=None)
-        for i, a in enumerate(grid):
-            ratio = log_p[r, columns] - _interpolate(log_mean_out, a)
-            totals[i] += _auc(fraction_dominated(ratio, members.size, gamma), members)
-        used += 1
-    if used == 0:
-        raise SignalsError(
-            "rmia-offline: cannot tune a: no shadow model has both members and non-members among "
-            "the targets with references left; set rmia offline_a to a number"
-        )
-    return float(grid[int(np.argmax(totals))])
+    # the targets are what a is for (poisoned targets behave unlike other points); only when
+    # they cannot separate members (one target, say) do the population points join in
+    for all_points in (False, True):
+        aucs = [_pseudo_target_aucs(log_p, keep, shadows, r, num_targets=num_targets, gamma=gamma,
+                                    grid=grid, all_points=all_points) for r in pseudo_targets]
+        aucs = [row for row in aucs if row is not None]
+        if aucs:
+            return float(grid[int(np.argmax(np.sum(aucs, axis=0)))])
+    raise SignalsError(
+        "rmia-offline: cannot tune a: no shadow model has both members and non-members with "
+        "references left; set rmia offline_a to a number"
+    )
+
+
+def _pseudo_target_aucs(
+    log_p: np.ndarray, keep: np.ndarray, shadows: np.ndarray, r: int, *, num_targets: int,
+    gamma: float, grid: tuple[float, ...], all_points: bool,
+) -> np.ndarray | None:
+    """AUC of offline RMIA at each a of ``grid`` with shadow ``r`` as the target and the other
+    ``shadows`` as references, on the targets (or on every point); None if it cannot tell."""
+    group = shadows & ~keep
+    group[r] = False
+    usable = group.sum(axis=0) >= 1  # points with no reference left among few models sit out
+    population = num_targets + np.nonzero(usable[num_targets:])[0]
+    evaluated = np.nonzero(usable if all_points else usable[:num_targets])[0]
+    members = keep[r, evaluated]
+    if members.all() or not members.any() or population.size == 0:
+        return None
+    columns = np.r_[evaluated, population]
+    log_mean_out = log_reference_probability(log_p[:, columns], group[:, columns], offline_a=None)
+    return np.array([
+        _auc(fraction_dominated(log_p[r, columns] - _interpolate(log_mean_out, a), evaluated.size, gamma), members)
+        for a in grid
+    ])

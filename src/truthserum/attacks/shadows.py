@@ -1,11 +1,15 @@
 """Which shadow models an attack may use when model m is the target model.
 
-By default every other model is a shadow (leave-one-out, as in the LiRA reference code), less
-one: for point j, the group (IN or OUT) that m does not belong to drops its last model in
-cyclic order after m. Without that, a member's shadows would hold one IN model fewer and one
-OUT model more than a non-member's, so the group sizes themselves would carry the answer into
-the attack; discrete scores (label-only) and averages over all shadows (RMIA online) pick that
-up. With the drop, the groups have n_in - 1 and n_out - 1 models whatever m's membership. To
+By default every other model is a shadow (leave-one-out, as in the LiRA reference code). On a
+balanced design (every point in the same number of models, as truthserum's designs are) one
+more is left out: for point j, the group (IN or OUT) that m does not belong to drops its last
+model in cyclic order after m. Without that, a member's shadows would hold one IN model fewer
+and one OUT model more than a non-member's, so the group sizes themselves would carry the
+answer into the attack; discrete scores (label-only) and averages over all shadows (RMIA
+online) pick that up. With the drop, the groups have n_in - 1 and n_out - 1 models whatever m's
+membership. When the column counts vary (say, each model drew its members independently) the
+other models' memberships are already independent of m's, and dropping one would create the
+very dependence it removes elsewhere, so all other models are used. To
 ask how many shadow models an attack needs without training again, a run's signals can be
 re-scored with fewer: with a budget of k shadow models, each point gets k/2 shadows that
 trained on it (IN) and k/2 that did not (OUT), drawn at random from the other models. That is
@@ -41,7 +45,8 @@ class ShadowPlan:
 
     Attributes:
         keep: ``(M, N)`` membership of every model on every point.
-        count: shadow models per point (k/2 IN + k/2 OUT), or None for all the other models.
+        count: shadow models per point (k/2 IN + k/2 OUT), or None for the default shadows
+            (every other model, less one on a balanced design; see the module docstring).
         seed: seeds the draw; target model m's draw depends on (seed, m) alone.
     """
 
@@ -62,7 +67,9 @@ class ShadowPlan:
         num_models, num_points = self.keep.shape
         others = np.arange(num_models) != target_model
         if self.count is None:
-            return self._all_but_one(target_model, columns)
+            if self.balanced:
+                return self._all_but_one(target_model, columns)
+            return np.broadcast_to(others[:, None], (num_models, len(columns))).copy()
         keys = seeding.rng(self.seed, "shadows", target_model).random((num_models, num_points))[:, columns]
         keep = self.keep[:, columns]
         half = self.count // 2
@@ -81,6 +88,12 @@ class ShadowPlan:
             cutoff = np.partition(ranked, half - 1, axis=0)[half - 1]  # the half-th smallest key
             mask |= candidates & (ranked <= cutoff[None, :])
         return mask
+
+    @property
+    def balanced(self) -> bool:
+        """Every point is a member of the same number of models."""
+        counts = self.keep.sum(axis=0)
+        return bool((counts == counts[0]).all())
 
     def _all_but_one(self, target_model: int, columns: np.ndarray) -> np.ndarray:
         """Every other model, less the last model in cyclic order after ``target_model`` of
