@@ -49,7 +49,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device(run)
 
-    demo = commands.add_parser("demo", help="clean versus poisoned LiRA on built-in MNIST digits")
+    demo = commands.add_parser("demo", help="clean versus poisoned membership inference on built-in MNIST digits")
     demo.add_argument("--out", type=Path, default=DEFAULT_DEMO_DIR, help=f"run directory (default {DEFAULT_DEMO_DIR})")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device(demo)
