@@ -10,9 +10,9 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 
-from truthserum.attacks import TUNE, AttackName, AttackOptions, load_signals, score_attacks
+from truthserum import seeding
+from truthserum.attacks import TUNE, AttackName, AttackOptions, load_signals, score_attacks_with_details
 from truthserum.config import MAX_REPLICAS, load_config, parse_config
 from truthserum.errors import SignalsError, TruthserumError
 from truthserum.metrics import evaluate
@@ -158,9 +158,10 @@ def _attack(args: argparse.Namespace) -> int:
     options = _attack_options(args)
     inputs = load_signals(args.signals)
     name = AttackName(args.attack)
-    scores = score_attacks(inputs, [name], options)[name]
-    members = inputs.members
-    print(f"{name.value}: {format_attack_metrics(evaluate(scores, members).to_dict())}")
+    all_scores, details = score_attacks_with_details(inputs, [name], options)
+    scores, members = all_scores[name], inputs.members
+    metrics = evaluate(scores, members, rng=seeding.rng(options.seed, "bootstrap", name.value))
+    print(f"{name.value}: {format_attack_metrics(metrics.to_dict() | details.get(name, {}))}")
     if args.out is not None:
         try:
             write_npz(args.out, {"scores": scores, "members": members})

@@ -81,6 +81,8 @@ def format_attack_metrics(metrics: dict) -> str:
     text = f"AUC {format_auc(metrics)}  {rates}  ({metrics['members']} members, {metrics['nonmembers']} non-members)"
     if metrics.get("epsilon_lower_bound") is not None:
         text += f"  epsilon >= {metrics['epsilon_lower_bound']:.2f}"
+    if metrics.get("tuned_offline_a") is not None:
+        text += "  tuned a " + " / ".join(f"{a:g}" for a in metrics["tuned_offline_a"])
     return text
 
 
@@ -122,6 +124,10 @@ def format_comparison(results: dict) -> str:
         if metrics[names[0]].get("epsilon_lower_bound") is not None:
             rows.append(["  epsilon lower bound",
                          *(f"{metrics[c]['epsilon_lower_bound']:.2f}" for c in names)])
+        if any(metrics[c].get("tuned_offline_a") for c in names):
+            rows.append(["  tuned a (two halves)", *(
+                " / ".join(f"{a:g}" for a in metrics[c].get("tuned_offline_a") or []) or "-" for c in names
+            )])
     lines = _table(["", *names], rows)
     first = next(iter(conditions.values()))["attacks"][attacks[0]]
     poison = results["poison"]

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from truthserum import seeding
-from truthserum.attacks import AttackInputs, AttackOptions, score_attacks
+from truthserum.attacks import AttackInputs, AttackName, AttackOptions, score_attacks_with_details
 from truthserum.config import RunConfig
 from truthserum.data import Dataset, load_dataset
 from truthserum.design import Design, make_design
@@ -285,7 +285,8 @@ def attack_metrics(
         attack name -> metrics dict (with intervals and the epsilon bound), attack name -> ROC,
         and attack name -> ``(M, T)`` scores.
     """
-    scores = {name.value: s for name, s in score_attacks(inputs, config.attacks, options).items()}
+    raw_scores, details = score_attacks_with_details(inputs, config.attacks, options)
+    scores = {name.value: s for name, s in raw_scores.items()}
     members = inputs.members
     metrics, curves = {}, {}
     for name, attack_scores in scores.items():
@@ -294,7 +295,7 @@ def attack_metrics(
             attack_scores, members, resamples=config.metrics.bootstrap,
             confidence=config.metrics.confidence, delta=config.metrics.delta,
             rng=seeding.rng(config.seed, "bootstrap", stream, name),
-        ).to_dict()
+        ).to_dict() | details.get(AttackName(name), {})
     return metrics, curves, scores
 
 

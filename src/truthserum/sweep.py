@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from truthserum.attacks import check_shadow_budget, load_signals
-from truthserum.config import MAX_REPLICAS, RunConfig
+from truthserum.config import RunConfig
 from truthserum.errors import ConfigError, SignalsError
 from truthserum.report import plot_sweep
 from truthserum.rundir import RunDirectory, write_json

@@ -84,6 +84,7 @@ class _Scoring:
         self.targets = inputs.targets
         self.keep = inputs.keep[:, self.targets]
         self.plan = ShadowPlan(keep=inputs.keep, count=options.shadow_models, seed=options.seed)
+        self.details: dict[AttackName, dict] = {}  # what an attack chose, e.g. a tuned parameter
 
     def target_mask(self, m: int) -> np.ndarray:
         return self.plan.mask(m, self.targets)
@@ -128,6 +129,7 @@ class _Scoring:
                     log_p, keep, others, num_targets=num_targets, gamma=self.options.rmia_gamma,
                     rng=seeding.rng(self.options.seed, "tune-a", int(side)),
                 )
+            self.details[AttackName.RMIA_OFFLINE] = {"tuned_offline_a": [half_a[True], half_a[False]]}
         scores = np.empty(self.keep.shape)
         for m in range(num_models):
             mask = self.plan.mask(m, columns)
@@ -153,6 +155,16 @@ ATTACKS: dict[AttackName, Callable[[_Scoring], np.ndarray]] = {
 }
 
 
+def score_attacks_with_details(
+    inputs: AttackInputs, attacks: Iterable[AttackName], options: AttackOptions | None = None
+) -> tuple[dict[AttackName, np.ndarray], dict[AttackName, dict]]:
+    """:func:`score_attacks`, plus what each attack chose on its own (for rmia-offline with a
+    tuned a: ``{"tuned_offline_a": [a of one half, a of the other]}``)."""
+    scoring = _Scoring(inputs, options or AttackOptions())
+    scores = {AttackName(name): ATTACKS[AttackName(name)](scoring) for name in attacks}
+    return scores, scoring.details
+
+
 def score_attacks(
     inputs: AttackInputs, attacks: Iterable[AttackName], options: AttackOptions | None = None
 ) -> dict[AttackName, np.ndarray]:
@@ -168,5 +180,4 @@ def score_attacks(
         attack -> ``(M, T)`` float64 scores, higher meaning "more likely a member"; the
         ground truth is ``inputs.members``.
     """
-    scoring = _Scoring(inputs, options or AttackOptions())
-    return {AttackName(name): ATTACKS[AttackName(name)](scoring) for name in attacks}
+    return score_attacks_with_details(inputs, attacks, options)[0]
