@@ -63,7 +63,9 @@ def test_shadow_sweep_rescores_without_training(plain_run, tmp_path):
     # "all" is the default shadows: the numbers of the run itself
     for condition in ("clean", "poisoned"):
         for name, metrics in points[condition, 14]["attacks"].items():
-            assert metrics["auc"] == results["conditions"][condition]["attacks"][name]["auc"]
+            expected = results["conditions"][condition]["attacks"][name]
+            assert metrics["auc"] == expected["auc"]
+            assert metrics["tpr_at_fpr_ci"] == expected["tpr_at_fpr_ci"]  # same bootstrap draws
     # fewer shadow models change the numbers
     assert (points["poisoned", 2]["attacks"]["lira-online-fixed"]["auc"]
             != points["poisoned", 14]["attacks"]["lira-online-fixed"]["auc"])
@@ -76,6 +78,11 @@ def test_scoring_settings_may_change_without_retraining(plain_run, tmp_path):
     shutil.copytree(source, out)
     changed = parse_config({**SMALL_CONFIG, "attacks": ["rmia-offline", "label-only"],
                             "rmia": {"offline_a": 0.5}, "metrics": {"bootstrap": 0}})
+    # a shadow sweep with other scoring settings records them in its own json, not config.yaml
+    before = (out / "config.yaml").read_text()
+    summary = run_shadow_sweep(changed, out, [4], progress=False, log=quiet)
+    assert (out / "config.yaml").read_text() == before
+    assert summary["config"]["rmia"]["offline_a"] == 0.5
     messages = []
     results = run_experiment(changed, out, progress=False, log=messages.append)
     assert "poisoned: reused 4 of 4 finished shards" in messages
@@ -140,5 +147,17 @@ def test_every_attack_runs_on_a_run_through_the_attack_command(plain_run, tmp_pa
                    "--seed", str(SMALL_CONFIG["seed"]))
     assert done.returncode == 0, done.stderr
     metrics = results["conditions"]["poisoned"]["attacks"][attack]
-    assert f"AUC {metrics['auc']:.3f}" in done.stdout
+    low, high = metrics["auc_ci"]
+    assert f"AUC {metrics['auc']:.3f} [{low:.3f}, {high:.3f}]" in done.stdout  # the run's interval
     assert f"epsilon >= {metrics['epsilon_lower_bound']:.2f}" in done.stdout
+
+
+def test_attack_command_takes_all_or_one_shadow_count(plain_run):
+    out, results = plain_run
+    signals = str(out / "signals-poisoned.npz")
+    done = run_cli("attack", "--signals", signals, "--attack", "lira-online-fixed", "--shadow-models", "all",
+                   "--seed", str(SMALL_CONFIG["seed"]))
+    assert done.returncode == 0, done.stderr
+    assert f"AUC {results['conditions']['poisoned']['attacks']['lira-online-fixed']['auc']:.3f}" in done.stdout
+    assert_one_line_error(run_cli("attack", "--signals", signals, "--attack", "lira-online",
+                                  "--shadow-models", "2,4"), "give one number")

@@ -11,14 +11,13 @@ from importlib import resources
 from pathlib import Path
 
 
-from truthserum import seeding
 from truthserum.attacks import TUNE, AttackName, AttackOptions, load_signals, score_attacks_with_details
 from truthserum.config import MAX_REPLICAS, load_config, parse_config
 from truthserum.errors import SignalsError, TruthserumError
 from truthserum.metrics import evaluate
 from truthserum.report import format_attack_metrics, format_comparison, format_sweep
 from truthserum.rundir import read_npz, write_npz
-from truthserum.runner import run_experiment
+from truthserum.runner import bootstrap_rng, run_experiment
 from truthserum.sweep import REPLICA_FILES, SHADOW_FILES, parse_counts, run_replica_sweep, run_shadow_sweep
 
 DEFAULT_DEMO_DIR = Path("runs/demo")
@@ -79,9 +78,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _add_attack_options(parser: argparse.ArgumentParser) -> None:
     defaults = AttackOptions()
-    parser.add_argument("--shadow-models", type=int, default=None, metavar="K",
-                        help="use K shadow models per target point (K/2 IN, K/2 OUT; default: every "
-                             "other model, less one on a balanced design)")
+    parser.add_argument("--shadow-models", default=None, metavar="K",
+                        help="use K shadow models per target point (K/2 IN, K/2 OUT; default and "
+                             "'all': every other model, less one on a balanced design)")
     parser.add_argument("--rmia-gamma", type=float, default=defaults.rmia_gamma, metavar="G",
                         help=f"RMIA likelihood-ratio threshold (default {defaults.rmia_gamma:g})")
     parser.add_argument("--rmia-offline-a", default=str(defaults.rmia_offline_a), metavar="A",
@@ -99,8 +98,14 @@ def _attack_options(args: argparse.Namespace) -> AttackOptions:
             a = float(a)
         except ValueError:
             raise SignalsError(f"--rmia-offline-a must be a number in [0, 1] or '{TUNE}', got {a!r}") from None
+    shadow_models = args.shadow_models
+    if shadow_models is not None:
+        shadow_models = parse_counts(shadow_models, option="--shadow-models", allow_all=True)
+        if len(shadow_models) != 1:
+            raise SignalsError("--shadow-models: give one number (or 'all') to attack")
+        shadow_models = shadow_models[0]
     options = AttackOptions(
-        shadow_models=args.shadow_models, rmia_gamma=args.rmia_gamma, rmia_offline_a=a,
+        shadow_models=shadow_models, rmia_gamma=args.rmia_gamma, rmia_offline_a=a,
         rmia_population=args.rmia_population, seed=args.seed,
     )
     options.validate()
@@ -160,7 +165,7 @@ def _attack(args: argparse.Namespace) -> int:
     name = AttackName(args.attack)
     all_scores, details = score_attacks_with_details(inputs, [name], options)
     scores, members = all_scores[name], inputs.members
-    metrics = evaluate(scores, members, rng=seeding.rng(options.seed, "bootstrap", name.value))
+    metrics = evaluate(scores, members, rng=bootstrap_rng(options.seed, name.value))
     print(f"{name.value}: {format_attack_metrics(metrics.to_dict() | details.get(name, {}))}")
     if args.out is not None:
         try:

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator,
+)
 from pydantic import SerializerFunctionWrapHandler, model_serializer
 
-from truthserum.attacks.registry import DEFAULT_GAMMA, DEFAULT_OFFLINE_A, AttackName, AttackOptions
+from truthserum.attacks.registry import DEFAULT_GAMMA, DEFAULT_OFFLINE_A, TUNE, AttackName, AttackOptions
 from truthserum.data import DataSource
 from truthserum.errors import ConfigError
 from truthserum.query import MAX_SHIFT, QueryView, View, generate_views, max_views
@@ -29,6 +31,17 @@ class _Strict(BaseModel):
 
 
 Count = Annotated[int, Strict()]
+
+
+def _not_a_boolean(value: Any) -> Any:
+    """YAML reads yes/no/true/false as booleans, and pydantic would take them as 1.0 and 0.0."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not {str(value).lower()}")
+    return value
+
+
+# A number: ints, floats and numeric strings (PyYAML reads 1e-3 as a string), never a boolean.
+Rate = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
 class DataConfig(_Strict):
@@ -84,9 +97,9 @@ class ModelConfig(_Strict):
 
 class TrainConfig(_Strict):
     optimizer: OptimizerName = OptimizerName.ADAM
-    learning_rate: float = Field(default=1e-3, gt=0, le=10)
-    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD only")
-    weight_decay: float = Field(default=0.0, ge=0)
+    learning_rate: Rate = Field(default=1e-3, gt=0, le=10)
+    momentum: Rate = Field(default=0.9, ge=0, lt=1, description="SGD only")
+    weight_decay: Rate = Field(default=0.0, ge=0)
     schedule: Schedule = Schedule.CONSTANT
     epochs: Count = Field(default=20, ge=1, le=100_000)
     batch_size: Count = Field(default=128, ge=1)
@@ -173,8 +186,8 @@ class QueryConfig(_Strict):
 class RmiaConfig(_Strict):
     """RMIA's settings (Zarifzadeh et al. 2024; definitions in docs/attacks.md)."""
 
-    gamma: float = Field(default=DEFAULT_GAMMA, gt=0, le=1e6, description="likelihood-ratio threshold")
-    offline_a: Annotated[float, Field(ge=0, le=1)] | Literal["tune"] = Field(
+    gamma: Rate = Field(default=DEFAULT_GAMMA, gt=0, le=1e6, description="likelihood-ratio threshold")
+    offline_a: float | Literal["tune"] = Field(
         default=DEFAULT_OFFLINE_A,
         description="offline interpolation parameter, or 'tune' to fit it on shadow models only",
     )
@@ -182,13 +195,29 @@ class RmiaConfig(_Strict):
         default=None, ge=1, description="population points drawn from the non-targets (default: all)"
     )
 
+    @field_validator("offline_a", mode="before")
+    @classmethod
+    def _number_in_unit_interval_or_tune(cls, value: Any) -> float | str:
+        if value == TUNE and isinstance(value, str):
+            return value
+        message = f"must be a number in [0, 1] or '{TUNE}', got {value!r}"
+        if isinstance(value, bool):
+            raise ValueError(message)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(message) from None
+        if not 0.0 <= number <= 1.0:
+            raise ValueError(message)
+        return number
+
 
 class MetricsConfig(_Strict):
     """Confidence intervals and the privacy lower bound (definitions in docs/attacks.md)."""
 
     bootstrap: Count = Field(default=1000, ge=0, le=100_000, description="resamples of the target points; 0: none")
-    confidence: float = Field(default=0.95, ge=0.5, lt=1, description="of the intervals and the epsilon bound")
-    delta: float = Field(default=0.0, ge=0, lt=1, description="the delta of the epsilon lower bound")
+    confidence: Rate = Field(default=0.95, ge=0.5, lt=1, description="of the intervals and the epsilon bound")
+    delta: Rate = Field(default=0.0, ge=0, lt=1, description="the delta of the epsilon lower bound")
 
 
 # Keys that change only how signals are scored, never what is trained: a run directory may be
@@ -230,7 +259,11 @@ class RunConfig(_Strict):
 
 def _format_validation_error(error: ValidationError, source: str) -> str:
     problems = []
-    for item in error.errors():
+    errors = error.errors()
+    for item in errors:
+        if any(other["loc"][: len(item["loc"])] == item["loc"] and len(other["loc"]) > len(item["loc"])
+               for other in errors):
+            continue  # a consequence of an error inside this value (an empty list after a bad item)
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":

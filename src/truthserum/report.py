@@ -94,11 +94,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _support_note(first: dict) -> str:
     confidence = first.get("confidence", 0.95)
+    intervals = (f"intervals: {100 * confidence:g}% bootstrap over target points"
+                 if first.get("auc_ci") is not None else "no intervals (metrics.bootstrap is 0)")
     note = (
         f"{first['members']} member and {first['nonmembers']} non-member (model, target) pairs per "
-        f"condition; intervals: {100 * confidence:g}% bootstrap over target points. "
-        f"{LOW_SUPPORT_MARK} fewer than 10 non-members can be false positives at that level: "
-        "a TPR at (almost) zero false positives."
+        f"condition; {intervals}. {LOW_SUPPORT_MARK} fewer than 10 non-members can be false "
+        "positives at that level: a TPR at (almost) zero false positives."
     )
     if first.get("epsilon_lower_bound") is not None:
         note += (f"\nepsilon: the largest epsilon (delta {first.get('delta', 0):g}) that the attack's ROC "
@@ -160,9 +161,27 @@ def _sweep_series(summary: dict) -> tuple[list[str], dict[tuple[str, str], dict[
     return ticks, series
 
 
+def _plot_tpr_panel(axis, series: dict[str, dict[str, dict]], positions: dict[str, int], level: str,
+                    colours: dict[str, str]) -> None:
+    """One panel: TPR at ``level`` per attack, with interval bars nudged apart."""
+    for index, (attack, by_tick) in enumerate(series.items()):
+        dodge = 0.3 * (index / max(len(series) - 1, 1) - 0.5)  # keep interval bars apart
+        xs = [positions[t] + dodge for t in by_tick]
+        ys = [100 * m["tpr_at_fpr"][level] for m in by_tick.values()]
+        intervals = [m.get("tpr_at_fpr_ci") or {} for m in by_tick.values()]
+        errors = None
+        if all(level in ci for ci in intervals):
+            errors = [[y - 100 * ci[level][0] for y, ci in zip(ys, intervals, strict=True)],
+                      [100 * ci[level][1] - y for y, ci in zip(ys, intervals, strict=True)]]
+        axis.errorbar(xs, ys, yerr=errors, color=colours[attack], capsize=3, marker="o",
+                      markersize=3, label=attack)
+    axis.set_ylabel("true positive rate (%)")
+
+
 def plot_sweep(summary: dict, path: Path) -> None:
     """TPR at 0.1% and 1% FPR (with interval bars) against the swept quantity, one line per
-    attack (and per condition for a shadow-model sweep); test accuracy too for a replica sweep."""
+    attack; a replica sweep adds test accuracy, a shadow-model sweep gets one row of panels
+    per condition (32 lines in one panel are unreadable)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,43 +189,34 @@ def plot_sweep(summary: dict, path: Path) -> None:
 
     ticks, series = _sweep_series(summary)
     replica_sweep = summary["sweep"] == "replicas"
-    panels = len(SWEEP_LEVELS) + (1 if replica_sweep else 0)
-    figure, axes = plt.subplots(1, panels, figsize=(5.2 * panels + 2.0, 4.6))
+    conditions = list(dict.fromkeys(condition for condition, _ in series))
+    columns = len(SWEEP_LEVELS) + (1 if replica_sweep else 0)
+    legend_inches = 1.9
+    width = 4.8 * columns + legend_inches
+    figure, axes = plt.subplots(len(conditions), columns, figsize=(width, 3.9 * len(conditions) + 0.5),
+                                squeeze=False)
     attacks = sorted({attack for _, attack in series})
     colours = {attack: f"C{i}" for i, attack in enumerate(attacks)}
     positions = {tick: i for i, tick in enumerate(ticks)}
-    for axis, level in zip(axes, SWEEP_LEVELS, strict=False):
-        for index, ((condition, attack), by_tick) in enumerate(series.items()):
-            dodge = 0.3 * (index / max(len(series) - 1, 1) - 0.5)  # keep interval bars apart
-            xs = [positions[t] + dodge for t in by_tick]
-            ys = [100 * m["tpr_at_fpr"][level] for m in by_tick.values()]
-            intervals = [m.get("tpr_at_fpr_ci") or {} for m in by_tick.values()]
-            errors = None
-            if all(level in ci for ci in intervals):
-                errors = [[y - 100 * ci[level][0] for y, ci in zip(ys, intervals, strict=True)],
-                          [100 * ci[level][1] - y for y, ci in zip(ys, intervals, strict=True)]]
-            axis.errorbar(
-                xs, ys, yerr=errors, color=colours[attack], capsize=3, marker="o", markersize=3,
-                linestyle=_LINESTYLES.get(condition, "-"),
-                label=f"{condition} {attack}".strip(),
-            )
-        axis.set_title(f"TPR at {100 * float(level):g}% FPR")
-        axis.set_ylabel("true positive rate (%)")
-    if replica_sweep:
-        accuracy = axes[-1]
-        accuracy.plot(range(len(ticks)), [100 * p["test_accuracy"] for p in summary["points"]],
-                      marker="o", color="black")
-        accuracy.set_title("test accuracy")
-        accuracy.set_ylabel("accuracy (%)")
-    for axis in axes:
+    for row, condition in zip(axes, conditions, strict=True):
+        rows_series = {attack: by_tick for (c, attack), by_tick in series.items() if c == condition}
+        for axis, level in zip(row, SWEEP_LEVELS, strict=False):
+            _plot_tpr_panel(axis, rows_series, positions, level, colours)
+            axis.set_title(f"{condition + ': ' if condition else ''}TPR at {100 * float(level):g}% FPR")
+        if replica_sweep:
+            row[-1].plot(range(len(ticks)), [100 * p["test_accuracy"] for p in summary["points"]],
+                         marker="o", color="black")
+            row[-1].set_title("test accuracy")
+            row[-1].set_ylabel("accuracy (%)")
+    for axis in axes.ravel():
         axis.set_xticks(range(len(ticks)), ticks)
         axis.set_xlabel(summary["x_label"])
         axis.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, fontsize=7, loc="center right")  # outside the data
-    figure.tight_layout(rect=(0.0, 0.0, 0.86 if len(series) > 8 else 0.89, 1.0))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=8, loc="center right")  # outside the data
+    figure.tight_layout(rect=(0.0, 0.0, 1.0 - legend_inches / width, 1.0))
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
     atomic_write(Path(path), lambda handle: handle.write(buffer.getvalue()))
 
@@ -225,6 +235,10 @@ def format_sweep(summary: dict) -> str:
         lines.append(f"TPR at {100 * float(level):g}% FPR, by {summary['x_label']}:")
         lines.extend(_table(["", *ticks], rows))
         lines.append("")
-    lines.append(f"intervals: bootstrap over target points; {LOW_SUPPORT_MARK} fewer than 10 non-members "
-                 "can be false positives at that level.")
+    first = next(iter(series.values()))
+    metrics = next(iter(first.values()))
+    intervals = (f"intervals: {100 * (metrics.get('confidence') or 0.95):g}% bootstrap over target points"
+                 if metrics.get("auc_ci") is not None else "no intervals (metrics.bootstrap is 0)")
+    lines.append(f"{intervals}; {LOW_SUPPORT_MARK} fewer than 10 non-members can be false positives "
+                 "at that level.")
     return "\n".join(lines)

@@ -113,8 +113,12 @@ class RunDirectory:
         self.root = Path(root)
 
     @classmethod
-    def open(cls, root: Path, config: RunConfig) -> RunDirectory:
+    def open(cls, root: Path, config: RunConfig, *, record_scoring: bool = True) -> RunDirectory:
         """Create ``root`` for ``config``, or reopen it if ``config`` made it.
+
+        A config that differs only in scoring settings (``SCORING_KEYS``) reopens it too; with
+        ``record_scoring`` its settings replace the stored ones (the caller rewrites
+        results.json with them).
 
         Raises:
             RunDirError: ``root`` is a file, a non-empty folder that is not a run directory,
@@ -139,7 +143,7 @@ class RunDirectory:
                     f"{root} was made by a different config ({'; '.join(differences[:3])}"
                     f"{'; ...' if len(differences) > 3 else ''}); use another --out or delete it"
                 )
-            rescoring = stored != wanted  # only scoring settings differ: record the new ones
+            rescoring = record_scoring and stored != wanted  # only scoring settings differ
         elif root.is_dir() and any(not p.name.startswith(_TEMP_PREFIX) for p in root.iterdir()):
             raise RunDirError(
                 f"{root}: not empty and holds no {CONFIG_FILE}, so it is not a truthserum run "

@@ -276,10 +276,19 @@ def stage_train(
     return np.concatenate(parts, axis=0), seconds
 
 
+def bootstrap_rng(seed: int, attack: str) -> np.random.Generator:
+    """The bootstrap's generator for one attack (shared by runs, sweeps and ``attack``)."""
+    return seeding.rng(seed, "bootstrap", attack)
+
+
 def attack_metrics(
-    config: RunConfig, inputs: AttackInputs, options: AttackOptions, *, stream: str
+    config: RunConfig, inputs: AttackInputs, options: AttackOptions
 ) -> tuple[dict[str, dict], dict[str, RocCurve], dict[str, np.ndarray]]:
     """Score ``inputs`` with every configured attack and measure each one.
+
+    The bootstrap of an attack draws from (seed, attack) alone, so every condition and every
+    shadow budget resamples the same target points, and ``truthserum attack --seed`` on a run's
+    signals reproduces the run's intervals.
 
     Returns:
         attack name -> metrics dict (with intervals and the epsilon bound), attack name -> ROC,
@@ -294,7 +303,7 @@ def attack_metrics(
         metrics[name] = evaluate(
             attack_scores, members, resamples=config.metrics.bootstrap,
             confidence=config.metrics.confidence, delta=config.metrics.delta,
-            rng=seeding.rng(config.seed, "bootstrap", stream, name),
+            rng=bootstrap_rng(config.seed, name),
         ).to_dict() | details.get(AttackName(name), {})
     return metrics, curves, scores
 
@@ -312,7 +321,7 @@ def _condition_results(
         "logits": inputs.logits, "labels": inputs.labels, "keep": inputs.keep,
         "targets": inputs.targets,
     })
-    attacks, curves, scores = attack_metrics(config, inputs, config.attack_options(), stream=condition.name)
+    attacks, curves, scores = attack_metrics(config, inputs, config.attack_options())
     write_npz(run_dir.file(f"scores-{condition.name}.npz"), {"members": inputs.members, **scores})
     members_per_model = float(design.keep.sum(axis=1).mean())
     entry = {
@@ -361,7 +370,7 @@ def run_experiment(
         total = condition.replicas * len(design.targets)
         share = total / (total + members_per_model)
         log(f"{condition.name}: {total} poisons ({len(design.targets)} targets x {condition.replicas} "
-            f"replicas), {share:.1%} of a model's training set")
+            f"{'replica' if condition.replicas == 1 else 'replicas'}), {share:.1%} of a model's training set")
         if share > POISON_FRACTION_WARNING:
             warnings.append(
                 f"{condition.name}: poisons are {share:.1%} of a model's training set (over "

@@ -39,7 +39,8 @@ def parse_counts(
         except ValueError:
             raise ConfigError(
                 f"{option}: {item!r} is not a whole number"
-                + (f" or '{ALL_SHADOWS}'" if allow_all else "") + f" (give e.g. {option} 0,1,2,4,8)"
+                + (f" or '{ALL_SHADOWS}'" if allow_all else "")
+                + f" (give e.g. {option} {'2,4,8,all' if allow_all else '0,1,2,4,8'})"
             ) from None
         if value < 0:
             raise ConfigError(f"{option}: {value} is negative")
@@ -56,7 +57,8 @@ def _summary_point(entry: dict) -> dict:
     """The figures a sweep plots for one condition (or one shadow count)."""
     return {
         name: {key: metrics.get(key) for key in (
-            "auc", "auc_ci", "tpr_at_fpr", "tpr_at_fpr_ci", "low_support", "epsilon_lower_bound"
+            "auc", "auc_ci", "tpr_at_fpr", "tpr_at_fpr_ci", "low_support", "epsilon_lower_bound",
+            "confidence", "tuned_offline_a",
         )}
         for name, metrics in entry.items()
     }
@@ -88,7 +90,7 @@ def run_replica_sweep(
             "poison_fit": entry["poison_fit"], "attacks": _summary_point(entry["attacks"]),
         })
     summary = {"sweep": "replicas", "x_label": "poisons per target", "points": points,
-               "warnings": results["warnings"], "timing": results["timing"]}
+               "warnings": results["warnings"], "timing": results["timing"], "config": config.to_json_dict()}
     write_json(Path(out_dir) / REPLICA_FILES[0], summary)
     plot_sweep(summary, Path(out_dir) / REPLICA_FILES[1])
     return summary
@@ -103,7 +105,9 @@ def run_shadow_sweep(
     for count in counts:  # before anything is trained
         if count is not None:
             _check_budget(count, config.design.num_models)
-    run_dir = RunDirectory.open(out_dir, config)
+    # other scoring settings are used here but not recorded in config.yaml, which describes
+    # results.json; the sweep's own json records the config it scored with
+    run_dir = RunDirectory.open(out_dir, config, record_scoring=False)
     signal_files = sorted(run_dir.root.glob("signals-*.npz"))
     if not signal_files:
         log(f"{run_dir.root}: no signals yet; running the experiment first")
@@ -117,16 +121,14 @@ def run_shadow_sweep(
         for count in counts:
             if count is not None:
                 _check_budget(count, num_models)
-            metrics, _, _ = attack_metrics(  # "all" is the run's own scoring, intervals included
-                config, inputs, config.attack_options(shadow_models=count),
-                stream=condition if count is None else f"{condition}-shadows-{count}",
-            )
+            metrics, _, _ = attack_metrics(config, inputs, config.attack_options(shadow_models=count))
             shadows = count if count is not None else num_models - 2  # n_in - 1 + n_out - 1
             log(f"{condition}: scored with {count or ALL_SHADOWS} shadow models")
             points.append({"condition": condition, "shadow_models": shadows,
                            "label": str(count or f"{ALL_SHADOWS} ({shadows})"),
                            "attacks": _summary_point(metrics)})
-    summary = {"sweep": "shadow-models", "x_label": "shadow models per target point", "points": points}
+    summary = {"sweep": "shadow-models", "x_label": "shadow models per target point", "points": points,
+               "config": config.to_json_dict()}
     write_json(run_dir.root / SHADOW_FILES[0], summary)
     plot_sweep(summary, run_dir.root / SHADOW_FILES[1])
     return summary
