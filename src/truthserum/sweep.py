@@ -18,7 +18,7 @@ from truthserum.config import RunConfig
 from truthserum.errors import ConfigError, SignalsError
 from truthserum.report import plot_sweep
 from truthserum.rundir import RunDirectory, write_json
-from truthserum.runner import Log, log_to_stderr, attack_metrics, condition_for, run_experiment
+from truthserum.runner import Log, attack_metrics, condition_for, log_to_stderr, run_experiment
 
 ALL_SHADOWS = "all"
 REPLICA_FILES = ("sweep-replicas.json", "sweep-replicas.png")
