@@ -368,6 +368,7 @@ def evaluate(
     confidence: float = 0.95,
     delta: float = 0.0,
     rng: np.random.Generator | int = BOOTSTRAP_SEED,
+    roc: RocCurve | None = None,
 ) -> AttackMetrics:
     """Everything measured about ``scores`` against the ground truth ``members``.
 
@@ -380,6 +381,8 @@ def evaluate(
         confidence: coverage of the intervals and of the epsilon lower bound.
         delta: the delta at which the epsilon lower bound is stated.
         rng: generator or seed of the bootstrap; the default is fixed, so results repeat.
+        roc: ``roc_curve(scores, members)``, when the caller has it already (it sorts every
+            pair, so it is not worth computing twice on large inputs).
 
     Returns:
         The point estimates, their intervals, the support flags and the epsilon lower bound.
@@ -389,7 +392,9 @@ def evaluate(
     """
     if resamples < 0:
         raise ValueError(f"resamples must be 0 (no bootstrap) or more, got {resamples}")
-    metrics = summarize(roc_curve(scores, members), levels, delta=delta, confidence=confidence)
+    if roc is None:
+        roc = roc_curve(scores, members)
+    metrics = summarize(roc, levels, delta=delta, confidence=confidence)
     if resamples == 0:
         return metrics
     intervals = bootstrap_intervals(

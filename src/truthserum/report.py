@@ -92,18 +92,23 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
                       for i, cell in enumerate(row)) for row in [header, *rows]]
 
 
+def _intervals_note(metrics: dict) -> str:
+    """How the intervals were made (or that there are none) and what the low-support mark means."""
+    intervals = (f"intervals: {100 * (metrics.get('confidence') or 0.95):g}% bootstrap over target points"
+                 if metrics.get("auc_ci") is not None else "no intervals (metrics.bootstrap is 0)")
+    return (f"{intervals}. {LOW_SUPPORT_MARK} fewer than 10 non-members can be false positives at "
+            "that level: a TPR at (almost) zero false positives.")
+
+
 def _support_note(first: dict) -> str:
-    confidence = first.get("confidence", 0.95)
-    intervals = (f"intervals: {100 * confidence:g}% bootstrap over target points"
-                 if first.get("auc_ci") is not None else "no intervals (metrics.bootstrap is 0)")
     note = (
         f"{first['members']} member and {first['nonmembers']} non-member (model, target) pairs per "
-        f"condition; {intervals}. {LOW_SUPPORT_MARK} fewer than 10 non-members can be false "
-        "positives at that level: a TPR at (almost) zero false positives."
+        f"condition; {_intervals_note(first)}"
     )
     if first.get("epsilon_lower_bound") is not None:
         note += (f"\nepsilon: the largest epsilon (delta {first.get('delta', 0):g}) that the attack's ROC "
-                 f"proves at {100 * confidence:g}% confidence (Clopper-Pearson, Bonferroni over thresholds).")
+                 f"proves at {100 * first.get('confidence', 0.95):g}% confidence (Clopper-Pearson, "
+                 "Bonferroni over thresholds).")
     return note
 
 
@@ -235,10 +240,6 @@ def format_sweep(summary: dict) -> str:
         lines.append(f"TPR at {100 * float(level):g}% FPR, by {summary['x_label']}:")
         lines.extend(_table(["", *ticks], rows))
         lines.append("")
-    first = next(iter(series.values()))
-    metrics = next(iter(first.values()))
-    intervals = (f"intervals: {100 * (metrics.get('confidence') or 0.95):g}% bootstrap over target points"
-                 if metrics.get("auc_ci") is not None else "no intervals (metrics.bootstrap is 0)")
-    lines.append(f"{intervals}; {LOW_SUPPORT_MARK} fewer than 10 non-members can be false positives "
-                 "at that level.")
+    first_series = next(iter(series.values()))
+    lines.append(_intervals_note(next(iter(first_series.values()))))
     return "\n".join(lines)

@@ -303,7 +303,7 @@ def attack_metrics(
         metrics[name] = evaluate(
             attack_scores, members, resamples=config.metrics.bootstrap,
             confidence=config.metrics.confidence, delta=config.metrics.delta,
-            rng=bootstrap_rng(config.seed, name),
+            rng=bootstrap_rng(config.seed, name), roc=curves[name],
         ).to_dict() | details.get(AttackName(name), {})
     return metrics, curves, scores
 

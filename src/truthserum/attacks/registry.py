@@ -112,9 +112,19 @@ class _Scoring:
             others = others[np.sort(chosen)]
         return others
 
+    @cached_property
+    def rmia_columns(self) -> np.ndarray:
+        """The targets, then the population points."""
+        return np.r_[self.targets, self.population]
+
+    @cached_property
+    def log_p(self) -> np.ndarray:
+        """log P(p | model) on :attr:`rmia_columns`, shared by online and offline RMIA."""
+        columns = self.rmia_columns
+        return log_true_probability(self.inputs.logits[:, columns], self.inputs.labels[columns])
+
     def rmia(self, *, offline: bool) -> np.ndarray:
-        columns = np.r_[self.targets, self.population]
-        log_p = log_true_probability(self.inputs.logits[:, columns], self.inputs.labels[columns])
+        columns, log_p = self.rmia_columns, self.log_p
         keep = self.inputs.keep[:, columns]
         num_targets = self.targets.size
         num_models = keep.shape[0]
