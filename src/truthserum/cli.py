@@ -12,20 +12,27 @@ from pathlib import Path
 
 
 from truthserum.attacks import TUNE, AttackName, AttackOptions, load_signals, score_attacks_with_details
-from truthserum.config import MAX_REPLICAS, load_config, parse_config
-from truthserum.errors import SignalsError, TruthserumError
+from truthserum.config import MAX_REPLICAS, Task, load_config, parse_config
+from truthserum.errors import ConfigError, SignalsError, TruthserumError
 from truthserum.metrics import evaluate
-from truthserum.report import format_attack_metrics, format_comparison, format_sweep
+from truthserum.report import format_attack_metrics, format_sweep
+from truthserum.report_tasks import format_results
 from truthserum.rundir import read_npz, write_npz
-from truthserum.runner import bootstrap_rng, run_experiment
+from truthserum.runner import bootstrap_rng
+from truthserum.tasks import run_task
 from truthserum.sweep import REPLICA_FILES, SHADOW_FILES, parse_counts, run_replica_sweep, run_shadow_sweep
 
-DEFAULT_DEMO_DIR = Path("runs/demo")
+# The packaged demo config of each task (also under configs/ in the repository).
+DEMO_CONFIGS = {Task.MEMBERSHIP: "demo.yaml", Task.ATTRIBUTE: "attribute.yaml", Task.UNTARGETED: "untargeted.yaml"}
 
 
-def demo_config_text() -> str:
-    """The packaged demo config (also at configs/demo.yaml in the repository)."""
-    return resources.files("truthserum").joinpath("configs/demo.yaml").read_text(encoding="utf-8")
+def demo_config_text(task: Task = Task.MEMBERSHIP) -> str:
+    """The packaged demo config of ``task``."""
+    return resources.files("truthserum").joinpath(f"configs/{DEMO_CONFIGS[task]}").read_text(encoding="utf-8")
+
+
+def default_demo_dir(task: Task) -> Path:
+    return Path("runs/demo") if task is Task.MEMBERSHIP else Path(f"runs/demo-{task.value}")
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
@@ -48,8 +55,15 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device(run)
 
-    demo = commands.add_parser("demo", help="clean versus poisoned membership inference on built-in MNIST digits")
-    demo.add_argument("--out", type=Path, default=DEFAULT_DEMO_DIR, help=f"run directory (default {DEFAULT_DEMO_DIR})")
+    demo = commands.add_parser(
+        "demo", help="clean versus poisoned: membership (MNIST digits), attribute or untargeted (census table)"
+    )
+    demo.add_argument("--task", default=Task.MEMBERSHIP.value, choices=[task.value for task in Task],
+                      help="membership (default): targeted poisons on built-in MNIST; attribute: infer "
+                           "marital status on the built-in CPS census table; untargeted: the adversary "
+                           "holds half of that table")
+    demo.add_argument("--out", type=Path, default=None,
+                      help="run directory (default runs/demo, or runs/demo-<task>)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device(demo)
 
@@ -114,7 +128,7 @@ def _attack_options(args: argparse.Namespace) -> AttackOptions:
 
 def _print_results(results: dict, out: Path) -> None:
     print()
-    print(format_comparison(results))
+    print(format_results(results))
     for warning in results["warnings"]:
         print(f"warning: {warning}")
     print(f"\nresults: {out / 'results.json'}   ROC: {out / 'roc.png'}   "
@@ -123,20 +137,24 @@ def _print_results(results: dict, out: Path) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    _print_results(run_experiment(config, args.out, device=args.device, progress=not args.quiet), args.out)
+    _print_results(run_task(config, args.out, device=args.device, progress=not args.quiet), args.out)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     import yaml
 
-    config = parse_config(yaml.safe_load(demo_config_text()), source="demo config")
-    _print_results(run_experiment(config, args.out, device=args.device, progress=not args.quiet), args.out)
+    task = Task(args.task)
+    config = parse_config(yaml.safe_load(demo_config_text(task)), source=f"{task.value} demo config")
+    out = args.out or default_demo_dir(task)
+    _print_results(run_task(config, out, device=args.device, progress=not args.quiet), out)
     return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if config.task is not Task.MEMBERSHIP:
+        raise ConfigError(f"{args.config}: sweeps are for task 'membership', not '{config.task.value}'")
     if args.replicas is not None:
         budgets = parse_counts(args.replicas, option="--replicas", maximum=MAX_REPLICAS)
         summary = run_replica_sweep(config, args.out, budgets, device=args.device, progress=not args.quiet)

@@ -7,6 +7,7 @@ checked once the data is loaded.
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,9 +20,11 @@ from pydantic import SerializerFunctionWrapHandler, model_serializer
 from truthserum.attacks.registry import DEFAULT_GAMMA, DEFAULT_OFFLINE_A, TUNE, AttackName, AttackOptions
 from truthserum.data import DataSource
 from truthserum.errors import ConfigError
+from truthserum.tabular import ADULT_DEFAULT_ROLES, CPS_DEFAULT_ROLES, TableColumns
 from truthserum.query import MAX_SHIFT, QueryView, View, generate_views, max_views
 from truthserum.train.architectures import Architecture
 from truthserum.train.ensemble import OptimizerName, Schedule, TrainSettings
+from truthserum.untargeted import AdversaryStrategy
 
 
 class _Strict(BaseModel):
@@ -44,20 +47,50 @@ def _not_a_boolean(value: Any) -> Any:
 Rate = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
+class ColumnsConfig(_Strict):
+    """The roles of a table's columns; the sensitive column is a categorical feature too."""
+
+    label: str = Field(min_length=1)
+    sensitive: str = Field(min_length=1)
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+
+    def table_columns(self) -> TableColumns:
+        return TableColumns(
+            label=self.label, sensitive=self.sensitive, numeric=self.numeric, categorical=self.categorical
+        )
+
+
 class DataConfig(_Strict):
     source: DataSource = DataSource.MNIST5K
-    path: Path | None = Field(default=None, description="the .npz file, for source 'npz'")
+    path: Path | None = Field(
+        default=None, description="the .npz or .csv file, or the folder of the UCI Adult files"
+    )
+    columns: ColumnsConfig | None = Field(
+        default=None, description="tables: column roles (needed for csv; cps and adult have defaults)"
+    )
     pool_size: Count | None = Field(
         default=None, ge=4, description="use a seeded random subset of this many points"
     )
 
     @model_validator(mode="after")
     def _path_matches_source(self) -> DataConfig:
-        if self.source is DataSource.NPZ and self.path is None:
-            raise ValueError("source 'npz' needs a path")
-        if self.source is not DataSource.NPZ and self.path is not None:
-            raise ValueError(f"path is only for source 'npz', not '{self.source.value}'")
+        name = self.source.value
+        if self.source.needs_path and self.path is None:
+            raise ValueError(f"source '{name}' needs a path")
+        if not self.source.needs_path and self.path is not None:
+            raise ValueError(f"path is only for sources npz, csv and adult, not '{name}'")
+        if self.source is DataSource.CSV and self.columns is None:
+            raise ValueError("source 'csv' needs columns (label, sensitive, numeric, categorical)")
+        if not self.source.is_tabular and self.columns is not None:
+            raise ValueError(f"columns are only for tables (cps, csv, adult), not '{name}'")
         return self
+
+    def table_columns(self) -> TableColumns | None:
+        """The column roles: the config's, or the built-in table's defaults (None for images)."""
+        if self.columns is not None:
+            return self.columns.table_columns()
+        return {DataSource.CPS: CPS_DEFAULT_ROLES, DataSource.ADULT: ADULT_DEFAULT_ROLES}.get(self.source)
 
 
 class DesignConfig(_Strict):
@@ -220,6 +253,33 @@ class MetricsConfig(_Strict):
     delta: Rate = Field(default=0.0, ge=0, lt=1, description="the delta of the epsilon lower bound")
 
 
+class Task(str, Enum):
+    """Which secret the experiment tries to pull out of the models."""
+
+    MEMBERSHIP = "membership"  # was this point in the training set? (targeted poisons)
+    ATTRIBUTE = "attribute"  # what is this member's sensitive field? (tables only)
+    UNTARGETED = "untargeted"  # membership of every victim point, the adversary holding a share
+
+
+class UntargetedConfig(_Strict):
+    """The untargeted task: the adversary's share of the pool and what it puts there."""
+
+    adversary_fraction: Rate = Field(default=0.5, gt=0, lt=1, description="share of the pool the adversary holds")
+    strategies: tuple[AdversaryStrategy, ...] = Field(
+        default=(AdversaryStrategy.DIRTY_LABEL, AdversaryStrategy.PAIRED_FLIP), min_length=1,
+        description="poisoned shares, each compared with the clean share (always run)",
+    )
+
+    @field_validator("strategies")
+    @classmethod
+    def _distinct_poisoned(cls, value: tuple[AdversaryStrategy, ...]) -> tuple[AdversaryStrategy, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("strategies must be distinct")
+        if AdversaryStrategy.CLEAN in value:
+            raise ValueError(f"'{AdversaryStrategy.CLEAN.value}' is the baseline and always runs; list poisoned strategies")
+        return value
+
+
 # Keys that change only how signals are scored, never what is trained: a run directory may be
 # reopened with other values, and its attacks are simply run again.
 SCORING_KEYS = ("attacks", "rmia", "metrics")
@@ -228,6 +288,7 @@ SCORING_KEYS = ("attacks", "rmia", "metrics")
 class RunConfig(_Strict):
     """One experiment: the same keep matrix and targets, trained clean and poisoned."""
 
+    task: Task = Task.MEMBERSHIP
     seed: Count = Field(default=0, ge=0)
     data: DataConfig = DataConfig()
     design: DesignConfig = DesignConfig()
@@ -238,6 +299,25 @@ class RunConfig(_Strict):
     attacks: tuple[AttackName, ...] = Field(default=tuple(AttackName), min_length=1)
     rmia: RmiaConfig = RmiaConfig()
     metrics: MetricsConfig = MetricsConfig()
+    untargeted: UntargetedConfig = UntargetedConfig()
+
+    @model_validator(mode="after")
+    def _sections_fit_task(self) -> RunConfig:
+        """A setting the task ignores is refused rather than silently unused (compared with
+        the default, so that a dumped config, which spells out every default, reads back)."""
+        if self.task is Task.ATTRIBUTE and not self.data.source.is_tabular:
+            raise ValueError(
+                f"task 'attribute' needs a table with a sensitive column (data.source cps, csv or "
+                f"adult), not '{self.data.source.value}'"
+            )
+        if self.task is not Task.UNTARGETED and self.untargeted != UntargetedConfig():
+            raise ValueError(f"the untargeted section is for task 'untargeted', not '{self.task.value}'")
+        if self.task is Task.UNTARGETED:
+            if self.poison != PoisonConfig():
+                raise ValueError("task 'untargeted' does not use poison: the adversary's share replaces it")
+            if self.design.num_targets != DesignConfig().num_targets:
+                raise ValueError("task 'untargeted' does not use design.num_targets: every victim point is a target")
+        return self
 
     @field_validator("attacks")
     @classmethod

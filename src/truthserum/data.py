@@ -7,7 +7,7 @@ flat for tabular data ``(N, D)``; labels are int64 in ``0..num_classes-1``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import numpy as np
 
 from truthserum.errors import DataError
 from truthserum.npzio import read_user_npz
+from truthserum.tabular import Preprocessing, Table, TableColumns, encode, load_cps, read_adult, read_csv_table
 
 
 class DataSource(str, Enum):
@@ -23,6 +24,19 @@ class DataSource(str, Enum):
     MNIST5K = "mnist5k"
     DIGITS = "digits"
     NPZ = "npz"
+    CPS = "cps"
+    CSV = "csv"
+    ADULT = "adult"
+
+    @property
+    def is_tabular(self) -> bool:
+        """Tables with named label and sensitive columns (what attribute inference needs)."""
+        return self in (DataSource.CPS, DataSource.CSV, DataSource.ADULT)
+
+    @property
+    def needs_path(self) -> bool:
+        """The user's own file (npz, csv) or folder (the UCI Adult files)."""
+        return self in (DataSource.NPZ, DataSource.CSV, DataSource.ADULT)
 
     @property
     def mirror_keeps_label(self) -> bool:
@@ -35,12 +49,19 @@ class DataSource(str, Enum):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A validated pool of labelled points."""
+    """A validated pool of labelled points.
+
+    A table also keeps its raw rows (``table``), the encoding that made ``x`` and ``y`` from
+    them (``preprocessing``) and each row's sensitive value as a code (``sensitive``).
+    """
 
     name: str
     x: np.ndarray
     y: np.ndarray
     num_classes: int
+    table: Table | None = None
+    preprocessing: Preprocessing | None = None
+    sensitive: np.ndarray | None = None
 
     @property
     def num_points(self) -> int:
@@ -55,7 +76,12 @@ class Dataset:
         return self.x.ndim == 4
 
     def subset(self, indices: np.ndarray) -> Dataset:
-        return Dataset(self.name, self.x[indices], self.y[indices], self.num_classes)
+        """The chosen rows; a table's encoding stays the one fitted on the whole."""
+        return replace(
+            self, x=self.x[indices], y=self.y[indices],
+            table=None if self.table is None else self.table.subset(indices),
+            sensitive=None if self.sensitive is None else self.sensitive[indices],
+        )
 
 
 def validate_arrays(x: np.ndarray, y: np.ndarray, *, num_classes: int | None, source: str) -> Dataset:
@@ -154,6 +180,27 @@ _BUILTIN_LOADERS = {
     DataSource.MNIST5K: load_mnist5k,
     DataSource.DIGITS: load_digits,
 }
+
+
+def load_table(source: DataSource, path: Path | None, columns: TableColumns) -> Table:
+    """The raw table named by ``source`` (cps built in, a csv file, or the Adult folder)."""
+    if source is DataSource.CPS:
+        return load_cps(columns)
+    if path is None:
+        raise DataError(f"data.source '{source.value}' needs data.path")
+    if source is DataSource.CSV:
+        return read_csv_table(path, columns)
+    if source is DataSource.ADULT:
+        return read_adult(path, columns)
+    raise DataError(f"data.source '{source.value}' is not a table")
+
+
+def encode_table(table: Table, preprocessing: Preprocessing) -> Dataset:
+    """The table as model inputs under ``preprocessing`` (fitted on this pool, or recorded
+    in a run directory and reapplied)."""
+    encoded = encode(table, preprocessing)
+    dataset = validate_arrays(encoded.x, encoded.y, num_classes=preprocessing.num_classes, source=table.name)
+    return replace(dataset, table=table, preprocessing=preprocessing, sensitive=encoded.sensitive)
 
 
 def load_dataset(source: DataSource, path: Path | None = None) -> Dataset:

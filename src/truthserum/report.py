@@ -8,11 +8,14 @@ from pathlib import Path
 from truthserum.metrics import FPR_LEVELS, RocCurve
 from truthserum.rundir import atomic_write
 
-_LINESTYLES = {"clean": "--", "poisoned": "-"}
+_LINESTYLES = ("--", "-", "-.", ":")
 
 
-def plot_roc(curves: dict[tuple[str, str], RocCurve], path: Path) -> None:
-    """Log-log ROC, one curve per (condition, attack); dashed for clean, solid for poisoned.
+def plot_roc(
+    curves: dict[tuple[str, str], RocCurve], path: Path, *, title: str = "Membership inference on the targets",
+) -> None:
+    """Log-log ROC, one curve per (condition, attack): a colour per attack, a line style per
+    condition (the first, the clean baseline, dashed; the next solid).
 
     Log axes show the low-FPR region where membership inference matters (Carlini et al.).
     """
@@ -26,10 +29,12 @@ def plot_roc(curves: dict[tuple[str, str], RocCurve], path: Path) -> None:
     floor = min(1e-3, 0.5 / max(roc.nonmembers for roc in curves.values()))
     attacks = sorted({attack for _, attack in curves})
     colours = {attack: f"C{i}" for i, attack in enumerate(attacks)}
+    conditions = list(dict.fromkeys(condition for condition, _ in curves))
+    styles = {condition: _LINESTYLES[i % len(_LINESTYLES)] for i, condition in enumerate(conditions)}
     for (condition, attack), roc in curves.items():
         axes.plot(
             roc.fpr.clip(min=floor), roc.tpr.clip(min=floor),
-            linestyle=_LINESTYLES.get(condition, ":"), color=colours[attack],
+            linestyle=styles[condition], color=colours[attack],
             label=f"{condition} {attack}",
         )
     axes.plot([floor, 1], [floor, 1], color="grey", linewidth=0.8, linestyle=":")
@@ -39,7 +44,7 @@ def plot_roc(curves: dict[tuple[str, str], RocCurve], path: Path) -> None:
     axes.set_ylim(floor, 1)
     axes.set_xlabel("false positive rate")
     axes.set_ylabel("true positive rate")
-    axes.set_title("Membership inference on the targets")
+    axes.set_title(title)
     axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -202,6 +207,8 @@ def plot_sweep(summary: dict, path: Path) -> None:
                                 squeeze=False)
     attacks = sorted({attack for _, attack in series})
     colours = {attack: f"C{i}" for i, attack in enumerate(attacks)}
+    conditions = list(dict.fromkeys(condition for condition, _ in curves))
+    styles = {condition: _LINESTYLES[i % len(_LINESTYLES)] for i, condition in enumerate(conditions)}
     positions = {tick: i for i, tick in enumerate(ticks)}
     for row, condition in zip(axes, conditions, strict=True):
         rows_series = {attack: by_tick for (c, attack), by_tick in series.items() if c == condition}

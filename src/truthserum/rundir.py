@@ -32,8 +32,8 @@ from typing import IO, Any
 import numpy as np
 import yaml
 
-from truthserum.config import SCORING_KEYS, RunConfig, dump_config
-from truthserum.errors import RunDirError
+from truthserum.config import SCORING_KEYS, RunConfig, dump_config, parse_config
+from truthserum.errors import ConfigError, RunDirError
 
 CONFIG_FILE = "config.yaml"
 _TEMP_PREFIX = ".tmp-"
@@ -106,6 +106,15 @@ def _training_part(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key not in SCORING_KEYS}
 
 
+def _with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored config with every current default filled in, so that a run directory made
+    before a key existed (``task``, say) still matches a config that spells the default out."""
+    try:
+        return parse_config(stored, source=CONFIG_FILE).to_json_dict()
+    except ConfigError:
+        return stored  # compared as it is; the differences name what no longer fits
+
+
 class RunDirectory:
     """A run directory bound to one config; see the module docstring for its layout."""
 
@@ -136,7 +145,7 @@ class RunDirectory:
             except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise RunDirError(f"{config_path}: unreadable ({reason}); use another --out") from None
-            stored = stored if isinstance(stored, dict) else {}
+            stored = _with_defaults(stored if isinstance(stored, dict) else {})
             differences = config_differences(_training_part(stored), _training_part(wanted))
             if differences:
                 raise RunDirError(

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from truthserum import seeding
 from truthserum.attacks import AttackInputs, AttackName, AttackOptions, score_attacks_with_details
 from truthserum.config import RunConfig
-from truthserum.data import Dataset, load_dataset
+from truthserum.data import Dataset, encode_table, load_dataset, load_table
 from truthserum.design import Design, make_design
 from truthserum.errors import ConfigError, DataError, RunDirError
 from truthserum.evaluation import accuracy, poison_fit
@@ -32,6 +32,7 @@ from truthserum.metrics import RocCurve, evaluate, roc_curve
 from truthserum.poison import PoisonSet, make_label_flip_poisons, replicate_poisons
 from truthserum.query import check_views_fit_data, query_logits
 from truthserum.report import plot_roc
+from truthserum.tabular import Preprocessing, fit_preprocessing
 from truthserum.rundir import RunDirectory, read_npz, write_json, write_npz
 from truthserum.train import Ensemble, build_model, train_ensemble
 from truthserum.train.ensemble import steps_per_epoch
@@ -81,17 +82,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _draw_pool(config: RunConfig, available: int, name: str) -> np.ndarray:
+    """Sorted indices of the pool: a seeded subset of ``data.pool_size`` points, or all."""
+    pool_size = config.data.pool_size
+    if pool_size is None:
+        return np.arange(available)
+    if pool_size > available:
+        raise DataError(f"data.pool_size is {pool_size} but {name} has only {available} points")
+    return np.sort(seeding.rng(config.seed, "pool").choice(available, pool_size, replace=False))
+
+
 def prepare_pool(config: RunConfig) -> Dataset:
     """Load the data, draw the pool, and check it suits the design."""
-    dataset = load_dataset(config.data.source, config.data.path)
-    pool_size = config.data.pool_size
-    if pool_size is not None:
-        if pool_size > dataset.num_points:
-            raise DataError(
-                f"data.pool_size is {pool_size} but {dataset.name} has only {dataset.num_points} points"
-            )
-        chosen = seeding.rng(config.seed, "pool").choice(dataset.num_points, pool_size, replace=False)
-        dataset = dataset.subset(np.sort(chosen))
+    columns = config.data.table_columns()
+    if columns is not None:
+        # a table's encoding is fitted on the pool, after the pool is drawn
+        table = load_table(config.data.source, config.data.path, columns)
+        table = table.subset(_draw_pool(config, table.num_rows, table.name))
+        dataset = encode_table(table, fit_preprocessing(table))
+    else:
+        dataset = load_dataset(config.data.source, config.data.path)
+        dataset = dataset.subset(_draw_pool(config, dataset.num_points, dataset.name))
     if config.design.num_targets > dataset.num_points:
         raise DataError(
             f"the pool has {dataset.num_points} points, too few for design.num_targets = "
@@ -113,7 +124,7 @@ def _has_shapes(arrays: dict[str, np.ndarray] | None, shapes: dict[str, tuple[in
     )
 
 
-def _load_stage(path: Path, shapes: dict[str, tuple[int, ...]], log: Log) -> dict[str, np.ndarray] | None:
+def load_stage(path: Path, shapes: dict[str, tuple[int, ...]], log: Log) -> dict[str, np.ndarray] | None:
     """A stage file written by an earlier run of this config, or None if it must be redone.
 
     Stage files are deterministic given the config and the data, so a damaged one is simply
@@ -153,10 +164,30 @@ def check_pool_unchanged(run_dir: RunDirectory, pool: Dataset) -> None:
         )
 
 
+def stage_preprocessing(run_dir: RunDirectory, pool: Dataset) -> Dataset:
+    """Record a table's encoding in ``preprocessing.json``, or reapply the recorded one.
+
+    The encoding is fitted on the pool when a run starts; a resumed run encodes with what
+    was recorded, so its inputs are those its models were trained on.
+    """
+    if pool.table is None or pool.preprocessing is None:
+        return pool
+    path = run_dir.file("preprocessing.json")
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        write_json(path, pool.preprocessing.to_json_dict())
+        return pool
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: unreadable ({exc}); use another --out") from None
+    preprocessing = Preprocessing.from_json_dict(recorded, source=str(path))
+    return pool if preprocessing == pool.preprocessing else encode_table(pool.table, preprocessing)
+
+
 def stage_design(run_dir: RunDirectory, config: RunConfig, pool: Dataset, log: Log) -> Design:
     path = run_dir.file("design.npz")
     shapes = {"keep": (config.design.num_models, pool.num_points), "targets": (config.design.num_targets,)}
-    stored = _load_stage(path, shapes, log)
+    stored = load_stage(path, shapes, log)
     if stored is not None:
         return Design(keep=stored["keep"], targets=stored["targets"])
     design = make_design(
@@ -176,7 +207,7 @@ def stage_poisons(
         "x": (total, *pool.feature_shape), "y": (total,), "source": (total,),
         "target_labels": (config.design.num_targets,), "replicas": (),
     }
-    stored = _load_stage(path, shapes, log)
+    stored = load_stage(path, shapes, log)
     if stored is not None:
         return PoisonSet(
             x=stored["x"], y=stored["y"], source=stored["source"],
@@ -193,22 +224,51 @@ def stage_poisons(
     return poisons
 
 
+@dataclass(frozen=True)
+class TrainingJob:
+    """What the models of one condition train on, and what they are queried on.
+
+    Model m trains on the rows of ``x`` where ``keep[m]`` is True plus every row of
+    ``extra_x`` (the poisons, or the adversary's share): the same for all models.
+    """
+
+    condition: str
+    x: np.ndarray
+    y: np.ndarray
+    keep: np.ndarray
+    extra_x: np.ndarray
+    extra_y: np.ndarray
+    queries: np.ndarray
+    num_classes: int
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+
+def membership_job(pool: Dataset, design: Design, poisons: PoisonSet, condition: Condition) -> TrainingJob:
+    """Targeted membership: the pool under the keep matrix, the condition's poisons, queried on the pool."""
+    return TrainingJob(
+        condition=condition.name, x=pool.x, y=pool.y, keep=design.keep,
+        extra_x=poisons.x, extra_y=poisons.y, queries=pool.x, num_classes=pool.num_classes,
+    )
+
+
 def _train_shard(
-    config: RunConfig, pool: Dataset, design: Design, poisons: PoisonSet, condition: Condition,
-    models: range, device: torch.device, progress: bool,
+    config: RunConfig, job: TrainingJob, models: range, device: torch.device, progress: bool,
 ) -> dict[str, np.ndarray]:
-    """Train models ``models`` of ``condition`` together and query them on the pool."""
+    """Train models ``models`` of ``job`` together and query them."""
     started = time.perf_counter()
-    use_poisons = condition.replicas > 0
-    x = np.concatenate([pool.x, poisons.x]) if use_poisons else pool.x
-    y = np.concatenate([pool.y, poisons.y]) if use_poisons else pool.y
-    poison_rows = np.arange(pool.num_points, pool.num_points + poisons.total) if use_poisons else []
-    train_indices = [np.r_[np.nonzero(design.keep[m])[0], poison_rows].astype(np.int64) for m in models]
+    num_rows, extra = job.x.shape[0], job.extra_y.shape[0]
+    x = np.concatenate([job.x, job.extra_x]) if extra else job.x
+    y = np.concatenate([job.y, job.extra_y]) if extra else job.y
+    extra_rows = np.arange(num_rows, num_rows + extra)
+    train_indices = [np.r_[np.nonzero(job.keep[m])[0], extra_rows].astype(np.int64) for m in models]
 
     def make_model() -> torch.nn.Module:
         return build_model(
-            config.model.architecture, feature_shape=pool.feature_shape,
-            num_classes=pool.num_classes, hidden_sizes=config.model.hidden_sizes,
+            config.model.architecture, feature_shape=job.feature_shape,
+            num_classes=job.num_classes, hidden_sizes=config.model.hidden_sizes,
             channels=config.model.channels,
         )
 
@@ -217,7 +277,7 @@ def _train_shard(
     )
     bar = tqdm(  # disable=None: bars only on a terminal; logs get one line per shard instead
         total=config.train.epochs, disable=None if progress else True, leave=False, file=sys.stderr,
-        desc=f"{condition.name} models {models.start}-{models.stop - 1}", unit="epoch",
+        desc=f"{job.condition} models {models.start}-{models.stop - 1}", unit="epoch",
     )
     losses: list[float] = []
 
@@ -232,12 +292,9 @@ def _train_shard(
             train_indices=train_indices,
             order_rngs=[seeding.rng(config.seed, "order", m) for m in models],
             settings=config.train.settings(), on_epoch=on_epoch,
-            steps=steps_per_epoch(
-                int(design.keep.sum(axis=1).max()) + (poisons.total if use_poisons else 0),
-                config.train.batch_size,
-            ),
+            steps=steps_per_epoch(int(job.keep.sum(axis=1).max()) + extra, config.train.batch_size),
         )
-    logits = query_logits(ensemble, torch.from_numpy(pool.x).to(device), config.query.resolved_views())
+    logits = query_logits(ensemble, torch.from_numpy(job.queries).to(device), config.query.resolved_views())
     return {
         "logits": logits,
         "models": np.array(list(models), dtype=np.int64),
@@ -247,32 +304,31 @@ def _train_shard(
 
 
 def stage_train(
-    run_dir: RunDirectory, config: RunConfig, pool: Dataset, design: Design, poisons: PoisonSet,
-    condition: Condition, device: torch.device, progress: bool, log: Log,
+    run_dir: RunDirectory, config: RunConfig, job: TrainingJob, device: torch.device, progress: bool, log: Log,
 ) -> tuple[np.ndarray, float]:
-    """Train (or reuse) every shard of ``condition``; returns logits (M, N, A, C) and the
-    training seconds spent on them, earlier runs included."""
+    """Train (or reuse) every shard of ``job``; returns logits (M, Q, A, C) on its queries
+    and the training seconds spent on them, earlier runs included."""
     num_models, shard_size = config.design.num_models, config.train.shard_size
     shards = [range(s, min(s + shard_size, num_models)) for s in range(0, num_models, shard_size)]
     parts, seconds, reused = [], 0.0, 0
     for models in shards:
-        path = run_dir.shard_file(condition.name, models.start, models.stop - 1)
+        path = run_dir.shard_file(job.condition, models.start, models.stop - 1)
         shapes = {
-            "logits": (len(models), pool.num_points, len(config.query.resolved_views()), pool.num_classes),
+            "logits": (len(models), job.queries.shape[0], len(config.query.resolved_views()), job.num_classes),
             "models": (len(models),), "loss": (config.train.epochs,), "train_seconds": (),
         }
-        shard = _load_stage(path, shapes, log)
+        shard = load_stage(path, shapes, log)
         if shard is not None and list(shard["models"]) == list(models):
             reused += 1
         else:
-            shard = _train_shard(config, pool, design, poisons, condition, models, device, progress)
+            shard = _train_shard(config, job, models, device, progress)
             write_npz(path, shard)
-            log(f"{condition.name}: trained models {models.start}-{models.stop - 1} of {num_models} "
+            log(f"{job.condition}: trained models {models.start}-{models.stop - 1} of {num_models} "
                 f"in {float(shard['train_seconds']):.1f} s (final loss {shard['loss'][-1]:.3f})")
         parts.append(shard["logits"])
         seconds += float(shard["train_seconds"])
     if reused:
-        log(f"{condition.name}: reused {reused} of {len(shards)} finished shards")
+        log(f"{job.condition}: reused {reused} of {len(shards)} finished shards")
     return np.concatenate(parts, axis=0), seconds
 
 
@@ -353,6 +409,7 @@ def run_experiment(
     torch_device = resolve_device(device)
     pool = prepare_pool(config)
     run_dir = RunDirectory.open(out_dir, config)
+    pool = stage_preprocessing(run_dir, pool)
     check_pool_unchanged(run_dir, pool)
     design = stage_design(run_dir, config, pool, log)
     poisons = stage_poisons(run_dir, config, pool, design, log)
@@ -387,7 +444,8 @@ def run_experiment(
             replicas=condition.replicas,
         )
         logits, seconds = stage_train(
-            run_dir, config, pool, design, condition_poisons, condition, torch_device, progress, log
+            run_dir, config, membership_job(pool, design, condition_poisons, condition), torch_device,
+            progress, log,
         )
         train_seconds += seconds
         entry, condition_curves = _condition_results(
@@ -405,6 +463,7 @@ def run_experiment(
     fit = results_by_condition.get("poisoned", {}).get("poison_fit")
 
     results = {
+        "task": "membership",
         "config": config.to_json_dict(),
         "conditions": results_by_condition,
         "poison": {

@@ -1,0 +1,28 @@
+"""Runners of the three tasks, one per secret: membership (in :mod:`truthserum.runner`),
+attribute inference and untargeted poisoning. :func:`run_task` picks the one a config names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from truthserum.config import RunConfig, Task
+from truthserum.runner import log_to_stderr, run_experiment
+from truthserum.tasks.attribute import run_attribute
+from truthserum.tasks.untargeted import run_untargeted
+
+RUNNERS: dict[Task, Callable[..., dict]] = {
+    Task.MEMBERSHIP: run_experiment,
+    Task.ATTRIBUTE: run_attribute,
+    Task.UNTARGETED: run_untargeted,
+}
+
+
+def run_task(
+    config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True, log=log_to_stderr,
+) -> dict:
+    """Run (or resume) ``config`` with its task's runner; returns ``results.json``."""
+    return RUNNERS[config.task](config, out_dir, device=device, progress=progress, log=log)
+
+
+__all__ = ["RUNNERS", "run_attribute", "run_task", "run_untargeted"]

@@ -1,0 +1,145 @@
+"""The attribute task's runner: clean and poisoned models, every candidate completion of every
+target queried, each attribute attack measured on member pairs (and non-member pairs as a
+control). Definitions are in :mod:`truthserum.attribute` and docs/attacks.md.
+
+Files it adds to the run directory: ``preprocessing.json`` (the table's encoding),
+``poisons.npz`` (the completion poisons of the poisoned condition), ``completions-<condition>.npz``
+(logits on the completions, their labels, the true values, the member mask) and
+``scores-<condition>.npz`` (each attack's ``(M, T, k)`` scores).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from truthserum import seeding
+from truthserum.attribute import (
+    AttributeAttack, attribute_metrics, completion_fit, completion_phi, make_completion_poisons, score_attribute,
+)
+from truthserum.config import RunConfig
+from truthserum.evaluation import accuracy
+from truthserum.metrics import RocCurve, roc_curve
+from truthserum.report import plot_roc
+from truthserum.rundir import RunDirectory, write_json, write_npz
+from truthserum.runner import (
+    POISON_FIT_WARNING, POISON_FRACTION_WARNING, Log, TrainingJob, check_pool_unchanged, conditions_for,
+    log_to_stderr, prepare_pool, resolve_device, stage_design, stage_preprocessing, stage_train,
+)
+from truthserum.tabular import completions as candidate_completions
+
+
+def run_attribute(
+    config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True, log: Log = log_to_stderr,
+) -> dict:
+    """Run (or resume) the attribute-inference experiment ``config`` in ``out_dir``.
+
+    Returns:
+        The contents of ``results.json``.
+    """
+    started = time.perf_counter()
+    torch_device = resolve_device(device)
+    pool = prepare_pool(config)
+    run_dir = RunDirectory.open(out_dir, config)
+    pool = stage_preprocessing(run_dir, pool)
+    check_pool_unchanged(run_dir, pool)
+    design = stage_design(run_dir, config, pool, log)
+    assert pool.preprocessing is not None and pool.sensitive is not None  # a table (config checks)
+
+    targets = design.targets
+    completions = candidate_completions(pool.x[targets], pool.preprocessing)  # (T, k, D)
+    num_targets, k = completions.shape[:2]
+    truth = pool.sensitive[targets]
+    keep = design.keep[:, targets]
+    majority = int(np.bincount(pool.sensitive, minlength=k).argmax())
+    poisons = make_completion_poisons(
+        completions=completions, labels=pool.y[targets], replicas=config.poison.replicas,
+        num_classes=pool.num_classes, rng=seeding.rng(config.seed, "attribute-poison"),
+    )
+    write_npz(run_dir.file("poisons.npz"), {
+        "x": poisons.x, "y": poisons.y, "target": poisons.source, "target_labels": poisons.target_labels,
+    })
+    members_per_model = float(design.keep.sum(axis=1).mean())
+    sensitive = pool.preprocessing.sensitive
+    log(f"{pool.name}: {pool.num_points} pool points, {pool.num_classes} classes; "
+        f"{config.design.num_models} models with about {members_per_model:.0f} members each; "
+        f"{num_targets} targets, sensitive column '{sensitive.name}' with {k} values")
+
+    warnings: list[str] = []
+    results_by_condition: dict[str, dict] = {}
+    curves: dict[tuple[str, str], RocCurve] = {}
+    train_seconds = 0.0
+    queries = np.concatenate([pool.x, completions.reshape(num_targets * k, -1)])
+    for condition in conditions_for(config):
+        poisoned = condition.replicas > 0
+        share = poisons.total / (poisons.total + members_per_model) if poisoned else 0.0
+        if poisoned:
+            log(f"{condition.name}: {poisons.total} poisons ({num_targets} targets x {k} completions x "
+                f"{condition.replicas}), {share:.1%} of a model's training set")
+            if share > POISON_FRACTION_WARNING:
+                warnings.append(f"{condition.name}: poisons are {share:.1%} of a model's training set "
+                                f"(over {POISON_FRACTION_WARNING:.0%}): label noise this heavy costs accuracy")
+                log("warning: " + warnings[-1])
+        job = TrainingJob(
+            condition=condition.name, x=pool.x, y=pool.y, keep=design.keep,
+            extra_x=poisons.x if poisoned else pool.x[:0], extra_y=poisons.y if poisoned else pool.y[:0],
+            queries=queries, num_classes=pool.num_classes,
+        )
+        logits, seconds = stage_train(run_dir, config, job, torch_device, progress, log)
+        train_seconds += seconds
+        pool_logits = logits[:, : pool.num_points]
+        completion_logits = logits[:, pool.num_points:].reshape(
+            logits.shape[0], num_targets, k, *logits.shape[2:]
+        )
+        write_npz(run_dir.file(f"completions-{condition.name}.npz"), {
+            "logits": completion_logits, "labels": pool.y[targets], "truth": truth, "keep": keep,
+        })
+        phi = completion_phi(completion_logits, pool.y[targets])
+        attacks, scores = {}, {}
+        for attack in AttributeAttack:
+            scores[attack.value] = score_attribute(attack, phi, keep)
+            attacks[attack.value] = attribute_metrics(
+                scores[attack.value], truth, keep, majority=majority, resamples=config.metrics.bootstrap,
+                confidence=config.metrics.confidence,
+                rng=seeding.rng(config.seed, "bootstrap", "attribute", attack.value),
+            )
+            if k == 2:
+                margin = scores[attack.value][:, :, 1] - scores[attack.value][:, :, 0]
+                if 0 < truth.sum() < truth.size:
+                    curves[(condition.name, attack.value)] = roc_curve(
+                        margin[keep], np.broadcast_to(truth[None] == 1, keep.shape)[keep]
+                    )
+        write_npz(run_dir.file(f"scores-{condition.name}.npz"), {"truth": truth, "keep": keep, **scores})
+        fit = completion_fit(completion_logits, keep, poisons.target_labels) if poisoned else None
+        results_by_condition[condition.name] = {
+            "replicas": condition.replicas,
+            "poison_fraction": share,
+            "poison_fit": fit,
+            "accuracy": accuracy(pool_logits, pool.y, design.keep),
+            "attacks": attacks,
+        }
+        if fit is not None and fit < POISON_FIT_WARNING:
+            warnings.append(f"{condition.name}: the models fit only {fit:.0%} of the poisons: the attack "
+                            "needs models that fit them (train longer, or use a wider model)")
+            log("warning: " + warnings[-1])
+
+    results = {
+        "task": "attribute",
+        "config": config.to_json_dict(),
+        "sensitive": {
+            "column": sensitive.name, "values": list(sensitive.categories),
+            "majority": sensitive.categories[majority],
+            "target_counts": np.bincount(truth, minlength=k).tolist(),
+        },
+        "targets": int(num_targets),
+        "conditions": results_by_condition,
+        "timing": {"train_seconds": train_seconds, "total_seconds": time.perf_counter() - started},
+        "device": str(torch_device),
+        "warnings": warnings,
+    }
+    write_json(run_dir.file("results.json"), results)
+    if curves:
+        plot_roc(curves, run_dir.file("roc.png"), title=f"Attribute inference of {sensitive.name} (member targets)")
+    return results

@@ -1,0 +1,146 @@
+"""The untargeted task's runner: the pool split between victims and the adversary, one set of
+models per adversary strategy (the clean share first), membership inference on every victim
+point. Definitions are in :mod:`truthserum.untargeted` and docs/attacks.md.
+
+Files: ``design.npz`` (keep over the victims, the victims' and the adversary's pool
+indices), ``signals-<strategy>.npz`` (the victims' signals, the input format of
+``truthserum attack``), ``scores-<strategy>.npz``, ``results.json`` and ``roc.png``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from truthserum import seeding
+from truthserum.attacks import AttackInputs, AttackName
+from truthserum.config import RunConfig
+from truthserum.design import make_keep_matrix
+from truthserum.errors import ConfigError, DataError
+from truthserum.evaluation import accuracy
+from truthserum.metrics import RocCurve
+from truthserum.precision import precision_at_recall
+from truthserum.report import plot_roc
+from truthserum.rundir import RunDirectory, write_json, write_npz
+from truthserum.runner import (
+    Log, TrainingJob, load_stage, attack_metrics, bootstrap_rng, check_pool_unchanged, log_to_stderr,
+    prepare_pool, resolve_device, stage_preprocessing, stage_train,
+)
+from truthserum.untargeted import AdversaryStrategy, PoolSplit, adversary_share, split_pool
+
+# RMIA compares each target with population points that are not targets; here every victim
+# point is a target, and the adversary's points are in every model, so there is no population.
+_NEEDS_POPULATION = (AttackName.RMIA_ONLINE, AttackName.RMIA_OFFLINE)
+
+
+def untargeted_attacks(config: RunConfig) -> tuple[AttackName, ...]:
+    """The configured attacks that apply when every victim point is a target.
+
+    Raises:
+        ConfigError: only RMIA attacks were asked for.
+    """
+    chosen = tuple(name for name in config.attacks if name not in _NEEDS_POPULATION)
+    if not chosen:
+        raise ConfigError(
+            "task 'untargeted' attacks every victim point, which leaves RMIA no population points; "
+            "list a LiRA, global-threshold or label-only attack"
+        )
+    return chosen
+
+
+def stage_split(run_dir: RunDirectory, config: RunConfig, num_points: int, log: Log) -> tuple[PoolSplit, np.ndarray]:
+    """The victims/adversary split and the keep matrix over the victims (stored in design.npz)."""
+    path = run_dir.file("design.npz")
+    try:
+        split = split_pool(num_points=num_points, adversary_fraction=config.untargeted.adversary_fraction,
+                           rng=seeding.rng(config.seed, "split"))
+    except ValueError as exc:
+        raise DataError(f"untargeted.adversary_fraction: {exc}") from None
+    num_models, victims = config.design.num_models, split.victims.size
+    shapes = {"keep": (num_models, victims), "victims": (victims,), "adversary": (split.adversary.size,)}
+    stored = load_stage(path, shapes, log)
+    if stored is not None:
+        return PoolSplit(victims=stored["victims"], adversary=stored["adversary"]), stored["keep"]
+    keep = make_keep_matrix(num_models=num_models, num_points=victims, rng=seeding.rng(config.seed, "design"))
+    members = keep.sum(axis=1)
+    if members.min() == 0 or members.max() == victims:
+        raise DataError(f"the victims hold {victims} points, too few for {num_models} models")
+    write_npz(path, {"keep": keep, "victims": split.victims, "adversary": split.adversary})
+    return split, keep
+
+
+def run_untargeted(
+    config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True, log: Log = log_to_stderr,
+) -> dict:
+    """Run (or resume) the untargeted experiment ``config`` in ``out_dir``.
+
+    Returns:
+        The contents of ``results.json``.
+    """
+    started = time.perf_counter()
+    attacks = untargeted_attacks(config)
+    torch_device = resolve_device(device)
+    pool = prepare_pool(config)
+    run_dir = RunDirectory.open(out_dir, config)
+    pool = stage_preprocessing(run_dir, pool)
+    check_pool_unchanged(run_dir, pool)
+    split, keep = stage_split(run_dir, config, pool.num_points, log)
+    victims = pool.subset(split.victims)
+    own_x, own_y = pool.x[split.adversary], pool.y[split.adversary]
+    log(f"{pool.name}: {victims.num_points} victims' points and {own_y.size} of the adversary "
+        f"({config.untargeted.adversary_fraction:.0%}); {config.design.num_models} models, each on about "
+        f"{keep.sum(axis=1).mean():.0f} victims' points and the whole adversary share")
+
+    scoring = config.model_copy(update={"attacks": attacks})
+    options = scoring.attack_options()
+    results_by_condition: dict[str, dict] = {}
+    curves: dict[tuple[str, str], RocCurve] = {}
+    train_seconds = 0.0
+    for strategy in (AdversaryStrategy.CLEAN, *config.untargeted.strategies):
+        share_x, share_y = adversary_share(
+            x=own_x, y=own_y, num_classes=pool.num_classes, strategy=strategy,
+            rng=seeding.rng(config.seed, "adversary", strategy.value),
+        )
+        job = TrainingJob(
+            condition=strategy.value, x=victims.x, y=victims.y, keep=keep, extra_x=share_x, extra_y=share_y,
+            queries=victims.x, num_classes=pool.num_classes,
+        )
+        logits, seconds = stage_train(run_dir, config, job, torch_device, progress, log)
+        train_seconds += seconds
+        inputs = AttackInputs.from_arrays(
+            logits=logits, labels=victims.y, keep=keep, source=f"signals-{strategy.value}"
+        )
+        write_npz(run_dir.file(f"signals-{strategy.value}.npz"), {
+            "logits": inputs.logits, "labels": inputs.labels, "keep": inputs.keep, "targets": inputs.targets,
+        })
+        metrics, condition_curves, scores = attack_metrics(scoring, inputs, options)
+        for name, attack_scores in scores.items():
+            metrics[name]["precision_at_recall"] = precision_at_recall(
+                attack_scores, inputs.members, resamples=config.metrics.bootstrap,
+                confidence=config.metrics.confidence, rng=bootstrap_rng(config.seed, f"precision-{name}"),
+            )
+        write_npz(run_dir.file(f"scores-{strategy.value}.npz"), {"members": inputs.members, **scores})
+        results_by_condition[strategy.value] = {
+            "adversary_rows": int(share_y.size),
+            "accuracy": accuracy(logits, victims.y, keep),
+            "attacks": metrics,
+        }
+        curves.update({(strategy.value, name): curve for name, curve in condition_curves.items()})
+
+    skipped = [name.value for name in config.attacks if name not in attacks]
+    results = {
+        "task": "untargeted",
+        "config": config.to_json_dict(),
+        "victims": int(victims.num_points),
+        "adversary": int(own_y.size),
+        "conditions": results_by_condition,
+        "skipped_attacks": skipped,
+        "timing": {"train_seconds": train_seconds, "total_seconds": time.perf_counter() - started},
+        "device": str(torch_device),
+        "warnings": [],
+    }
+    write_json(run_dir.file("results.json"), results)
+    plot_roc(curves, run_dir.file("roc.png"), title="Membership inference on the victims' points")
+    return results
