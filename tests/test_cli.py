@@ -91,11 +91,14 @@ def test_attack_on_a_pickle_is_refused(tmp_path):
 def test_demo_config_is_the_packaged_one_and_within_the_poison_budget():
     from pathlib import Path
 
-    from truthserum.cli import demo_config_text
+    from truthserum.cli import DEMO_CONFIGS, demo_config_text
     from truthserum.config import load_config
 
-    repo_copy = Path(__file__).parent.parent / "configs" / "demo.yaml"
-    assert repo_copy.read_text() == demo_config_text()
+    repo = Path(__file__).parent.parent / "configs"
+    for task, name in DEMO_CONFIGS.items():
+        assert (repo / name).read_text() == demo_config_text(task), name
+        assert load_config(repo / name).task is task
+    repo_copy = repo / "demo.yaml"
     config = load_config(repo_copy)
     poisons = config.design.num_targets * config.poison.replicas
     assert poisons / (poisons + 5000 / 2) < 0.10  # no poison-fraction warning on mnist5k
@@ -109,7 +112,7 @@ def test_demo_command_prints_the_side_by_side_table(tmp_path, monkeypatch, capsy
     from conftest import SMALL_CONFIG
     from truthserum import cli
 
-    monkeypatch.setattr(cli, "demo_config_text", lambda: yaml.safe_dump(SMALL_CONFIG))
+    monkeypatch.setattr(cli, "demo_config_text", lambda task: yaml.safe_dump(SMALL_CONFIG))
     assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if "clean" in line and "poisoned" in line)

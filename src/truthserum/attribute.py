@@ -26,7 +26,7 @@ import numpy as np
 from truthserum.attacks.lira import SCALE_FLOOR
 from truthserum.attacks.signals import phi_from_logits
 from truthserum.errors import SignalsError
-from truthserum.metrics import FPR_LEVELS, _percentile_interval, area_under_curve, roc_curve, tpr_at_fpr
+from truthserum.metrics import FPR_LEVELS, percentile_interval, area_under_curve, roc_curve, tpr_at_fpr
 from truthserum.poison import PoisonSet, flip_labels
 
 
@@ -63,6 +63,28 @@ def completion_phi(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     flat = logits.reshape(num_models, num_targets * k, views, classes)
     phi = phi_from_logits(flat, np.repeat(labels, k))  # (M, T*k, A)
     return phi.mean(axis=-1).reshape(num_models, num_targets, k)
+
+
+def ambiguous_completions(x: np.ndarray, completions: np.ndarray, sensitive: np.ndarray) -> np.ndarray:
+    """``(N,)`` True where a pool row's other candidate completion is itself a row of the pool.
+
+    Two people who differ only in the sensitive field make the question ill-posed: the
+    "wrong" completion of one is the other's record, in the training set of half the models.
+    Such rows are not drawn as targets.
+
+    Args:
+        x: ``(N, D)`` encoded pool rows.
+        completions: ``(N, k, D)`` every candidate completion of every row.
+        sensitive: ``(N,)`` each row's true value.
+    """
+    rows = {row.tobytes() for row in np.ascontiguousarray(x)}
+    num_points, k = completions.shape[:2]
+    ambiguous = np.zeros(num_points, dtype=bool)
+    for i in range(num_points):
+        ambiguous[i] = any(
+            completions[i, v].tobytes() in rows for v in range(k) if v != sensitive[i]
+        )
+    return ambiguous
 
 
 def make_completion_poisons(
@@ -130,7 +152,7 @@ def score_attribute(attack: AttributeAttack, phi: np.ndarray, keep: np.ndarray) 
 
 
 @dataclass(frozen=True)
-class _Pairs:
+class _GuessPairs:
     """The (model, target) pairs of one kind, flattened, with the target each belongs to."""
 
     guess: np.ndarray
@@ -139,10 +161,10 @@ class _Pairs:
     target: np.ndarray
 
 
-def _pairs(scores: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> _Pairs:
+def _guess_pairs(scores: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> _GuessPairs:
     models, targets = np.nonzero(mask)
     binary = scores.shape[2] == 2
-    return _Pairs(
+    return _GuessPairs(
         guess=scores.argmax(axis=2)[models, targets],
         truth=truth[targets],
         margin=(scores[:, :, 1] - scores[:, :, 0])[models, targets] if binary else None,
@@ -178,7 +200,9 @@ def _bootstrap(
         value = statistic(counts[target].astype(np.float64))
         if value is not None:
             samples.append(value)
-    return list(_percentile_interval(np.array(samples), confidence))
+    if not samples:  # every resample degenerate: too few targets to say more than the estimate
+        return None
+    return list(percentile_interval(np.array(samples), confidence))
 
 
 def _weighted_auc(margin: np.ndarray, positive: np.ndarray, weight: np.ndarray) -> float | None:
@@ -191,7 +215,7 @@ def _weighted_auc(margin: np.ndarray, positive: np.ndarray, weight: np.ndarray) 
 
 
 def guess_metrics(
-    pairs: _Pairs, *, k: int, majority: int, num_targets: int, resamples: int, confidence: float,
+    pairs: _GuessPairs, *, k: int, majority: int, num_targets: int, resamples: int, confidence: float,
     rng: np.random.Generator,
 ) -> dict:
     """Accuracy, balanced accuracy and, for binary attributes, the ROC of one kind of pairs."""
@@ -245,7 +269,7 @@ def attribute_metrics(
     k, num_targets = scores.shape[2], scores.shape[1]
     return {
         kind: guess_metrics(
-            _pairs(scores, truth, mask), k=k, majority=majority, num_targets=num_targets,
+            _guess_pairs(scores, truth, mask), k=k, majority=majority, num_targets=num_targets,
             resamples=resamples, confidence=confidence, rng=generator,
         )
         for kind, mask in (("members", keep), ("nonmembers", ~keep))

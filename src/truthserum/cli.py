@@ -13,7 +13,7 @@ from pathlib import Path
 
 from truthserum.attacks import TUNE, AttackName, AttackOptions, load_signals, score_attacks_with_details
 from truthserum.config import MAX_REPLICAS, Task, load_config, parse_config
-from truthserum.errors import ConfigError, SignalsError, TruthserumError
+from truthserum.errors import SignalsError, TruthserumError
 from truthserum.metrics import evaluate
 from truthserum.report import format_attack_metrics, format_sweep
 from truthserum.report_tasks import format_results
@@ -131,8 +131,8 @@ def _print_results(results: dict, out: Path) -> None:
     print(format_results(results))
     for warning in results["warnings"]:
         print(f"warning: {warning}")
-    print(f"\nresults: {out / 'results.json'}   ROC: {out / 'roc.png'}   "
-          f"time: {results['timing']['total_seconds']:.0f} s")
+    roc = f"   ROC: {out / 'roc.png'}" if (out / "roc.png").exists() else ""
+    print(f"\nresults: {out / 'results.json'}{roc}   time: {results['timing']['total_seconds']:.0f} s")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -153,8 +153,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    if config.task is not Task.MEMBERSHIP:
-        raise ConfigError(f"{args.config}: sweeps are for task 'membership', not '{config.task.value}'")
     if args.replicas is not None:
         budgets = parse_counts(args.replicas, option="--replicas", maximum=MAX_REPLICAS)
         summary = run_replica_sweep(config, args.out, budgets, device=args.device, progress=not args.quiet)

@@ -310,6 +310,13 @@ class RunConfig(_Strict):
                 f"task 'attribute' needs a table with a sensitive column (data.source cps, csv or "
                 f"adult), not '{self.data.source.value}'"
             )
+        if self.task is Task.ATTRIBUTE:
+            if self.design.num_models < 6:
+                raise ValueError("task 'attribute' needs design.num_models >= 6 (its offline attacks need two "
+                                 "shadow models that did not train on each target besides the target model)")
+            if self.attacks != RunConfig.model_fields["attacks"].default or self.rmia != RmiaConfig():
+                raise ValueError("task 'attribute' runs its own attacks (confidence, lira-offline, "
+                                 "lira-offline-fixed); attacks and rmia are for the membership tasks")
         if self.task is not Task.UNTARGETED and self.untargeted != UntargetedConfig():
             raise ValueError(f"the untargeted section is for task 'untargeted', not '{self.task.value}'")
         if self.task is Task.UNTARGETED:

@@ -48,25 +48,36 @@ def make_keep_matrix(*, num_models: int, num_points: int, rng: np.random.Generat
     return ranks < num_models // 2
 
 
-def choose_targets(*, num_points: int, num_targets: int, rng: np.random.Generator) -> np.ndarray:
-    """T distinct pool indices, sorted."""
+def choose_targets(
+    *, num_points: int, num_targets: int, rng: np.random.Generator, eligible: np.ndarray | None = None
+) -> np.ndarray:
+    """T distinct pool indices, sorted; only where ``eligible`` (all points when None)."""
     if not 1 <= num_targets <= num_points:
         raise DataError(
             f"the pool has {num_points} points, too few for {num_targets} targets"
         )
-    return np.sort(rng.choice(num_points, size=num_targets, replace=False)).astype(np.int64)
+    if eligible is None:
+        return np.sort(rng.choice(num_points, size=num_targets, replace=False)).astype(np.int64)
+    candidates = np.nonzero(eligible)[0]
+    if num_targets > candidates.size:
+        raise DataError(
+            f"only {candidates.size} of the {num_points} pool points can be targets, too few for "
+            f"{num_targets}"
+        )
+    return np.sort(rng.choice(candidates, size=num_targets, replace=False)).astype(np.int64)
 
 
 def make_design(
-    *, num_models: int, num_points: int, num_targets: int, rng: np.random.Generator
+    *, num_models: int, num_points: int, num_targets: int, rng: np.random.Generator,
+    eligible: np.ndarray | None = None,
 ) -> Design:
-    """Draw the keep matrix and the targets.
+    """Draw the keep matrix and the targets (among the ``eligible`` points when given).
 
     Raises:
         DataError: the pool is too small, so that some model would have no member or no
             non-member (its train or test accuracy would be undefined).
     """
-    targets = choose_targets(num_points=num_points, num_targets=num_targets, rng=rng)
+    targets = choose_targets(num_points=num_points, num_targets=num_targets, rng=rng, eligible=eligible)
     keep = make_keep_matrix(num_models=num_models, num_points=num_points, rng=rng)
     members = keep.sum(axis=1)
     if members.min() == 0 or members.max() == num_points:

@@ -96,7 +96,7 @@ class AttackMetrics:
         }
 
 
-def _pairs(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def checked_pairs(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Checked float scores and bool membership of the same shape.
 
     Raises:
@@ -117,7 +117,7 @@ def _pairs(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndar
     return scores, members
 
 
-def _tie_ends(sorted_scores: np.ndarray) -> np.ndarray:
+def tie_ends(sorted_scores: np.ndarray) -> np.ndarray:
     """Index of the last pair of each run of equal scores (``!=`` so that inf ties inf)."""
     return np.r_[np.nonzero(sorted_scores[1:] != sorted_scores[:-1])[0], sorted_scores.size - 1]
 
@@ -128,13 +128,13 @@ def roc_curve(scores: np.ndarray, members: np.ndarray) -> RocCurve:
     Raises:
         SignalsError: a score is NaN, or members/non-members are missing.
     """
-    scores, members = _pairs(np.ravel(scores), np.ravel(members))
+    scores, members = checked_pairs(np.ravel(scores), np.ravel(members))
     positives = int(members.sum())
     negatives = members.size - positives
     order = np.argsort(-scores, kind="mergesort")
     sorted_scores = scores[order]
     # ties move the curve diagonally: one point per run of equal scores
-    last_of_tie = _tie_ends(sorted_scores)
+    last_of_tie = tie_ends(sorted_scores)
     true_positives = np.cumsum(members[order])[last_of_tie]
     false_positives = (last_of_tie + 1) - true_positives
     return RocCurve(
@@ -274,7 +274,7 @@ def _weighted_metrics(
     return float(auc), member_weight[ranked.members_above[first]] / positives
 
 
-def _percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     """The central ``confidence`` share of the bootstrap replicates.
 
     Plain percentile, not bias-corrected: on correlated two-Gaussian designs with a known
@@ -325,7 +325,7 @@ def bootstrap_intervals(
             drew no member or no non-member (too few points to bootstrap).
         ValueError: an option out of range.
     """
-    scores, members = _pairs(scores, members)
+    scores, members = checked_pairs(scores, members)
     levels_array = np.asarray(levels, dtype=np.float64).ravel()
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
@@ -350,8 +350,8 @@ def bootstrap_intervals(
         )
     auc, tpr = np.array(aucs), np.array(tprs)
     return BootstrapIntervals(
-        auc=_percentile_interval(auc, confidence),
-        tpr_at_fpr={float(level): _percentile_interval(tpr[:, i], confidence)
+        auc=percentile_interval(auc, confidence),
+        tpr_at_fpr={float(level): percentile_interval(tpr[:, i], confidence)
                     for i, level in enumerate(levels_array)},
         confidence=float(confidence),
         resamples=int(resamples),

@@ -3,9 +3,9 @@
 An untargeted adversary does not pick targets; it wants to be right when it claims "this
 person was in the training set". Precision at a fixed recall answers that: call the top
 ``recall`` share of members, and count how many of the calls are right. With as many members
-as non-members among the pairs, precision = TPR / (TPR + FPR), so it moves with the FPR at
-that recall: an attack with eight times fewer false positives at the same recall is what
-the Truth Serum paper calls "8x more precise".
+as non-members among the pairs, precision = TPR / (TPR + FPR). Two attacks at the same recall
+call the same number of members, so the ratio of their false positives is the ratio of their
+odds (1 - precision) / precision: :func:`false_positive_ratio`.
 
 Intervals come from the same bootstrap over target points as the ROC's (see
 :mod:`truthserum.metrics`): each resample reweights the columns of the ``(M, T)`` scores.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from truthserum.metrics import _pairs, _percentile_interval, _tie_ends
+from truthserum.metrics import checked_pairs, percentile_interval, tie_ends
 
 RECALL_LEVELS = (0.01, 0.1)
 
@@ -29,7 +29,7 @@ class _Ranked:
         order = np.argsort(-flat_scores, kind="mergesort")
         self.hits = flat_members[order]
         self.column_of = (np.arange(flat_scores.size) % columns)[order]
-        self.tie_ends = _tie_ends(flat_scores[order])
+        self.tie_ends = tie_ends(flat_scores[order])
         self.columns = columns
 
     def precision(self, weights: np.ndarray, levels: np.ndarray) -> np.ndarray | None:
@@ -63,7 +63,7 @@ def precision_at_recall(
         ``{"recall": [...], "precision": [...], "precision_ci": [[lo, hi], ...] or None,
         "member_share": share of members among the pairs (the precision of a random guess)}``.
     """
-    scores, members = _pairs(scores, members)
+    scores, members = checked_pairs(scores, members)
     levels_array = np.asarray(levels, dtype=np.float64)
     if ((levels_array <= 0.0) | (levels_array > 1.0)).any():
         raise ValueError(f"recall levels must be in (0, 1], got {levels}")
@@ -81,10 +81,21 @@ def precision_at_recall(
             if measured is not None:
                 samples.append(measured)
         table = np.array(samples)
-        intervals = [list(_percentile_interval(table[:, i], confidence)) for i in range(len(levels_array))]
+        intervals = None if not samples else [list(percentile_interval(table[:, i], confidence)) for i in range(len(levels_array))]
     return {
         "recall": [float(level) for level in levels_array],
         "precision": [float(value) for value in point],
         "precision_ci": intervals,
         "member_share": float(members.mean()),
     }
+
+
+def false_positive_ratio(baseline: float, other: float) -> float:
+    """How many times fewer false positives ``other`` makes than ``baseline`` at the same recall,
+    from their precisions: at equal recall both call the same members, so the false positives
+    are in the ratio of the odds (1 - precision) / precision. inf when ``other`` makes none."""
+    if other >= 1.0:
+        return float("inf")
+    if baseline >= 1.0:
+        return 0.0
+    return ((1.0 - baseline) / baseline) / ((1.0 - other) / other)

@@ -56,11 +56,11 @@ def plot_roc(
 LOW_SUPPORT_MARK = "*"
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def _interval(values: list[float] | None, scale: float = 100.0, digits: int = 1) -> str:
+def interval_text(values: list[float] | None, scale: float = 100.0, digits: int = 1) -> str:
     if values is None:
         return ""
     low, high = values
@@ -71,11 +71,11 @@ def format_tpr(metrics: dict, level: str) -> str:
     """TPR at one level with its interval, marked when too few non-members stand behind it."""
     mark = LOW_SUPPORT_MARK if metrics.get("low_support", {}).get(level) else ""
     intervals = metrics.get("tpr_at_fpr_ci") or {}
-    return f"{_percent(metrics['tpr_at_fpr'][level])}{_interval(intervals.get(level))}{mark}"
+    return f"{percent(metrics['tpr_at_fpr'][level])}{interval_text(intervals.get(level))}{mark}"
 
 
 def format_auc(metrics: dict) -> str:
-    return f"{metrics['auc']:.3f}{_interval(metrics.get('auc_ci'), scale=1.0, digits=3)}"
+    return f"{metrics['auc']:.3f}{interval_text(metrics.get('auc_ci'), scale=1.0, digits=3)}"
 
 
 def format_attack_metrics(metrics: dict) -> str:
@@ -91,13 +91,13 @@ def format_attack_metrics(metrics: dict) -> str:
     return text
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def table_lines(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return ["  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
                       for i, cell in enumerate(row)) for row in [header, *rows]]
 
 
-def _intervals_note(metrics: dict) -> str:
+def intervals_note(metrics: dict) -> str:
     """How the intervals were made (or that there are none) and what the low-support mark means."""
     intervals = (f"intervals: {100 * (metrics.get('confidence') or 0.95):g}% bootstrap over target points"
                  if metrics.get("auc_ci") is not None else "no intervals (metrics.bootstrap is 0)")
@@ -108,7 +108,7 @@ def _intervals_note(metrics: dict) -> str:
 def _support_note(first: dict) -> str:
     note = (
         f"{first['members']} member and {first['nonmembers']} non-member (model, target) pairs per "
-        f"condition; {_intervals_note(first)}"
+        f"condition; {intervals_note(first)}"
     )
     if first.get("epsilon_lower_bound") is not None:
         note += (f"\nepsilon: the largest epsilon (delta {first.get('delta', 0):g}) that the attack's ROC "
@@ -124,8 +124,8 @@ def format_comparison(results: dict) -> str:
     names = list(conditions)
     attacks = list(next(iter(conditions.values()))["attacks"])
     rows = [
-        ["train accuracy", *(_percent(conditions[c]["accuracy"]["train"]) for c in names)],
-        ["test accuracy", *(_percent(conditions[c]["accuracy"]["test"]) for c in names)],
+        ["train accuracy", *(percent(conditions[c]["accuracy"]["train"]) for c in names)],
+        ["test accuracy", *(percent(conditions[c]["accuracy"]["test"]) for c in names)],
     ]
     for attack in attacks:
         metrics = {c: conditions[c]["attacks"][attack] for c in names}
@@ -139,7 +139,7 @@ def format_comparison(results: dict) -> str:
             rows.append(["  tuned a (two halves)", *(
                 " / ".join(f"{a:g}" for a in metrics[c].get("tuned_offline_a") or []) or "-" for c in names
             )])
-    lines = _table(["", *names], rows)
+    lines = table_lines(["", *names], rows)
     first = next(iter(conditions.values()))["attacks"][attacks[0]]
     poison = results["poison"]
     lines.append("")
@@ -147,8 +147,8 @@ def format_comparison(results: dict) -> str:
     if poison["total"]:
         lines.append(
             f"poisons: {poison['total']} ({poison['targets']} targets x {poison['replicas']}), "
-            f"{_percent(poison['fraction'])} of a model's training set; fitted by "
-            f"{_percent(poison['fit'])} of the models that did not train on the target."
+            f"{percent(poison['fraction'])} of a model's training set; fitted by "
+            f"{percent(poison['fit'])} of the models that did not train on the target."
         )
     return "\n".join(lines)
 
@@ -207,8 +207,6 @@ def plot_sweep(summary: dict, path: Path) -> None:
                                 squeeze=False)
     attacks = sorted({attack for _, attack in series})
     colours = {attack: f"C{i}" for i, attack in enumerate(attacks)}
-    conditions = list(dict.fromkeys(condition for condition, _ in curves))
-    styles = {condition: _LINESTYLES[i % len(_LINESTYLES)] for i, condition in enumerate(conditions)}
     positions = {tick: i for i, tick in enumerate(ticks)}
     for row, condition in zip(axes, conditions, strict=True):
         rows_series = {attack: by_tick for (c, attack), by_tick in series.items() if c == condition}
@@ -240,13 +238,13 @@ def format_sweep(summary: dict) -> str:
     for level in SWEEP_LEVELS:
         rows = []
         if summary["sweep"] == "replicas":
-            rows.append(["test accuracy", *(_percent(p["test_accuracy"]) for p in summary["points"])])
+            rows.append(["test accuracy", *(percent(p["test_accuracy"]) for p in summary["points"])])
         for (condition, attack), by_tick in series.items():
             rows.append([f"{condition} {attack}".strip(),
                          *(format_tpr(by_tick[t], level) if t in by_tick else "-" for t in ticks)])
         lines.append(f"TPR at {100 * float(level):g}% FPR, by {summary['x_label']}:")
-        lines.extend(_table(["", *ticks], rows))
+        lines.extend(table_lines(["", *ticks], rows))
         lines.append("")
     first_series = next(iter(series.values()))
-    lines.append(_intervals_note(next(iter(first_series.values()))))
+    lines.append(intervals_note(next(iter(first_series.values()))))
     return "\n".join(lines)

@@ -3,12 +3,25 @@
 
 from __future__ import annotations
 
+from truthserum.config import Task
 from truthserum.metrics import FPR_LEVELS
-from truthserum.report import _interval, _percent, _table, format_auc, format_comparison, format_tpr
+from truthserum.precision import false_positive_ratio
+from truthserum.report import format_auc, format_comparison, format_tpr, interval_text, percent, table_lines
 
 
 def _with_interval(value: float | None, interval: list[float] | None) -> str:
-    return f"{_percent(value)}{_interval(interval)}"
+    return f"{percent(value)}{interval_text(interval)}"
+
+
+VICTIMS = "the victims' points"
+
+
+def _bootstrap_note(results: dict, over: str) -> str:
+    metrics = results["config"]["metrics"]
+    if not metrics["bootstrap"]:
+        return "no intervals (metrics.bootstrap is 0)"
+    return (f"intervals: {100 * metrics['confidence']:g}% percentile bootstrap over {over} "
+            f"({metrics['bootstrap']} resamples)")
 
 
 def format_attribute(results: dict) -> str:
@@ -19,9 +32,9 @@ def format_attribute(results: dict) -> str:
     sensitive = results["sensitive"]
     attacks = list(next(iter(conditions.values()))["attacks"])
     rows = [
-        ["train accuracy", *(_percent(conditions[c]["accuracy"]["train"]) for c in names)],
-        ["test accuracy", *(_percent(conditions[c]["accuracy"]["test"]) for c in names)],
-        ["poison fit", *(_percent(conditions[c]["poison_fit"]) for c in names)],
+        ["train accuracy", *(percent(conditions[c]["accuracy"]["train"]) for c in names)],
+        ["test accuracy", *(percent(conditions[c]["accuracy"]["test"]) for c in names)],
+        ["poison fit", *(percent(conditions[c]["poison_fit"]) for c in names)],
     ]
     binary = len(sensitive["values"]) == 2
     for attack in attacks:
@@ -41,10 +54,10 @@ def format_attribute(results: dict) -> str:
         f"attribute inference of '{sensitive['column']}' ({len(sensitive['values'])} values: "
         f"{', '.join(sensitive['values'])}) for {results['targets']} targets",
         "",
-        *_table(["", *names], rows),
+        *table_lines(["", *names], rows),
         "",
         f"accuracy: share of member (model, target) pairs whose value is guessed right ({first['pairs']} "
-        "pairs); intervals: 95% bootstrap over targets.",
+        f"pairs); {_bootstrap_note(results, 'targets')}.",
         f"base rate: always guessing the most common value '{sensitive['majority']}' is right on "
         f"{_with_interval(first['base_rate'], first['base_rate_ci'])} of the member pairs "
         f"(balanced accuracy {100 / len(sensitive['values']):.1f}%).",
@@ -55,7 +68,7 @@ def format_attribute(results: dict) -> str:
     for c in poisoned:
         lines.append(
             f"{c}: {conditions[c]['replicas']} mislabeled {'replica' if conditions[c]['replicas'] == 1 else 'replicas'} of every candidate completion, "
-            f"{_percent(conditions[c]['poison_fraction'])} of a model's training set."
+            f"{percent(conditions[c]['poison_fraction'])} of a model's training set."
         )
     return "\n".join(lines)
 
@@ -66,24 +79,30 @@ def _precision(metrics: dict, index: int) -> str:
     return _with_interval(found["precision"][index], None if intervals is None else intervals[index])
 
 
+def _best(attacks: dict, index: int) -> tuple[str, float]:
+    """The attack with the highest precision at the recall level ``index``."""
+    name = max(attacks, key=lambda attack: attacks[attack]["precision_at_recall"]["precision"][index])
+    return name, attacks[name]["precision_at_recall"]["precision"][index]
+
+
 def _gain_lines(results: dict) -> list[str]:
-    """For each poisoned strategy: how many times fewer false discoveries than the clean share,
-    for the attack with the highest clean AUC, at each recall level."""
+    """For each poisoned strategy and recall level: the best attack's precision against the best
+    attack's on the clean share, and how many times fewer false positives that is."""
     conditions = results["conditions"]
     names = list(conditions)
     baseline = conditions[names[0]]["attacks"]
-    best = max(baseline, key=lambda attack: baseline[attack]["auc"])
+    recalls = next(iter(baseline.values()))["precision_at_recall"]["recall"]
     lines = []
-    recalls = baseline[best]["precision_at_recall"]["recall"]
     for strategy in names[1:]:
         parts = []
         for i, recall in enumerate(recalls):
-            clean = baseline[best]["precision_at_recall"]["precision"][i]
-            poisoned = conditions[strategy]["attacks"][best]["precision_at_recall"]["precision"][i]
-            ratio = (1 - clean) / (1 - poisoned) if poisoned < 1 else float("inf")
-            parts.append(f"at {100 * recall:g}% recall {_percent(clean)} -> {_percent(poisoned)} "
-                         f"({ratio:.1f}x fewer false discoveries)")
-        lines.append(f"{strategy} against the clean share, {best}: precision " + "; ".join(parts))
+            clean_attack, clean = _best(baseline, i)
+            attack, poisoned = _best(conditions[strategy]["attacks"], i)
+            ratio = false_positive_ratio(clean, poisoned)
+            change = f"{ratio:.1f}x fewer" if ratio >= 1 else f"{1 / ratio:.1f}x more"
+            parts.append(f"at {100 * recall:g}% recall {percent(clean)} ({clean_attack}) -> {percent(poisoned)} "
+                         f"({attack}), {change} false positives")
+        lines.append(f"{strategy} against the clean share, best attack each: " + "; ".join(parts))
     return lines
 
 
@@ -94,8 +113,8 @@ def format_untargeted(results: dict) -> str:
     names = list(conditions)
     attacks = list(next(iter(conditions.values()))["attacks"])
     rows = [
-        ["train accuracy", *(_percent(conditions[c]["accuracy"]["train"]) for c in names)],
-        ["test accuracy", *(_percent(conditions[c]["accuracy"]["test"]) for c in names)],
+        ["train accuracy", *(percent(conditions[c]["accuracy"]["train"]) for c in names)],
+        ["test accuracy", *(percent(conditions[c]["accuracy"]["test"]) for c in names)],
     ]
     for attack in attacks:
         metrics = {c: conditions[c]["attacks"][attack] for c in names}
@@ -109,12 +128,12 @@ def format_untargeted(results: dict) -> str:
         f"untargeted poisoning: the adversary holds {results['adversary']} points, the victims "
         f"{results['victims']}; membership inference on every victim point",
         "",
-        *_table(["", *names], rows),
+        *table_lines(["", *names], rows),
         "",
         f"{first['members']} member and {first['nonmembers']} non-member (model, victim point) pairs per "
-        "condition; intervals: 95% bootstrap over the victims' points; test accuracy: on the victims' "
-        "points a model did not train on. Precision of a random guess: "
-        f"{_percent(first['precision_at_recall']['member_share'])}.",
+        f"condition; {_bootstrap_note(results, VICTIMS)}; test accuracy: on the victims' "
+        "points a model did not train on; precision of a random guess: "
+        f"{percent(first['precision_at_recall']['member_share'])}.",
         *_gain_lines(results),
     ]
     if results.get("skipped_attacks"):
@@ -123,9 +142,9 @@ def format_untargeted(results: dict) -> str:
     return "\n".join(lines)
 
 
-FORMATTERS = {"membership": format_comparison, "attribute": format_attribute, "untargeted": format_untargeted}
+FORMATTERS = {Task.MEMBERSHIP: format_comparison, Task.ATTRIBUTE: format_attribute, Task.UNTARGETED: format_untargeted}
 
 
 def format_results(results: dict) -> str:
-    """The table of any task's ``results.json``."""
-    return FORMATTERS[results.get("task", "membership")](results)
+    """The table of any task's ``results.json`` (one written before tasks existed is membership)."""
+    return FORMATTERS[Task(results.get("task", Task.MEMBERSHIP.value))](results)

@@ -14,11 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from truthserum.attacks import check_shadow_budget, load_signals
-from truthserum.config import RunConfig
+from truthserum.config import RunConfig, Task
 from truthserum.errors import ConfigError, SignalsError
 from truthserum.report import plot_sweep
 from truthserum.rundir import RunDirectory, write_json
-from truthserum.runner import Log, attack_metrics, condition_for, log_to_stderr, run_experiment
+from truthserum.runner import condition_for, run_experiment
+from truthserum.stages import Log, attack_metrics, log_to_stderr
 
 ALL_SHADOWS = "all"
 REPLICA_FILES = ("sweep-replicas.json", "sweep-replicas.png")
@@ -71,11 +72,18 @@ def _check_budget(count: int, num_models: int) -> None:
         raise SignalsError(f"--shadow-models {count}: {exc} (or '{ALL_SHADOWS}')") from None
 
 
+def check_membership(config: RunConfig) -> None:
+    """Sweeps vary the targeted poisons or the shadows of the membership task."""
+    if config.task is not Task.MEMBERSHIP:
+        raise ConfigError(f"sweeps are for task 'membership', not '{config.task.value}'")
+
+
 def run_replica_sweep(
     config: RunConfig, out_dir: Path, budgets: list[int], *, device: str = "cpu",
     progress: bool = True, log: Log = log_to_stderr,
 ) -> dict:
     """Train every budget once and write ``sweep-replicas.json`` and ``.png``."""
+    check_membership(config)
     conditions = [condition_for(config, replicas) for replicas in budgets]
     results = run_experiment(
         config, out_dir, device=device, progress=progress, log=log, conditions=conditions,
@@ -102,6 +110,7 @@ def run_shadow_sweep(
 ) -> dict:
     """Score the directory's signals again with each shadow-model count; train first only if
     the directory holds no signals yet. Writes ``sweep-shadow-models.json`` and ``.png``."""
+    check_membership(config)
     for count in counts:  # before anything is trained
         if count is not None:
             _check_budget(count, config.design.num_models)

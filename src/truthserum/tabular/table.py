@@ -413,8 +413,9 @@ def _cps_derived(path: Path) -> dict[str, np.ndarray]:
 
 
 def _first_occurrences(derived: dict[str, np.ndarray]) -> np.ndarray:
-    """Sorted positions of the first occurrence of every distinct row."""
-    names = list(derived)
+    """Sorted positions of the first occurrence of every distinct record, the label aside: two
+    people with the same record are one point to a model, whatever their labels."""
+    names = [name for name in derived if name != "income_1978"]
     records = np.rec.fromarrays([derived[name] for name in names], names=names)
     _, first = np.unique(records, return_index=True)
     return np.sort(first)
@@ -424,8 +425,9 @@ def load_cps(columns: TableColumns = CPS_DEFAULT_ROLES) -> Table:
     """The built-in census table: 1976 Current Population Survey people (Dehejia and Wahba's CPS
     comparison group, public domain), shipped offline by the ``causaldata`` package.
 
-    Exact duplicate rows (of the derived columns) are dropped, keeping the first, because a
-    duplicated person makes membership ill-defined; their number is ``dropped_rows``.
+    Duplicate records (equal in every derived column but the label) are dropped, keeping the
+    first, because a duplicated person makes membership ill-defined; their number is
+    ``dropped_rows``.
     """
     check_roles(columns, CPS_COLUMN_NAMES, source="cps", listing="the cps columns are")
     derived = _cps_derived(_cps_path())

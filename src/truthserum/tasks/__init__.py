@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from truthserum.config import RunConfig, Task
-from truthserum.runner import log_to_stderr, run_experiment
+from truthserum.runner import run_experiment
+from truthserum.stages import log_to_stderr
 from truthserum.tasks.attribute import run_attribute
 from truthserum.tasks.untargeted import run_untargeted
 

@@ -17,16 +17,18 @@ import numpy as np
 
 from truthserum import seeding
 from truthserum.attribute import (
-    AttributeAttack, attribute_metrics, completion_fit, completion_phi, make_completion_poisons, score_attribute,
+    AttributeAttack, ambiguous_completions, attribute_metrics, completion_fit, completion_phi,
+    make_completion_poisons, score_attribute,
 )
 from truthserum.config import RunConfig
 from truthserum.evaluation import accuracy
 from truthserum.metrics import RocCurve, roc_curve
 from truthserum.report import plot_roc
-from truthserum.rundir import RunDirectory, write_json, write_npz
-from truthserum.runner import (
-    POISON_FIT_WARNING, POISON_FRACTION_WARNING, Log, TrainingJob, check_pool_unchanged, conditions_for,
-    log_to_stderr, prepare_pool, resolve_device, stage_design, stage_preprocessing, stage_train,
+from truthserum.rundir import write_json, write_npz
+from truthserum.runner import conditions_for
+from truthserum.stages import (
+    Log, TrainingJob, log_to_stderr, open_run, poison_fit_warning, poison_share_warning, stage_design,
+    stage_train,
 )
 from truthserum.tabular import completions as candidate_completions
 
@@ -40,16 +42,14 @@ def run_attribute(
         The contents of ``results.json``.
     """
     started = time.perf_counter()
-    torch_device = resolve_device(device)
-    pool = prepare_pool(config)
-    run_dir = RunDirectory.open(out_dir, config)
-    pool = stage_preprocessing(run_dir, pool)
-    check_pool_unchanged(run_dir, pool)
-    design = stage_design(run_dir, config, pool, log)
+    torch_device, pool, run_dir = open_run(config, out_dir, device)
     assert pool.preprocessing is not None and pool.sensitive is not None  # a table (config checks)
+    every_completion = candidate_completions(pool.x, pool.preprocessing)  # (N, k, D)
+    ambiguous = ambiguous_completions(pool.x, every_completion, pool.sensitive)
+    design = stage_design(run_dir, config, pool, log, eligible=~ambiguous)
 
     targets = design.targets
-    completions = candidate_completions(pool.x[targets], pool.preprocessing)  # (T, k, D)
+    completions = every_completion[targets]  # (T, k, D)
     num_targets, k = completions.shape[:2]
     truth = pool.sensitive[targets]
     keep = design.keep[:, targets]
@@ -66,6 +66,9 @@ def run_attribute(
     log(f"{pool.name}: {pool.num_points} pool points, {pool.num_classes} classes; "
         f"{config.design.num_models} models with about {members_per_model:.0f} members each; "
         f"{num_targets} targets, sensitive column '{sensitive.name}' with {k} values")
+    if ambiguous.any():
+        log(f"{int(ambiguous.sum())} pool points are not drawn as targets: another value of "
+            f"'{sensitive.name}' makes them another point of the pool")
 
     warnings: list[str] = []
     results_by_condition: dict[str, dict] = {}
@@ -78,10 +81,10 @@ def run_attribute(
         if poisoned:
             log(f"{condition.name}: {poisons.total} poisons ({num_targets} targets x {k} completions x "
                 f"{condition.replicas}), {share:.1%} of a model's training set")
-            if share > POISON_FRACTION_WARNING:
-                warnings.append(f"{condition.name}: poisons are {share:.1%} of a model's training set "
-                                f"(over {POISON_FRACTION_WARNING:.0%}): label noise this heavy costs accuracy")
-                log("warning: " + warnings[-1])
+            warning = poison_share_warning(condition.name, share)
+            if warning:
+                warnings.append(warning)
+                log("warning: " + warning)
         job = TrainingJob(
             condition=condition.name, x=pool.x, y=pool.y, keep=design.keep,
             extra_x=poisons.x if poisoned else pool.x[:0], extra_y=poisons.y if poisoned else pool.y[:0],
@@ -120,10 +123,10 @@ def run_attribute(
             "accuracy": accuracy(pool_logits, pool.y, design.keep),
             "attacks": attacks,
         }
-        if fit is not None and fit < POISON_FIT_WARNING:
-            warnings.append(f"{condition.name}: the models fit only {fit:.0%} of the poisons: the attack "
-                            "needs models that fit them (train longer, or use a wider model)")
-            log("warning: " + warnings[-1])
+        warning = poison_fit_warning(condition.name, fit)
+        if warning:
+            warnings.append(warning)
+            log("warning: " + warning)
 
     results = {
         "task": "attribute",
@@ -134,6 +137,7 @@ def run_attribute(
             "target_counts": np.bincount(truth, minlength=k).tolist(),
         },
         "targets": int(num_targets),
+        "ambiguous_points": int(ambiguous.sum()),
         "conditions": results_by_condition,
         "timing": {"train_seconds": train_seconds, "total_seconds": time.perf_counter() - started},
         "device": str(torch_device),

@@ -24,9 +24,8 @@ from truthserum.metrics import RocCurve
 from truthserum.precision import precision_at_recall
 from truthserum.report import plot_roc
 from truthserum.rundir import RunDirectory, write_json, write_npz
-from truthserum.runner import (
-    Log, TrainingJob, load_stage, attack_metrics, bootstrap_rng, check_pool_unchanged, log_to_stderr,
-    prepare_pool, resolve_device, stage_preprocessing, stage_train,
+from truthserum.stages import (
+    Log, TrainingJob, attack_metrics, bootstrap_rng, load_stage, log_to_stderr, open_run, stage_train,
 )
 from truthserum.untargeted import AdversaryStrategy, PoolSplit, adversary_share, split_pool
 
@@ -81,11 +80,7 @@ def run_untargeted(
     """
     started = time.perf_counter()
     attacks = untargeted_attacks(config)
-    torch_device = resolve_device(device)
-    pool = prepare_pool(config)
-    run_dir = RunDirectory.open(out_dir, config)
-    pool = stage_preprocessing(run_dir, pool)
-    check_pool_unchanged(run_dir, pool)
+    torch_device, pool, run_dir = open_run(config, out_dir, device)
     split, keep = stage_split(run_dir, config, pool.num_points, log)
     victims = pool.subset(split.victims)
     own_x, own_y = pool.x[split.adversary], pool.y[split.adversary]

@@ -1,0 +1,330 @@
+"""The stages every task shares, wired to a run directory: the pool and its recorded encoding,
+the keep matrix and targets, and one training stage that trains (or reuses) shards of models
+and queries them. The task runners (:mod:`truthserum.runner` for membership,
+:mod:`truthserum.tasks`) put these together; a finished training shard is never trained again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from truthserum import seeding
+from truthserum.attacks import AttackInputs, AttackName, AttackOptions, score_attacks_with_details
+from truthserum.config import RunConfig, Task
+from truthserum.data import Dataset, encode_table, load_dataset, load_table
+from truthserum.design import Design, make_design
+from truthserum.errors import ConfigError, DataError, RunDirError
+from truthserum.metrics import RocCurve, evaluate, roc_curve
+from truthserum.query import check_views_fit_data, query_logits
+from truthserum.rundir import RunDirectory, read_npz, write_json, write_npz
+from truthserum.tabular import Preprocessing, fit_preprocessing
+from truthserum.train import Ensemble, build_model, train_ensemble
+from truthserum.train.ensemble import steps_per_epoch
+
+POISON_FRACTION_WARNING = 0.10
+POISON_FIT_WARNING = 0.5
+
+Log = Callable[[str], None]
+
+
+def log_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` (cuda when present)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available (this torch build or machine has none)")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be cpu, cuda or auto, got {name!r}")
+    return torch.device(name)
+
+
+def _draw_pool(config: RunConfig, available: int, name: str) -> np.ndarray:
+    """Sorted indices of the pool: a seeded subset of ``data.pool_size`` points, or all."""
+    pool_size = config.data.pool_size
+    if pool_size is None:
+        return np.arange(available)
+    if pool_size > available:
+        raise DataError(f"data.pool_size is {pool_size} but {name} has only {available} points")
+    return np.sort(seeding.rng(config.seed, "pool").choice(available, pool_size, replace=False))
+
+
+def prepare_pool(config: RunConfig) -> Dataset:
+    """Load the data, draw the pool, and check it suits the design."""
+    columns = config.data.table_columns()
+    if columns is not None:
+        # a table's encoding is fitted on the pool, after the pool is drawn
+        table = load_table(config.data.source, config.data.path, columns)
+        table = table.subset(_draw_pool(config, table.num_rows, table.name))
+        dataset = encode_table(table, fit_preprocessing(table))
+    else:
+        dataset = load_dataset(config.data.source, config.data.path)
+        dataset = dataset.subset(_draw_pool(config, dataset.num_points, dataset.name))
+    # the untargeted task attacks every victim point and has no num_targets of its own
+    if config.task is not Task.UNTARGETED and config.design.num_targets > dataset.num_points:
+        raise DataError(
+            f"the pool has {dataset.num_points} points, too few for design.num_targets = "
+            f"{config.design.num_targets}"
+        )
+    check_views_fit_data(config.query.resolved_views(), is_image=dataset.is_image, source=config.data.source)
+    build_model(  # fail before any training if the architecture cannot take this data
+        config.model.architecture, feature_shape=dataset.feature_shape,
+        num_classes=dataset.num_classes, hidden_sizes=config.model.hidden_sizes,
+        channels=config.model.channels,
+    )
+    return dataset
+
+
+def _has_shapes(arrays: dict[str, np.ndarray] | None, shapes: dict[str, tuple[int, ...]]) -> bool:
+    """True when a stored stage file holds every expected array with its expected shape."""
+    return arrays is not None and all(
+        key in arrays and arrays[key].shape == shape for key, shape in shapes.items()
+    )
+
+
+def load_stage(path: Path, shapes: dict[str, tuple[int, ...]], log: Log) -> dict[str, np.ndarray] | None:
+    """A stage file written by an earlier run of this config, or None if it must be redone.
+
+    Stage files are deterministic given the config and the data, so a damaged one is simply
+    computed again."""
+    stored = read_npz(path)
+    if _has_shapes(stored, shapes):
+        return stored
+    if path.exists():
+        log(f"warning: {path} is unreadable or damaged; computing it again")
+    return None
+
+
+def pool_fingerprint(pool: Dataset) -> str:
+    """SHA-256 of the pool's features, labels and class count."""
+    digest = hashlib.sha256()
+    digest.update(repr((pool.x.shape, pool.num_classes)).encode())
+    digest.update(np.ascontiguousarray(pool.x).tobytes())
+    digest.update(np.ascontiguousarray(pool.y).tobytes())
+    return digest.hexdigest()
+
+
+def check_pool_unchanged(run_dir: RunDirectory, pool: Dataset) -> None:
+    """Refuse to resume on different data: the config names a file, not its contents."""
+    path = run_dir.file("pool.json")
+    fingerprint = pool_fingerprint(pool)
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        stored = None
+    stored_fingerprint = stored.get("sha256") if isinstance(stored, dict) else None
+    if stored_fingerprint is None:  # a new run, or a damaged pool.json: record the data now
+        write_json(path, {"sha256": fingerprint, "points": pool.num_points, "classes": pool.num_classes})
+    elif stored_fingerprint != fingerprint:
+        raise RunDirError(
+            f"{run_dir.root}: the data differ from those this run was started on "
+            f"({pool.name} changed since); use another --out"
+        )
+
+
+def stage_preprocessing(run_dir: RunDirectory, pool: Dataset) -> Dataset:
+    """Record a table's encoding in ``preprocessing.json``, or reapply the recorded one.
+
+    The encoding is fitted on the pool when a run starts; a resumed run encodes with what
+    was recorded, so its inputs are those its models were trained on.
+    """
+    if pool.table is None or pool.preprocessing is None:
+        return pool
+    path = run_dir.file("preprocessing.json")
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        write_json(path, pool.preprocessing.to_json_dict())
+        return pool
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: unreadable ({exc}); use another --out") from None
+    preprocessing = Preprocessing.from_json_dict(recorded, source=str(path))
+    return pool if preprocessing == pool.preprocessing else encode_table(pool.table, preprocessing)
+
+
+def stage_design(
+    run_dir: RunDirectory, config: RunConfig, pool: Dataset, log: Log, *, eligible: np.ndarray | None = None,
+) -> Design:
+    path = run_dir.file("design.npz")
+    shapes = {"keep": (config.design.num_models, pool.num_points), "targets": (config.design.num_targets,)}
+    stored = load_stage(path, shapes, log)
+    if stored is not None:
+        return Design(keep=stored["keep"], targets=stored["targets"])
+    design = make_design(
+        num_models=config.design.num_models, num_points=pool.num_points,
+        num_targets=config.design.num_targets, rng=seeding.rng(config.seed, "design"), eligible=eligible,
+    )
+    write_npz(path, {"keep": design.keep, "targets": design.targets})
+    return design
+
+
+def open_run(config: RunConfig, out_dir: Path, device: str) -> tuple[torch.device, Dataset, RunDirectory]:
+    """The first steps of every task: the device, the pool (checked before anything is
+    written), the run directory, the table's recorded encoding and the data fingerprint."""
+    torch_device = resolve_device(device)
+    pool = prepare_pool(config)
+    run_dir = RunDirectory.open(out_dir, config)
+    pool = stage_preprocessing(run_dir, pool)
+    check_pool_unchanged(run_dir, pool)
+    return torch_device, pool, run_dir
+
+
+def poison_share_warning(condition: str, share: float) -> str | None:
+    """The warning for poisons past :data:`POISON_FRACTION_WARNING` of a training set, or None."""
+    if share <= POISON_FRACTION_WARNING:
+        return None
+    return (f"{condition}: poisons are {share:.1%} of a model's training set (over "
+            f"{POISON_FRACTION_WARNING:.0%}): label noise this heavy costs accuracy and attack power")
+
+
+def poison_fit_warning(condition: str, fit: float | None) -> str | None:
+    """The warning for models that fit under :data:`POISON_FIT_WARNING` of their poisons, or None."""
+    if fit is None or fit >= POISON_FIT_WARNING:
+        return None
+    return (f"{condition}: the models fit only {fit:.0%} of the poisons: the amplification needs "
+            "models that fit them (train longer, regularise less, or use a larger model)")
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What the models of one condition train on, and what they are queried on.
+
+    Model m trains on the rows of ``x`` where ``keep[m]`` is True plus every row of
+    ``extra_x`` (the poisons, or the adversary's share): the same for all models.
+    """
+
+    condition: str
+    x: np.ndarray
+    y: np.ndarray
+    keep: np.ndarray
+    extra_x: np.ndarray
+    extra_y: np.ndarray
+    queries: np.ndarray
+    num_classes: int
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+
+def _train_shard(
+    config: RunConfig, job: TrainingJob, models: range, device: torch.device, progress: bool,
+) -> dict[str, np.ndarray]:
+    """Train models ``models`` of ``job`` together and query them."""
+    started = time.perf_counter()
+    num_rows, extra = job.x.shape[0], job.extra_y.shape[0]
+    x = np.concatenate([job.x, job.extra_x]) if extra else job.x
+    y = np.concatenate([job.y, job.extra_y]) if extra else job.y
+    extra_rows = np.arange(num_rows, num_rows + extra)
+    train_indices = [np.r_[np.nonzero(job.keep[m])[0], extra_rows].astype(np.int64) for m in models]
+
+    def make_model() -> torch.nn.Module:
+        return build_model(
+            config.model.architecture, feature_shape=job.feature_shape,
+            num_classes=job.num_classes, hidden_sizes=config.model.hidden_sizes,
+            channels=config.model.channels,
+        )
+
+    ensemble = Ensemble.initialise(
+        make_model, [seeding.int_seed(config.seed, "init", m) for m in models], device
+    )
+    bar = tqdm(  # disable=None: bars only on a terminal; logs get one line per shard instead
+        total=config.train.epochs, disable=None if progress else True, leave=False, file=sys.stderr,
+        desc=f"{job.condition} models {models.start}-{models.stop - 1}", unit="epoch",
+    )
+    losses: list[float] = []
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        losses.append(loss)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.update(1)
+
+    with bar:
+        train_ensemble(
+            ensemble, x=torch.from_numpy(x).to(device), y=torch.from_numpy(y).to(device),
+            train_indices=train_indices,
+            order_rngs=[seeding.rng(config.seed, "order", m) for m in models],
+            settings=config.train.settings(), on_epoch=on_epoch,
+            steps=steps_per_epoch(int(job.keep.sum(axis=1).max()) + extra, config.train.batch_size),
+        )
+    logits = query_logits(ensemble, torch.from_numpy(job.queries).to(device), config.query.resolved_views())
+    return {
+        "logits": logits,
+        "models": np.array(list(models), dtype=np.int64),
+        "loss": np.array(losses, dtype=np.float64),
+        "train_seconds": np.float64(time.perf_counter() - started),
+    }
+
+
+def stage_train(
+    run_dir: RunDirectory, config: RunConfig, job: TrainingJob, device: torch.device, progress: bool, log: Log,
+) -> tuple[np.ndarray, float]:
+    """Train (or reuse) every shard of ``job``; returns logits (M, Q, A, C) on its queries
+    and the training seconds spent on them, earlier runs included."""
+    num_models, shard_size = config.design.num_models, config.train.shard_size
+    shards = [range(s, min(s + shard_size, num_models)) for s in range(0, num_models, shard_size)]
+    parts, seconds, reused = [], 0.0, 0
+    for models in shards:
+        path = run_dir.shard_file(job.condition, models.start, models.stop - 1)
+        shapes = {
+            "logits": (len(models), job.queries.shape[0], len(config.query.resolved_views()), job.num_classes),
+            "models": (len(models),), "loss": (config.train.epochs,), "train_seconds": (),
+        }
+        shard = load_stage(path, shapes, log)
+        if shard is not None and list(shard["models"]) == list(models):
+            reused += 1
+        else:
+            shard = _train_shard(config, job, models, device, progress)
+            write_npz(path, shard)
+            log(f"{job.condition}: trained models {models.start}-{models.stop - 1} of {num_models} "
+                f"in {float(shard['train_seconds']):.1f} s (final loss {shard['loss'][-1]:.3f})")
+        parts.append(shard["logits"])
+        seconds += float(shard["train_seconds"])
+    if reused:
+        log(f"{job.condition}: reused {reused} of {len(shards)} finished shards")
+    return np.concatenate(parts, axis=0), seconds
+
+
+def bootstrap_rng(seed: int, attack: str) -> np.random.Generator:
+    """The bootstrap's generator for one attack (shared by runs, sweeps and ``attack``)."""
+    return seeding.rng(seed, "bootstrap", attack)
+
+
+def attack_metrics(
+    config: RunConfig, inputs: AttackInputs, options: AttackOptions
+) -> tuple[dict[str, dict], dict[str, RocCurve], dict[str, np.ndarray]]:
+    """Score ``inputs`` with every configured attack and measure each one.
+
+    The bootstrap of an attack draws from (seed, attack) alone, so every condition and every
+    shadow budget resamples the same target points, and ``truthserum attack --seed`` on a run's
+    signals reproduces the run's intervals.
+
+    Returns:
+        attack name -> metrics dict (with intervals and the epsilon bound), attack name -> ROC,
+        and attack name -> ``(M, T)`` scores.
+    """
+    raw_scores, details = score_attacks_with_details(inputs, config.attacks, options)
+    scores = {name.value: s for name, s in raw_scores.items()}
+    members = inputs.members
+    metrics, curves = {}, {}
+    for name, attack_scores in scores.items():
+        curves[name] = roc_curve(attack_scores, members)
+        metrics[name] = evaluate(
+            attack_scores, members, resamples=config.metrics.bootstrap,
+            confidence=config.metrics.confidence, delta=config.metrics.delta,
+            rng=bootstrap_rng(config.seed, name), roc=curves[name],
+        ).to_dict() | details.get(AttackName(name), {})
+    return metrics, curves, scores
