@@ -117,21 +117,32 @@ def _support_note(first: dict) -> str:
     return note
 
 
+def accuracy_rows(conditions: dict) -> list[list[str]]:
+    """Train and test accuracy of every condition, the first rows of each task's table."""
+    return [
+        [f"{split} accuracy", *(percent(condition["accuracy"][split]) for condition in conditions.values())]
+        for split in ("train", "test")
+    ]
+
+
+def roc_rows(metrics: dict[str, dict], attack: str, levels=FPR_LEVELS) -> list[list[str]]:
+    """An attack's AUC and TPR at each FPR level, one column per condition."""
+    rows = [[f"{attack} AUC", *(format_auc(m) for m in metrics.values())]]
+    for level in levels:
+        rows.append([f"  TPR @ {100 * level:g}% FPR", *(format_tpr(m, str(level)) for m in metrics.values())])
+    return rows
+
+
 def format_comparison(results: dict) -> str:
     """A side-by-side table of every condition: accuracy, then each attack's AUC, TPRs and
     epsilon lower bound, with intervals."""
     conditions = results["conditions"]
     names = list(conditions)
     attacks = list(next(iter(conditions.values()))["attacks"])
-    rows = [
-        ["train accuracy", *(percent(conditions[c]["accuracy"]["train"]) for c in names)],
-        ["test accuracy", *(percent(conditions[c]["accuracy"]["test"]) for c in names)],
-    ]
+    rows = accuracy_rows(conditions)
     for attack in attacks:
         metrics = {c: conditions[c]["attacks"][attack] for c in names}
-        rows.append([f"{attack} AUC", *(format_auc(metrics[c]) for c in names)])
-        for level in FPR_LEVELS:
-            rows.append([f"  TPR @ {100 * level:g}% FPR", *(format_tpr(metrics[c], str(level)) for c in names)])
+        rows.extend(roc_rows(metrics, attack))
         if metrics[names[0]].get("epsilon_lower_bound") is not None:
             rows.append(["  epsilon lower bound",
                          *(f"{metrics[c]['epsilon_lower_bound']:.2f}" for c in names)])

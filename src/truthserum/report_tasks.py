@@ -6,7 +6,9 @@ from __future__ import annotations
 from truthserum.config import Task
 from truthserum.metrics import FPR_LEVELS
 from truthserum.precision import false_positive_ratio
-from truthserum.report import format_auc, format_comparison, format_tpr, interval_text, percent, table_lines
+from truthserum.report import (
+    accuracy_rows, format_auc, format_comparison, interval_text, percent, roc_rows, table_lines,
+)
 
 
 def _with_interval(value: float | None, interval: list[float] | None) -> str:
@@ -31,11 +33,7 @@ def format_attribute(results: dict) -> str:
     names = list(conditions)
     sensitive = results["sensitive"]
     attacks = list(next(iter(conditions.values()))["attacks"])
-    rows = [
-        ["train accuracy", *(percent(conditions[c]["accuracy"]["train"]) for c in names)],
-        ["test accuracy", *(percent(conditions[c]["accuracy"]["test"]) for c in names)],
-        ["poison fit", *(percent(conditions[c]["poison_fit"]) for c in names)],
-    ]
+    rows = [*accuracy_rows(conditions), ["poison fit", *(percent(conditions[c]["poison_fit"]) for c in names)]]
     binary = len(sensitive["values"]) == 2
     for attack in attacks:
         member = {c: conditions[c]["attacks"][attack]["members"] for c in names}
@@ -85,9 +83,20 @@ def _best(attacks: dict, index: int) -> tuple[str, float]:
     return name, attacks[name]["precision_at_recall"]["precision"][index]
 
 
+LOWEST_FPR = FPR_LEVELS[0]
+
+
+def _best_tpr(attacks: dict) -> tuple[str, float]:
+    """The attack with the highest TPR at the lowest FPR level."""
+    level = str(LOWEST_FPR)
+    name = max(attacks, key=lambda attack: attacks[attack]["tpr_at_fpr"][level])
+    return name, attacks[name]["tpr_at_fpr"][level]
+
+
 def _gain_lines(results: dict) -> list[str]:
     """For each poisoned strategy and recall level: the best attack's precision against the best
-    attack's on the clean share, and how many times fewer false positives that is."""
+    attack's on the clean share, and how many times fewer false positives that is; then the
+    best TPR at the lowest FPR level against the clean share's best."""
     conditions = results["conditions"]
     names = list(conditions)
     baseline = conditions[names[0]]["attacks"]
@@ -102,6 +111,10 @@ def _gain_lines(results: dict) -> list[str]:
             change = f"{ratio:.1f}x fewer" if ratio >= 1 else f"{1 / ratio:.1f}x more"
             parts.append(f"at {100 * recall:g}% recall {percent(clean)} ({clean_attack}) -> {percent(poisoned)} "
                          f"({attack}), {change} false positives")
+        clean_attack, clean = _best_tpr(baseline)
+        attack, poisoned = _best_tpr(conditions[strategy]["attacks"])
+        parts.append(f"TPR at {100 * LOWEST_FPR:g}% FPR {percent(clean)} ({clean_attack}) -> "
+                     f"{percent(poisoned)} ({attack})")
         lines.append(f"{strategy} against the clean share, best attack each: " + "; ".join(parts))
     return lines
 
@@ -112,15 +125,10 @@ def format_untargeted(results: dict) -> str:
     conditions = results["conditions"]
     names = list(conditions)
     attacks = list(next(iter(conditions.values()))["attacks"])
-    rows = [
-        ["train accuracy", *(percent(conditions[c]["accuracy"]["train"]) for c in names)],
-        ["test accuracy", *(percent(conditions[c]["accuracy"]["test"]) for c in names)],
-    ]
+    rows = accuracy_rows(conditions)
     for attack in attacks:
         metrics = {c: conditions[c]["attacks"][attack] for c in names}
-        rows.append([f"{attack} AUC", *(format_auc(metrics[c]) for c in names)])
-        for level in FPR_LEVELS[:2]:
-            rows.append([f"  TPR @ {100 * level:g}% FPR", *(format_tpr(metrics[c], str(level)) for c in names)])
+        rows.extend(roc_rows(metrics, attack, FPR_LEVELS[:2]))
         for i, recall in enumerate(metrics[names[0]]["precision_at_recall"]["recall"]):
             rows.append([f"  precision @ {100 * recall:g}% recall", *(_precision(metrics[c], i) for c in names)])
     first = conditions[names[0]]["attacks"][attacks[0]]
