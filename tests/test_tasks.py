@@ -75,8 +75,22 @@ def test_attribute_task_records_preprocessing_and_reapplies_it_on_resume(tmp_pat
     # the pool fingerprint refuses instead of mixing two encodings in one run
     recorded["numeric"][0]["mean"] += 1.0
     (out / "preprocessing.json").write_text(json.dumps(recorded))
-    with pytest.raises(RunDirError, match="data differ"):
+    with pytest.raises(RunDirError, match="data differ.*preprocessing.json"):
         run_task(config, out, progress=False, log=_quiet)
+    # without its data fingerprint, a directory of trained models is not resumed blindly
+    (out / "pool.json").unlink()
+    with pytest.raises(RunDirError, match="pool.json: missing or damaged"):
+        run_task(config, out, progress=False, log=_quiet)
+
+
+def test_gain_line_wording_when_a_side_has_no_false_positives():
+    from truthserum.report_tasks import _change
+
+    assert _change(0.6, 0.95) == "12.7x fewer false positives"
+    assert _change(0.95, 0.6) == "12.7x more false positives"
+    assert _change(1.0, 0.9) == "false positives where the clean share had none"
+    assert _change(0.9, 1.0) == "no false positives left"
+    assert _change(1.0, 1.0) == "no false positives either way"
 
 
 def test_untargeted_task_attacks_only_the_victims(tmp_path):

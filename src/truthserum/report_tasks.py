@@ -7,7 +7,7 @@ from truthserum.config import Task
 from truthserum.metrics import FPR_LEVELS
 from truthserum.precision import false_positive_ratio
 from truthserum.report import (
-    accuracy_rows, format_auc, format_comparison, interval_text, percent, roc_rows, table_lines,
+    LOW_SUPPORT_MARK, accuracy_rows, format_auc, format_comparison, interval_text, percent, roc_rows, table_lines,
 )
 
 
@@ -93,6 +93,18 @@ def _best_tpr(attacks: dict) -> tuple[str, float]:
     return name, attacks[name]["tpr_at_fpr"][level]
 
 
+def _change(clean: float, poisoned: float) -> str:
+    """How the false positives at equal recall change, in words (either side may have none)."""
+    if clean >= 1.0 and poisoned >= 1.0:
+        return "no false positives either way"
+    if poisoned >= 1.0:
+        return "no false positives left"
+    if clean >= 1.0:
+        return "false positives where the clean share had none"
+    ratio = false_positive_ratio(clean, poisoned)
+    return f"{ratio:.1f}x fewer false positives" if ratio >= 1 else f"{1 / ratio:.1f}x more false positives"
+
+
 def _gain_lines(results: dict) -> list[str]:
     """For each poisoned strategy and recall level: the best attack's precision against the best
     attack's on the clean share, and how many times fewer false positives that is; then the
@@ -107,10 +119,8 @@ def _gain_lines(results: dict) -> list[str]:
         for i, recall in enumerate(recalls):
             clean_attack, clean = _best(baseline, i)
             attack, poisoned = _best(conditions[strategy]["attacks"], i)
-            ratio = false_positive_ratio(clean, poisoned)
-            change = f"{ratio:.1f}x fewer" if ratio >= 1 else f"{1 / ratio:.1f}x more"
             parts.append(f"at {100 * recall:g}% recall {percent(clean)} ({clean_attack}) -> {percent(poisoned)} "
-                         f"({attack}), {change} false positives")
+                         f"({attack}), {_change(clean, poisoned)}")
         clean_attack, clean = _best_tpr(baseline)
         attack, poisoned = _best_tpr(conditions[strategy]["attacks"])
         parts.append(f"TPR at {100 * LOWEST_FPR:g}% FPR {percent(clean)} ({clean_attack}) -> "
@@ -142,6 +152,7 @@ def format_untargeted(results: dict) -> str:
         f"condition; {_bootstrap_note(results, VICTIMS)}; test accuracy: on the victims' "
         "points a model did not train on; precision of a random guess: "
         f"{percent(first['precision_at_recall']['member_share'])}.",
+        f"{LOW_SUPPORT_MARK} fewer than 10 non-members can be false positives at that level.",
         *_gain_lines(results),
     ]
     if results.get("skipped_attacks"):

@@ -126,12 +126,19 @@ def check_pool_unchanged(run_dir: RunDirectory, pool: Dataset) -> None:
     except (FileNotFoundError, ValueError):
         stored = None
     stored_fingerprint = stored.get("sha256") if isinstance(stored, dict) else None
-    if stored_fingerprint is None:  # a new run, or a damaged pool.json: record the data now
+    if stored_fingerprint is None:
+        if (run_dir.root / "shards").is_dir() and any((run_dir.root / "shards").rglob("*.npz")):
+            # trained models without a record of their data: resuming could mix two datasets
+            raise RunDirError(
+                f"{path}: missing or damaged, so the data the trained models saw cannot be checked; "
+                "use another --out"
+            )
         write_json(path, {"sha256": fingerprint, "points": pool.num_points, "classes": pool.num_classes})
     elif stored_fingerprint != fingerprint:
+        encoding = " or its recorded preprocessing.json" if pool.preprocessing is not None else ""
         raise RunDirError(
             f"{run_dir.root}: the data differ from those this run was started on "
-            f"({pool.name} changed since); use another --out"
+            f"({pool.name}{encoding} changed since); use another --out"
         )
 
 
