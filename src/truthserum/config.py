@@ -20,8 +20,8 @@ from pydantic import SerializerFunctionWrapHandler, model_serializer
 from truthserum.attacks.registry import DEFAULT_GAMMA, DEFAULT_OFFLINE_A, TUNE, AttackName, AttackOptions
 from truthserum.data import DataSource
 from truthserum.errors import ConfigError
-from truthserum.tabular import ADULT_DEFAULT_ROLES, CPS_DEFAULT_ROLES, TableColumns
 from truthserum.query import MAX_SHIFT, QueryView, View, generate_views, max_views
+from truthserum.tabular import ADULT_DEFAULT_ROLES, CPS_DEFAULT_ROLES, TableColumns
 from truthserum.train.architectures import Architecture
 from truthserum.train.ensemble import OptimizerName, Schedule, TrainSettings
 from truthserum.untargeted import AdversaryStrategy
@@ -286,7 +286,7 @@ SCORING_KEYS = ("attacks", "rmia", "metrics")
 
 
 class RunConfig(_Strict):
-    """One experiment: the same keep matrix and targets, trained clean and poisoned."""
+    """One experiment of one task: the same keep matrix (and targets), trained clean and poisoned."""
 
     task: Task = Task.MEMBERSHIP
     seed: Count = Field(default=0, ge=0)
