@@ -6,7 +6,7 @@ import pytest
 from truthserum.config import RunConfig, load_config, parse_config
 from truthserum.data import DataSource, load_dataset, load_npz
 from truthserum.errors import ConfigError, DataError
-from truthserum.runner import prepare_pool
+from truthserum.stages import prepare_pool
 
 
 def write(tmp_path, text, name="config.yaml"):

@@ -12,7 +12,7 @@ from truthserum.query import (
     IDENTITY, MAX_SHIFT, QueryView, View, apply_view, check_views_fit_data, generate_views, max_views,
     query_logits,
 )
-from truthserum.runner import prepare_pool
+from truthserum.stages import prepare_pool
 from truthserum.train import Architecture, Ensemble, build_model
 
 

@@ -9,7 +9,7 @@ import yaml
 
 from conftest import run_cli
 from truthserum.config import parse_config
-from truthserum.errors import ConfigError, DataError, RunDirError
+from truthserum.errors import ConfigError, RunDirError
 from truthserum.tasks import run_task
 
 

@@ -26,7 +26,9 @@ import numpy as np
 from truthserum.attacks.lira import SCALE_FLOOR
 from truthserum.attacks.signals import phi_from_logits
 from truthserum.errors import SignalsError
-from truthserum.metrics import FPR_LEVELS, percentile_interval, area_under_curve, roc_curve, tpr_at_fpr
+from truthserum.metrics import (
+    FPR_LEVELS, area_under_curve, percentile_interval, resample_counts, roc_curve, tpr_at_fpr,
+)
 from truthserum.poison import PoisonSet, flip_labels
 
 
@@ -195,8 +197,7 @@ def _bootstrap(
     if not resamples:
         return None
     samples = []
-    for _ in range(resamples):
-        counts = np.bincount(rng.integers(0, num_targets, size=num_targets), minlength=num_targets)
+    for counts in resample_counts(rng, num_targets, resamples):
         value = statistic(counts[target].astype(np.float64))
         if value is not None:
             samples.append(value)

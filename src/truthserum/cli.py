@@ -18,9 +18,9 @@ from truthserum.metrics import evaluate
 from truthserum.report import format_attack_metrics, format_sweep
 from truthserum.report_tasks import format_results
 from truthserum.rundir import read_npz, write_npz
-from truthserum.runner import bootstrap_rng
-from truthserum.tasks import run_task
+from truthserum.stages import bootstrap_rng
 from truthserum.sweep import REPLICA_FILES, SHADOW_FILES, parse_counts, run_replica_sweep, run_shadow_sweep
+from truthserum.tasks import run_task
 
 # The packaged demo config of each task (also under configs/ in the repository).
 DEMO_CONFIGS = {Task.MEMBERSHIP: "demo.yaml", Task.ATTRIBUTE: "attribute.yaml", Task.UNTARGETED: "untargeted.yaml"}

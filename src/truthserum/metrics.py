@@ -13,6 +13,7 @@ over single pairs. The empirical privacy lower bound is in :mod:`truthserum.audi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -274,6 +275,14 @@ def _weighted_metrics(
     return float(auc), member_weight[ranked.members_above[first]] / positives
 
 
+def resample_counts(rng: np.random.Generator, columns: int, resamples: int) -> Iterator[np.ndarray]:
+    """The column multiplicities of each bootstrap resample: ``columns`` draws with replacement
+    from the columns (target points). Every bootstrap of the package draws through this, so a
+    seed means the same resamples whatever statistic is computed from them."""
+    for _ in range(resamples):
+        yield np.bincount(rng.integers(0, columns, size=columns), minlength=columns)
+
+
 def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     """The central ``confidence`` share of the bootstrap replicates.
 
@@ -336,9 +345,7 @@ def bootstrap_intervals(
     rng = np.random.default_rng(rng)
     ranked = _rank_pairs(scores, members)
     aucs, tprs = [], []
-    for _ in range(resamples):
-        counts = np.bincount(rng.integers(0, ranked.columns, size=ranked.columns),
-                             minlength=ranked.columns)
+    for counts in resample_counts(rng, ranked.columns, resamples):
         measured = _weighted_metrics(ranked, counts, levels_array)
         if measured is not None:
             aucs.append(measured[0]), tprs.append(measured[1])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from truthserum.metrics import checked_pairs, percentile_interval, tie_ends
+from truthserum.metrics import checked_pairs, percentile_interval, resample_counts, tie_ends
 
 RECALL_LEVELS = (0.01, 0.1)
 
@@ -69,19 +69,18 @@ def precision_at_recall(
         raise ValueError(f"recall levels must be in (0, 1], got {levels}")
     ranked = _Ranked(scores, members)
     point = ranked.precision(np.ones(scores.size), levels_array)
-    assert point is not None  # _pairs checked that both classes are present
+    assert point is not None  # checked_pairs made sure that both classes are present
     intervals = None
     if resamples:
         generator = np.random.default_rng(rng)
         samples = []
-        for _ in range(resamples):
-            counts = np.bincount(generator.integers(0, ranked.columns, size=ranked.columns),
-                                 minlength=ranked.columns)
+        for counts in resample_counts(generator, ranked.columns, resamples):
             measured = ranked.precision(counts[ranked.column_of].astype(np.float64), levels_array)
             if measured is not None:
                 samples.append(measured)
-        table = np.array(samples)
-        intervals = None if not samples else [list(percentile_interval(table[:, i], confidence)) for i in range(len(levels_array))]
+        if samples:
+            table = np.array(samples)
+            intervals = [list(percentile_interval(table[:, i], confidence)) for i in range(len(levels_array))]
     return {
         "recall": [float(level) for level in levels_array],
         "precision": [float(value) for value in point],

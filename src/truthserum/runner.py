@@ -27,9 +27,9 @@ from truthserum.metrics import RocCurve
 from truthserum.poison import PoisonSet, make_label_flip_poisons, replicate_poisons
 from truthserum.report import plot_roc
 from truthserum.rundir import RunDirectory, write_json, write_npz
-from truthserum.stages import (  # noqa: F401  (prepare_pool, bootstrap_rng: part of this module's API)
-    Log, TrainingJob, attack_metrics, bootstrap_rng, load_stage, log_to_stderr, open_run, poison_fit_warning,
-    poison_share_warning, prepare_pool, stage_design, stage_train,
+from truthserum.stages import (
+    Log, TrainingJob, attack_metrics, load_stage, log_to_stderr, open_run, poison_fit_warning,
+    poison_share_warning, record_warning, stage_design, stage_train,
 )
 
 
@@ -153,10 +153,7 @@ def run_experiment(
         share = total / (total + members_per_model)
         log(f"{condition.name}: {total} poisons ({len(design.targets)} targets x {condition.replicas} "
             f"{'replica' if condition.replicas == 1 else 'replicas'}), {share:.1%} of a model's training set")
-        warning = poison_share_warning(condition.name, share)
-        if warning:
-            warnings.append(warning)
-            log("warning: " + warning)
+        record_warning(warnings, log, poison_share_warning(condition.name, share))
 
     results_by_condition: dict[str, dict] = {}
     curves: dict[tuple[str, str], RocCurve] = {}
@@ -176,10 +173,7 @@ def run_experiment(
         )
         results_by_condition[condition.name] = entry
         curves.update({(condition.name, name): curve for name, curve in condition_curves.items()})
-        warning = poison_fit_warning(condition.name, entry["poison_fit"])
-        if warning:
-            warnings.append(warning)
-            log("warning: " + warning)
+        record_warning(warnings, log, poison_fit_warning(condition.name, entry["poison_fit"]))
     fit = results_by_condition.get("poisoned", {}).get("poison_fit")
 
     results = {

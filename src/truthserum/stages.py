@@ -189,6 +189,13 @@ def open_run(config: RunConfig, out_dir: Path, device: str) -> tuple[torch.devic
     return torch_device, pool, run_dir
 
 
+def record_warning(warnings: list[str], log: Log, message: str | None) -> None:
+    """Keep a warning for results.json and say it now; None means nothing to warn about."""
+    if message:
+        warnings.append(message)
+        log("warning: " + message)
+
+
 def poison_share_warning(condition: str, share: float) -> str | None:
     """The warning for poisons past :data:`POISON_FRACTION_WARNING` of a training set, or None."""
     if share <= POISON_FRACTION_WARNING:

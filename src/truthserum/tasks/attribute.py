@@ -27,8 +27,8 @@ from truthserum.report import plot_roc
 from truthserum.rundir import write_json, write_npz
 from truthserum.runner import conditions_for
 from truthserum.stages import (
-    Log, TrainingJob, log_to_stderr, open_run, poison_fit_warning, poison_share_warning, stage_design,
-    stage_train,
+    Log, TrainingJob, log_to_stderr, open_run, poison_fit_warning, poison_share_warning, record_warning,
+    stage_design, stage_train,
 )
 from truthserum.tabular import completions as candidate_completions
 
@@ -81,10 +81,7 @@ def run_attribute(
         if poisoned:
             log(f"{condition.name}: {poisons.total} poisons ({num_targets} targets x {k} completions x "
                 f"{condition.replicas}), {share:.1%} of a model's training set")
-            warning = poison_share_warning(condition.name, share)
-            if warning:
-                warnings.append(warning)
-                log("warning: " + warning)
+            record_warning(warnings, log, poison_share_warning(condition.name, share))
         job = TrainingJob(
             condition=condition.name, x=pool.x, y=pool.y, keep=design.keep,
             extra_x=poisons.x if poisoned else pool.x[:0], extra_y=poisons.y if poisoned else pool.y[:0],
@@ -123,10 +120,7 @@ def run_attribute(
             "accuracy": accuracy(pool_logits, pool.y, design.keep),
             "attacks": attacks,
         }
-        warning = poison_fit_warning(condition.name, fit)
-        if warning:
-            warnings.append(warning)
-            log("warning: " + warning)
+        record_warning(warnings, log, poison_fit_warning(condition.name, fit))
 
     results = {
         "task": "attribute",
