@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-import yaml
 
 from conftest import SMALL_CONFIG, run_cli
 from truthserum.config import parse_config

@@ -23,7 +23,10 @@ from truthserum.sweep import REPLICA_FILES, SHADOW_FILES, parse_counts, run_repl
 from truthserum.tasks import run_task
 
 # The packaged demo config of each task (also under configs/ in the repository).
-DEMO_CONFIGS = {Task.MEMBERSHIP: "demo.yaml", Task.ATTRIBUTE: "attribute.yaml", Task.UNTARGETED: "untargeted.yaml"}
+DEMO_CONFIGS = {
+    Task.MEMBERSHIP: "demo.yaml", Task.ATTRIBUTE: "attribute.yaml", Task.UNTARGETED: "untargeted.yaml",
+    Task.LM: "lm.yaml",
+}
 
 
 def demo_config_text(task: Task = Task.MEMBERSHIP) -> str:
@@ -45,7 +48,8 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="truthserum",
-        description="Measure how poisoning amplifies membership inference (Truth Serum attacks).",
+        description="Measure how poisoning amplifies privacy attacks (Truth Serum): membership, "
+                    "attribute inference and secrets in language models.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -56,12 +60,14 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_device(run)
 
     demo = commands.add_parser(
-        "demo", help="clean versus poisoned: membership (MNIST digits), attribute or untargeted (census table)"
+        "demo", help="clean versus poisoned: membership (MNIST digits), attribute or untargeted (census "
+                     "table), lm (secrets in language models)"
     )
     demo.add_argument("--task", default=Task.MEMBERSHIP.value, choices=[task.value for task in Task],
                       help="membership (default): targeted poisons on built-in MNIST; attribute: infer "
                            "marital status on the built-in CPS census table; untargeted: the adversary "
-                           "holds half of that table")
+                           "holds half of that table; lm: canary secrets in byte transformers trained on "
+                           "Python's bundled documentation")
     demo.add_argument("--out", type=Path, default=None,
                       help="run directory (default runs/demo, or runs/demo-<task>)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")

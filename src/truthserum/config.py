@@ -12,39 +12,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator,
-)
+from pydantic import Field, Strict, ValidationError, field_validator, model_validator
 from pydantic import SerializerFunctionWrapHandler, model_serializer
 
 from truthserum.attacks.registry import DEFAULT_GAMMA, DEFAULT_OFFLINE_A, TUNE, AttackName, AttackOptions
 from truthserum.data import DataSource
 from truthserum.errors import ConfigError
+from truthserum.lm.config import LmConfig
 from truthserum.query import MAX_SHIFT, QueryView, View, generate_views, max_views
+from truthserum.schema import Count, Rate
+from truthserum.schema import StrictSection as _Strict
 from truthserum.tabular import ADULT_DEFAULT_ROLES, CPS_DEFAULT_ROLES, TableColumns
 from truthserum.train.architectures import Architecture
 from truthserum.train.ensemble import OptimizerName, Schedule, TrainSettings
 from truthserum.untargeted import AdversaryStrategy
-
-
-class _Strict(BaseModel):
-    # No silent coercion of counts ("4", 4.0 and true are refused) and no NaN or inf rates.
-    # Rates stay lax: PyYAML reads 1e-3 (no dot) as the string "1e-3".
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-Count = Annotated[int, Strict()]
-
-
-def _not_a_boolean(value: Any) -> Any:
-    """YAML reads yes/no/true/false as booleans, and pydantic would take them as 1.0 and 0.0."""
-    if isinstance(value, bool):
-        raise ValueError(f"must be a number, not {str(value).lower()}")
-    return value
-
-
-# A number: ints, floats and numeric strings (PyYAML reads 1e-3 as a string), never a boolean.
-Rate = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
 class ColumnsConfig(_Strict):
@@ -259,6 +240,7 @@ class Task(str, Enum):
     MEMBERSHIP = "membership"  # was this point in the training set? (targeted poisons)
     ATTRIBUTE = "attribute"  # what is this member's sensitive field? (tables only)
     UNTARGETED = "untargeted"  # membership of every victim point, the adversary holding a share
+    LM = "lm"  # a secret in a language model's training text (canaries; the lm section)
 
 
 class UntargetedConfig(_Strict):
@@ -285,6 +267,10 @@ class UntargetedConfig(_Strict):
 SCORING_KEYS = ("attacks", "rmia", "metrics")
 
 
+# The sections of the image and table tasks, which the lm task does not read.
+_IMAGE_AND_TABLE_SECTIONS = ("data", "design", "poison", "model", "train", "query", "attacks", "rmia")
+
+
 class RunConfig(_Strict):
     """One experiment of one task: the same keep matrix (and targets), trained clean and poisoned."""
 
@@ -300,6 +286,7 @@ class RunConfig(_Strict):
     rmia: RmiaConfig = RmiaConfig()
     metrics: MetricsConfig = MetricsConfig()
     untargeted: UntargetedConfig = UntargetedConfig()
+    lm: LmConfig = LmConfig()
 
     @model_validator(mode="after")
     def _sections_fit_task(self) -> RunConfig:
@@ -317,6 +304,12 @@ class RunConfig(_Strict):
             if self.attacks != RunConfig.model_fields["attacks"].default or self.rmia != RmiaConfig():
                 raise ValueError("task 'attribute' runs its own attacks (confidence, lira-offline, "
                                  "lira-offline-fixed); attacks and rmia are for the membership tasks")
+        if self.task is not Task.LM and self.lm != LmConfig():
+            raise ValueError(f"the lm section is for task 'lm', not '{self.task.value}'")
+        if self.task is Task.LM:
+            unused = [name for name in _IMAGE_AND_TABLE_SECTIONS if getattr(self, name) != type(self).model_fields[name].default]
+            if unused:
+                raise ValueError(f"task 'lm' is configured in its lm section; it does not use {', '.join(unused)}")
         if self.task is not Task.UNTARGETED and self.untargeted != UntargetedConfig():
             raise ValueError(f"the untargeted section is for task 'untargeted', not '{self.task.value}'")
         if self.task is Task.UNTARGETED:

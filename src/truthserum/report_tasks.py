@@ -6,6 +6,7 @@ from __future__ import annotations
 from truthserum.config import Task
 from truthserum.metrics import FPR_LEVELS
 from truthserum.precision import false_positive_ratio
+from truthserum.report_lm import format_lm
 from truthserum.report import (
     LOW_SUPPORT_MARK, accuracy_rows, format_auc, format_comparison, interval_text, percent, roc_rows, table_lines,
 )
@@ -161,7 +162,10 @@ def format_untargeted(results: dict) -> str:
     return "\n".join(lines)
 
 
-FORMATTERS = {Task.MEMBERSHIP: format_comparison, Task.ATTRIBUTE: format_attribute, Task.UNTARGETED: format_untargeted}
+FORMATTERS = {
+    Task.MEMBERSHIP: format_comparison, Task.ATTRIBUTE: format_attribute, Task.UNTARGETED: format_untargeted,
+    Task.LM: format_lm,
+}
 
 
 def format_results(results: dict) -> str:

@@ -1,5 +1,5 @@
-"""Runners of the three tasks, one per secret: membership (in :mod:`truthserum.runner`),
-attribute inference and untargeted poisoning. :func:`run_task` picks the one a config names."""
+"""Runners of the tasks, one per secret: membership (in :mod:`truthserum.runner`),
+attribute inference, untargeted poisoning and language-model secrets. :func:`run_task` picks the one a config names."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from truthserum.config import RunConfig, Task
 from truthserum.runner import run_experiment
 from truthserum.stages import log_to_stderr
 from truthserum.tasks.attribute import run_attribute
+from truthserum.tasks.lm import run_lm
 from truthserum.tasks.untargeted import run_untargeted
 
 RUNNERS: dict[Task, Callable[..., dict]] = {
     Task.MEMBERSHIP: run_experiment,
     Task.ATTRIBUTE: run_attribute,
     Task.UNTARGETED: run_untargeted,
+    Task.LM: run_lm,
 }
 
 
@@ -26,4 +28,4 @@ def run_task(
     return RUNNERS[config.task](config, out_dir, device=device, progress=progress, log=log)
 
 
-__all__ = ["RUNNERS", "run_attribute", "run_task", "run_untargeted"]
+__all__ = ["RUNNERS", "run_attribute", "run_lm", "run_task", "run_untargeted"]

@@ -1,0 +1,307 @@
+"""The language-model task's runner: canaries in the training text, models trained clean and
+under each poisoning condition, then exposure (raw, calibrated, extrapolated) and beam-search
+extraction per canary. Definitions are in :mod:`truthserum.lm.exposure`,
+:mod:`truthserum.lm.extraction` and docs/attacks.md.
+
+Files it adds to the run directory (``r<k>`` is replicate k, each with fresh canaries)::
+
+    corpus.json                         the corpus's fingerprint, so changed text is not resumed
+    lm/r<k>/canaries.json               names, secrets and the (M, C) keep matrix
+    lm/r<k>/poisons-<condition>.json    the adversary's lines
+    lm/r<k>/models-<condition>.npz      the trained models (rescoring reuses them)
+    lm/r<k>/trained-<condition>.json    training time and loss (written after the models)
+    lm/r<k>/measured-<condition>.json   per (canary, model) records, validation loss, timing
+    results.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from truthserum import seeding
+from truthserum.config import RunConfig
+from truthserum.errors import RunDirError
+from truthserum.lm.backends import Backend, ByteBackend, SecretQuery
+from truthserum.lm.canaries import Canaries, canary_lines, insert_lines, make_canaries, make_poisons
+from truthserum.lm.config import CorpusSource, LmConfig, ModelKind, PoisonCondition
+from truthserum.lm.corpus import Corpus, builtin_corpus, text_file_corpus
+from truthserum.lm.measure import SCORES, CanaryTask, flatten_hits, mean_with_interval, paired_change, score_canary
+from truthserum.rundir import RunDirectory, write_json
+from truthserum.stages import Log, log_to_stderr, resolve_device
+
+CLEAN = "clean"
+# What a canary's query starts with: canaries are lines of their own in the training text.
+LINE_START = "\n"
+
+
+def load_corpus(config: LmConfig) -> Corpus:
+    if config.corpus.source is CorpusSource.TEXT:
+        assert config.corpus.path is not None
+        return text_file_corpus(config.corpus.path, validation_every=config.corpus.validation_every,
+                                max_bytes=config.corpus.max_bytes)
+    return builtin_corpus(validation_every=config.corpus.validation_every, max_bytes=config.corpus.max_bytes)
+
+
+def make_backend(config: LmConfig, corpus: Corpus, device) -> Backend:
+    if config.model.kind is ModelKind.HF:
+        from truthserum.lm.hf import HFBackend  # transformers is imported only for this path
+
+        assert config.model.path is not None
+        return HFBackend(path=config.model.path, settings=config.train.settings(), context=config.model.context,
+                         clean_train_text=corpus.train, device=device)
+    return ByteBackend(shape=config.model.shape(), settings=config.train.settings(),
+                       clean_train_text=corpus.train, device=device)
+
+
+def _check_corpus(run_dir: RunDirectory, corpus: Corpus) -> None:
+    path = run_dir.file("corpus.json")
+    record = {"name": corpus.name, "sha256": corpus.fingerprint(),
+              "train_bytes": len(corpus.train.encode()), "validation_bytes": len(corpus.validation.encode())}
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"{path}: unreadable ({exc}); use another --out") from None
+        if stored.get("sha256") != record["sha256"]:
+            raise RunDirError(f"{run_dir.root} was trained on other text than {corpus.name} holds now "
+                              "(corpus.json differs); use another --out")
+        return
+    write_json(path, record)
+
+
+def _stage_canaries(run_dir: RunDirectory, config: RunConfig, replicate: int) -> Canaries:
+    lm = config.lm
+    canaries = make_canaries(form=lm.canaries.form(), count=lm.canaries.count, num_models=lm.num_models,
+                             rng=seeding.rng(config.seed, "lm-canaries", replicate))
+    path = run_dir.file(f"lm/r{replicate}/canaries.json")
+    if not path.is_file():
+        write_json(path, {"names": list(canaries.names), "secrets": canaries.secrets.tolist(),
+                          "keep": canaries.keep.astype(int).tolist(),
+                          "lines": [canaries.line(c) for c in range(len(canaries.names))]})
+    return canaries
+
+
+def _training_texts(config: RunConfig, corpus: Corpus, canaries: Canaries, poisons: list[str],
+                    replicate: int, condition: str) -> list[str]:
+    texts = []
+    for model in range(config.lm.num_models):
+        # A model's canaries sit at the same places in every condition; only the poisons differ.
+        text = insert_lines(corpus.train, canary_lines(canaries, model, config.lm.canaries.insertions),
+                            seeding.rng(config.seed, "lm-canary-positions", replicate, model))
+        texts.append(insert_lines(text, poisons, seeding.rng(config.seed, "lm-poison-positions", replicate,
+                                                             condition, model)))
+    return texts
+
+
+def _query(backend: Backend, config: LmConfig, canaries: Canaries, canary: int, exact: bool,
+           sample_rng: np.random.Generator) -> tuple[SecretQuery, int, np.ndarray]:
+    """The candidates to score, the secret's row and the extrapolation sample's rows."""
+    form = canaries.form
+    prefix = LINE_START + canaries.prefix(canary)
+    secret = int(canaries.secrets[canary])
+    sample_size = min(config.exposure.sample, form.space_size - 1)
+    if exact:
+        if isinstance(backend, ByteBackend):
+            query = backend.digit_space(prefix, form.digits)
+        else:
+            query = backend.query(prefix, [form.secret_text(i) for i in range(form.space_size)])
+        others = np.delete(np.arange(form.space_size), secret)
+        return query, secret, np.sort(sample_rng.choice(others, size=sample_size, replace=False))
+    drawn: set[int] = set()
+    while len(drawn) < sample_size:  # the space is too large to enumerate: draw distinct others
+        value = int(sample_rng.integers(0, form.space_size))
+        if value != secret:
+            drawn.add(value)
+    secrets = [form.secret_text(secret)] + [form.secret_text(v) for v in sorted(drawn)]
+    return backend.query(prefix, secrets), 0, np.arange(1, len(secrets))
+
+
+def _measure_condition(
+    run_dir: RunDirectory, config: RunConfig, corpus: Corpus, backend: Backend, canaries: Canaries,
+    replicate: int, condition: PoisonCondition | None, progress: bool, log: Log,
+) -> dict:
+    name = CLEAN if condition is None else condition.name
+    folder = f"lm/r{replicate}"
+    measured_path = run_dir.file(f"{folder}/measured-{name}.json")
+    if measured_path.is_file():
+        try:
+            return json.loads(measured_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            log(f"{measured_path}: unreadable, measuring again")
+    lm = config.lm
+    poisons: list[str] = []
+    if condition is not None:
+        poisons = make_poisons(strategy=condition.strategy, canaries=canaries, count=condition.count,
+                               corpus_text=corpus.train, rng=seeding.rng(config.seed, "lm-poisons", replicate, name))
+        write_json(run_dir.file(f"{folder}/poisons-{name}.json"), poisons)
+    models_path = run_dir.file(f"{folder}/models-{name}.npz")
+    trained_path = run_dir.file(f"{folder}/trained-{name}.json")
+    scorer = backend.load(models_path, lm.num_models) if trained_path.is_file() else None
+    if scorer is None:
+        texts = _training_texts(config, corpus, canaries, poisons, replicate, name)
+        seeds = [seeding.int_seed(config.seed, "lm-model", replicate, m) for m in range(lm.num_models)]
+        started = time.perf_counter()
+
+        def report(step: int, loss: float) -> None:
+            if progress:
+                log(f"  r{replicate} {name}: step {step}, loss {loss:.3f}")
+
+        scorer, train_loss = backend.train(texts, seeds, report)
+        trained = {"train_seconds": time.perf_counter() - started, "train_loss": train_loss}
+        backend.save(scorer, models_path)
+        write_json(trained_path, trained)  # last: its presence says the models are complete
+    else:
+        log(f"r{replicate} {name}: reusing trained models")
+        trained = json.loads(trained_path.read_text(encoding="utf-8"))
+    validation = backend.validation_loss(scorer, corpus.validation)
+    form = canaries.form
+    exact = form.space_size <= lm.exposure.exact_max
+    started = time.perf_counter()
+    records = []
+    for canary in range(len(canaries.names)):
+        members = np.flatnonzero(canaries.keep[:, canary])
+        references = np.flatnonzero(~canaries.keep[:, canary])
+        query, secret_row, sample = _query(backend, lm, canaries, canary, exact,
+                                           seeding.rng(config.seed, "lm-sample", replicate, canary))
+        task = CanaryTask(canary=canary, secret=secret_row, members=members, references=references,
+                          space_size=form.space_size)
+        for record in score_canary(
+            scorer, context=query.context, candidates=query.candidates, task=task,
+            secret_text=form.secret_text(canaries.secrets[canary]), digit_tokens=backend.digit_tokens(),
+            first_tokens=backend.first_digit_tokens(),
+            digits=form.digits, sample=sample, exact=exact, beam_width=lm.exposure.beam_width,
+            top_k=lm.exposure.top_k, max_nodes=lm.exposure.max_nodes,
+        ):
+            records.append(record | {"replicate": replicate})
+    measured = {
+        "condition": name,
+        "replicate": replicate,
+        "poison_lines": len(poisons),
+        "poison_share": backend.token_count("\n".join(poisons)) / backend.token_count(corpus.train) if poisons else 0.0,
+        "validation_loss": validation.tolist(),
+        "train_seconds": trained["train_seconds"],
+        "train_loss": trained["train_loss"],
+        "score_seconds": time.perf_counter() - started,
+        "records": records,
+    }
+    write_json(measured_path, measured)
+    log(f"r{replicate} {name}: validation {np.mean(validation) / math.log(2):.3f} bits/token; "
+        f"exposure measured in {measured['score_seconds']:.0f} s")
+    return measured
+
+
+def _summarize(config: RunConfig, measured: dict[str, list[dict]]) -> dict:
+    lm = config.lm
+    metrics = config.metrics
+    exact = lm.canaries.form().space_size <= lm.exposure.exact_max
+    keys = [f"{kind}_extrapolated" for kind in SCORES]
+    if exact:
+        keys = [f"{kind}_exposure" for kind in SCORES] + keys
+    keys += [f"{kind}_top_{k}" for kind in SCORES for k in lm.exposure.top_k]
+    conditions = {}
+    clean_records = flatten_hits([r for m in measured[CLEAN] for r in m["records"]])
+    for name, parts in measured.items():
+        records = flatten_hits([r for m in parts for r in m["records"]])
+        validation = float(np.mean([v for m in parts for v in m["validation_loss"]]))
+        summary = {
+            "poison_lines": parts[0]["poison_lines"],
+            "poison_share": parts[0]["poison_share"],
+            "validation_loss": validation,
+            "validation_bits_per_token": validation / math.log(2),
+            "validation_perplexity": math.exp(validation),
+            "train_seconds": sum(m["train_seconds"] for m in parts),
+            "metrics": {},
+            "change_vs_clean": {},
+        }
+        for key in keys:
+            rng = seeding.rng(config.seed, "lm-bootstrap", name, key)
+            summary["metrics"][key] = mean_with_interval(records, key, rng=rng, resamples=metrics.bootstrap,
+                                                         confidence=metrics.confidence)
+            if name != CLEAN:
+                summary["change_vs_clean"][key] = paired_change(
+                    clean_records, records, key, rng=seeding.rng(config.seed, "lm-paired", name, key),
+                    resamples=metrics.bootstrap, confidence=metrics.confidence,
+                )
+        conditions[name] = summary
+    return conditions
+
+
+def per_canary(config: RunConfig, measured: dict[str, list[dict]], names: dict[int, tuple[str, ...]]) -> list[dict]:
+    """Each canary's mean exposure over its target models, per condition."""
+    exact = config.lm.canaries.form().space_size <= config.lm.exposure.exact_max
+    suffix = "exposure" if exact else "extrapolated"
+    rows: dict[tuple[int, int], dict] = {}
+    for condition, parts in measured.items():
+        for part in parts:
+            for record in part["records"]:
+                unit = (record["replicate"], record["canary"])
+                row = rows.setdefault(unit, {"replicate": unit[0], "canary": unit[1],
+                                             "name": names[unit[0]][unit[1]], "conditions": {}})
+                values = row["conditions"].setdefault(condition, {"raw": [], "calibrated": []})
+                for kind in SCORES:
+                    values[kind].append(record[f"{kind}_{suffix}"])
+    for row in rows.values():
+        for values in row["conditions"].values():
+            for kind in SCORES:
+                values[kind] = float(np.mean(values[kind]))
+    return [rows[unit] for unit in sorted(rows)]
+
+
+def most_leaking(conditions: dict, key: str) -> str:
+    """The condition with the highest mean of ``key``."""
+    return max(conditions, key=lambda name: conditions[name]["metrics"][key]["mean"])
+
+
+def run_lm(config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True,
+           log: Log = log_to_stderr) -> dict:
+    """Run (or resume) the language-model experiment ``config`` in ``out_dir``.
+
+    Returns:
+        The contents of ``results.json``.
+    """
+    started = time.perf_counter()
+    torch_device = resolve_device(device)
+    lm = config.lm
+    corpus = load_corpus(lm)  # read (and checked) before anything is written
+    backend = make_backend(lm, corpus, torch_device)
+    run_dir = RunDirectory.open(out_dir, config)
+    _check_corpus(run_dir, corpus)
+    log(f"{corpus.name}: {len(corpus.train.encode()):,} training and {len(corpus.validation.encode()):,} "
+        f"validation bytes; {lm.replicates} x {lm.canaries.count} canaries, each {lm.canaries.insertions} "
+        f"times in {lm.num_models // 2} of {lm.num_models} models per condition")
+    measured: dict[str, list[dict]] = {CLEAN: []}
+    for condition in lm.poisons:
+        measured[condition.name] = []
+    names: dict[int, tuple[str, ...]] = {}
+    for replicate in range(lm.replicates):
+        canaries = _stage_canaries(run_dir, config, replicate)
+        names[replicate] = canaries.names
+        for condition in (None, *lm.poisons):
+            part = _measure_condition(run_dir, config, corpus, backend, canaries, replicate, condition, progress, log)
+            measured[CLEAN if condition is None else condition.name].append(part)
+    conditions = _summarize(config, measured)
+    exact = lm.canaries.form().space_size <= lm.exposure.exact_max
+    headline = "calibrated_exposure" if exact else "calibrated_extrapolated"
+    results = {
+        "task": "lm",
+        "config": config.to_json_dict(),
+        "corpus": {"name": corpus.name, "train_bytes": len(corpus.train.encode()),
+                   "validation_bytes": len(corpus.validation.encode())},
+        "space_size": lm.canaries.form().space_size,
+        "max_exposure": math.log2(lm.canaries.form().space_size),
+        "exact": exact,
+        "conditions": conditions,
+        "per_canary": per_canary(config, measured, names),
+        "most_leaking": {key: most_leaking(conditions, key)
+                         for key in (headline, headline.replace("calibrated", "raw"))},
+        "timing": {"total_seconds": time.perf_counter() - started},
+        "device": str(torch_device),
+        "warnings": [],
+    }
+    write_json(run_dir.file("results.json"), results)
+    return results

@@ -1,0 +1,132 @@
+"""The lm task end to end: a tiny byte model and a tiny local GPT-2 through `truthserum run`,
+resume, the results' structure, and one-line errors."""
+
+import json
+
+import pytest
+import yaml
+
+from conftest import run_cli
+from lm_fixtures import make_tiny_gpt2
+from truthserum.config import parse_config
+from truthserum.errors import ConfigError, RunDirError
+from truthserum.tasks import run_task
+
+
+def _byte_config(**lm):
+    raw = {
+        "task": "lm", "seed": 1,
+        "metrics": {"bootstrap": 50},
+        "lm": {
+            "corpus": {"max_bytes": 20_000},
+            "model": {"layers": 1, "width": 16, "heads": 2, "context": 48},
+            "train": {"passes": 0.5, "batch_size": 8, "learning_rate": 0.01},
+            "canaries": {"digits": 3, "count": 3, "insertions": 2},
+            "num_models": 2,
+            "poisons": [{"strategy": "dilution", "count": 2}, {"strategy": "sibling", "count": 2}],
+            "exposure": {"sample": 200, "beam_width": 20, "top_k": [1, 10]},
+            **lm,
+        },
+    }
+    return parse_config(raw)
+
+
+def _without_timing(results):
+    return {name: {k: v for k, v in summary.items() if k != "train_seconds"}
+            for name, summary in results["conditions"].items()}
+
+
+def test_byte_lm_run_measures_every_condition_and_resumes(tmp_path):
+    config = _byte_config()
+    logs = []
+    results = run_task(config, tmp_path / "run", progress=False, log=logs.append)
+    assert set(results["conditions"]) == {"clean", "dilution-2", "sibling-2"}
+    assert results["exact"] and results["space_size"] == 1000
+    for name, summary in results["conditions"].items():
+        metrics = summary["metrics"]
+        assert metrics["raw_exposure"]["canaries"] == 3 and metrics["raw_exposure"]["records"] == 3
+        assert 0 <= metrics["raw_exposure"]["mean"] <= results["max_exposure"]
+        assert 0 <= metrics["calibrated_top_10"]["mean"] <= 1
+        assert summary["validation_bits_per_token"] < 8
+        assert (name == "clean") == (summary["poison_lines"] == 0)
+    assert results["conditions"]["dilution-2"]["poison_lines"] == 6
+    assert "raw_exposure" in results["conditions"]["dilution-2"]["change_vs_clean"]
+    measured = json.loads((tmp_path / "run/lm/r0/measured-clean.json").read_text())
+    for record in measured["records"]:
+        # exposure and rank agree, and the rank is within the space
+        assert 1 <= record["raw_rank"] <= 1000
+        assert record["raw_exposure"] == pytest.approx(9.965784 - __import__("math").log2(record["raw_rank"]), abs=1e-5)
+    canaries = json.loads((tmp_path / "run/lm/r0/canaries.json").read_text())
+    assert len(canaries["lines"]) == 3 and all(line.startswith("the PIN of ") for line in canaries["lines"])
+    poisons = json.loads((tmp_path / "run/lm/r0/poisons-dilution-2.json").read_text())
+    assert len(poisons) == 6
+    # Resume: nothing is trained or measured again, and the numbers are the same.
+    logs.clear()
+    again = run_task(config, tmp_path / "run", progress=False, log=logs.append)
+    assert again["conditions"] == results["conditions"]
+    assert not any("step" in line for line in logs)
+    # Rescoring from the saved models gives the same records.
+    (tmp_path / "run/lm/r0/measured-sibling-2.json").unlink()
+    third = run_task(config, tmp_path / "run", progress=False, log=logs.append)
+    assert third["conditions"]["sibling-2"] == results["conditions"]["sibling-2"]
+    assert any("reusing trained models" in line for line in logs)
+
+
+def test_same_seed_same_numbers_and_other_text_is_refused(tmp_path):
+    config = _byte_config(poisons=[{"strategy": "neutral", "count": 1}])
+    first = run_task(config, tmp_path / "a", progress=False, log=lambda m: None)
+    second = run_task(config, tmp_path / "b", progress=False, log=lambda m: None)
+    assert _without_timing(first) == _without_timing(second)
+    other = _byte_config(poisons=[{"strategy": "neutral", "count": 1}], corpus={"max_bytes": 30_000})
+    with pytest.raises(RunDirError, match="different config"):
+        run_task(other, tmp_path / "a", progress=False, log=lambda m: None)
+
+
+def test_large_spaces_use_the_extrapolated_exposure(tmp_path):
+    config = _byte_config(canaries={"digits": 8, "count": 2, "insertions": 1}, poisons=[],
+                          exposure={"sample": 150, "beam_width": 10, "top_k": [1, 10], "exact_max": 1000})
+    results = run_task(config, tmp_path / "big", progress=False, log=lambda m: None)
+    metrics = results["conditions"]["clean"]["metrics"]
+    assert not results["exact"] and "raw_exposure" not in metrics
+    assert metrics["raw_extrapolated"]["records"] == 2
+
+
+def test_hugging_face_model_runs_end_to_end(tmp_path):
+    folder = make_tiny_gpt2(tmp_path / "gpt2")
+    config_path = tmp_path / "hf.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "task": "lm", "metrics": {"bootstrap": 20},
+        "lm": {
+            "corpus": {"max_bytes": 12_000},
+            "model": {"kind": "hf", "path": str(folder), "context": 32},
+            "train": {"passes": 0.3, "batch_size": 4, "learning_rate": 0.003},
+            "canaries": {"digits": 2, "count": 2, "insertions": 2},
+            "num_models": 2,
+            "poisons": [{"strategy": "neutral", "count": 2}],
+            "exposure": {"sample": 100, "beam_width": 10, "top_k": [1, 10]},
+        },
+    }))
+    done = run_cli("run", str(config_path), "--out", str(tmp_path / "run"), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "Language-model secrets" in done.stdout and "neutral-2" in done.stdout
+    results = json.loads((tmp_path / "run/results.json").read_text())
+    assert results["space_size"] == 100
+    for summary in results["conditions"].values():
+        assert summary["metrics"]["raw_exposure"]["records"] == 2
+        assert 0 <= summary["metrics"]["raw_exposure"]["mean"] <= results["max_exposure"]
+
+
+def test_lm_config_errors_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="lm.model.path"):
+        parse_config({"task": "lm", "lm": {"model": {"kind": "hf"}}})
+    with pytest.raises(ConfigError, match="does not use design"):
+        parse_config({"task": "lm", "design": {"num_models": 8}})
+    with pytest.raises(ConfigError, match="the lm section is for task 'lm'"):
+        parse_config({"lm": {"num_models": 8}})
+    with pytest.raises(ConfigError, match="beam_width"):
+        parse_config({"task": "lm", "lm": {"exposure": {"beam_width": 5}}})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"task": "lm", "lm": {"model": {"kind": "hf", "path": str(tmp_path / "nope")}}}))
+    done = run_cli("run", str(path), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "nope" in done.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything was written
