@@ -5,7 +5,8 @@ The package follows the stages of an experiment: :mod:`~truthserum.data`,
 :mod:`~truthserum.query`, :mod:`~truthserum.attacks`, :mod:`~truthserum.metrics` and
 :mod:`~truthserum.report`; :mod:`~truthserum.runner` wires them to a run directory.
 Tables (:mod:`~truthserum.tabular`) add two tasks, :mod:`~truthserum.attribute` inference and
-:mod:`~truthserum.untargeted` poisoning, whose runners are in :mod:`~truthserum.tasks`.
+:mod:`~truthserum.untargeted` poisoning, whose runners are in :mod:`~truthserum.tasks`;
+language models (:mod:`~truthserum.lm`) add the fourth, secrets in training text.
 """
 
 from truthserum.attacks import AttackInputs, AttackName, AttackOptions, load_signals, score_attacks
