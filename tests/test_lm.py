@@ -175,3 +175,46 @@ def test_corpus_split_keeps_documents_whole():
     assert "doc 4" not in corpus.train and corpus.train.startswith("doc 0\n\ndoc 1")
     with pytest.raises(Exception, match="at least two"):
         split_documents("t", ["only one"], validation_every=2)
+
+
+class _TableScorer:
+    """A scorer whose next-token log-probabilities depend only on the depth: exact answers are
+    easy to enumerate, and tokens may spell several digits."""
+
+    num_models = 1
+    vocab_size = 4
+
+    def __init__(self, table):
+        self.table = torch.log_softmax(torch.tensor(table, dtype=torch.float32), dim=-1)  # (depth, V)
+
+    def start(self, context):
+        return self.table[0][None]
+
+    def extend(self, parents, parent_index, tokens):
+        depth = 1 if parents is None else parents + 1
+        return depth, self.table[min(depth, len(self.table) - 1)][None, None].expand(1, len(tokens), -1)
+
+
+def test_beam_keeps_completed_guesses_apart_from_partial_ones():
+    # token 0 spells "1", token 1 spells "2", token 2 spells "12", token 3 spells "" (a bare space)
+    table = [[0.0, -1.0, 3.0, -9.0], [0.0, 0.0, -9.0, -9.0], [0.0, 0.0, -9.0, -9.0]]
+    scorer = _TableScorer(table)
+    spelled = {0: "1", 1: "2", 2: "12"}
+    guesses = beam_search(scorer, np.array([0]), rules=np.eye(1), digit_tokens=spelled, digits=2, width=2)[0]
+    # "12" completes in one step with the best score; the two-token guesses must not evict it.
+    lp = scorer.table
+    exact = {"12": float(lp[0, 2]), "11": float(lp[0, 0] + lp[1, 0]), "21": float(lp[0, 1] + lp[1, 0]),
+             "22": float(lp[0, 1] + lp[1, 1])}
+    exact["12"] = max(exact["12"], float(lp[0, 0] + lp[1, 1]))  # also spelled "1" + "2"
+    assert guesses == sorted(exact, key=lambda g: -exact[g])[:2]
+    assert guesses[0] == "12"
+    # A first-step vocabulary may add a token that spells nothing (then digits follow).
+    first = {3: "", 0: "1"}
+    guesses = beam_search(scorer, np.array([0]), rules=np.eye(1), digit_tokens=spelled, first_tokens=first,
+                          digits=2, width=10)[0]
+    assert set(guesses) == {"11", "12", "21", "22"}
+
+
+def test_a_short_document_list_holds_out_its_last_document_only():
+    corpus = split_documents("t", ["a a", "b b", "c c"], validation_every=10)
+    assert corpus.validation == "c c\n" and "c c" not in corpus.train

@@ -127,33 +127,46 @@ def test_fine_tune_lowers_the_loss_and_is_reproducible(folders):
     settings = dict(steps=60, batch_size=8, context=32, learning_rate=1e-2)
     (a, tokenizer), (b, _), (c, _) = load_hf(folders[0]), load_hf(folders[0]), load_hf(folders[0])
     before = validation_loss([a], tokenizer, text, context=32)
-    losses_a = fine_tune([a], tokenizer, [text], seed=5, **settings)
+    losses_a = fine_tune([a], tokenizer, [text], seeds=[5], **settings)
     after = validation_loss([a], tokenizer, text, context=32)
     assert after.shape == (1,) and after[0] < before[0] - 1.0 and np.isfinite(losses_a[0])
     assert not a.training
-    assert fine_tune([b], tokenizer, [text], seed=5, **settings) == losses_a
+    assert fine_tune([b], tokenizer, [text], seeds=[5], **settings) == losses_a
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
-    assert fine_tune([c], tokenizer, [text], seed=6, **settings) != losses_a
+    assert fine_tune([c], tokenizer, [text], seeds=[6], **settings) != losses_a
     with pytest.raises(TrainingError, match="too few"):
-        fine_tune([c], tokenizer, ["too short"], seed=5, **settings)
+        fine_tune([c], tokenizer, ["too short"], seeds=[5], **settings)
     with pytest.raises(TrainingError, match="diverged"):
-        fine_tune([c], tokenizer, [text], seed=5, **{**settings, "learning_rate": 1e6})
+        fine_tune([c], tokenizer, [text], seeds=[5], **{**settings, "learning_rate": 1e6})
     assert not c.training
 
 
 def test_beam_search_finds_the_trie_argmax(folders):
+    from truthserum.lm.hf import HFBackend
+    from truthserum.lm.training import LmTrainSettings
+
+    backend = HFBackend(path=folders[0], settings=LmTrainSettings(), context=32, clean_train_text=ENGLISH[:2000],
+                        device=torch.device("cpu"))
     model, tokenizer = load_hf(folders[0])
-    digit_tokens = digit_token_map(tokenizer, allow_leading_space=True)
-    context, rows = secret_token_rows(tokenizer, PREFIX, SECRETS)
+    query = backend.query(PREFIX, SECRETS)
+    context, rows = query.context, query.candidates
+    # The context was cut before the prefix's space: a guess starts with the space (" 48", or " "
+    # alone), never with a bare digit, and goes on with digit tokens only.
+    assert query.first_tokens and all(tokenizer.decode([t]).startswith(" ") for t in query.first_tokens)
+    assert "" in query.first_tokens.values()
+    assert set(rows[:, 0]) <= set(query.first_tokens)
+    digits = backend.digit_tokens()
+    assert all(not tokenizer.decode([t]).startswith(" ") for t in digits)
     scorer = HFScorer([model])
-    guesses = beam_search(scorer, context, rules=np.eye(1), digit_tokens=digit_tokens, digits=3, width=10)[0]
+    search = dict(rules=np.eye(1), digit_tokens=digits, first_tokens=query.first_tokens, digits=3, width=10)
+    guesses = beam_search(scorer, context, **search)[0]
     assert len(guesses) == 10 and len(set(guesses)) == 10
     assert all(len(g) == 3 and g.isdigit() for g in guesses)
 
     fine_tune([model], tokenizer, [_canary_text("482")], steps=150, batch_size=8, context=32,
-              learning_rate=1e-2, seed=0)
+              learning_rate=1e-2, seeds=[0])
     scores = trie_log_likelihoods(scorer, context, CandidateTrie.build(rows))[0]
-    guesses = beam_search(scorer, context, rules=np.eye(1), digit_tokens=digit_tokens, digits=3, width=10)[0]
+    guesses = beam_search(scorer, context, **search)[0]
     assert all(len(g) == 3 and g.isdigit() for g in guesses)
     assert guesses[0] == SECRETS[int(np.argmax(scores))] == "482"

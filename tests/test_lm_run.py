@@ -9,7 +9,7 @@ import yaml
 from conftest import run_cli
 from lm_fixtures import make_tiny_gpt2
 from truthserum.config import parse_config
-from truthserum.errors import ConfigError, RunDirError
+from truthserum.errors import ConfigError, DataError, RunDirError
 from truthserum.tasks import run_task
 
 
@@ -52,19 +52,18 @@ def test_byte_lm_run_measures_every_condition_and_resumes(tmp_path):
     assert results["conditions"]["dilution-2"]["poison_lines"] == 6
     assert "raw_exposure" in results["conditions"]["dilution-2"]["change_vs_clean"]
     measured = json.loads((tmp_path / "run/lm/r0/measured-clean.json").read_text())
-    for record in measured["records"]:
-        # exposure and rank agree, and the rank is within the space
-        assert 1 <= record["raw_rank"] <= 1000
-        assert record["raw_exposure"] == pytest.approx(9.965784 - __import__("math").log2(record["raw_rank"]), abs=1e-5)
+    assert len(measured["records"]) == 3 and len(measured["validation_loss"]) == 2
     canaries = json.loads((tmp_path / "run/lm/r0/canaries.json").read_text())
     assert len(canaries["lines"]) == 3 and all(line.startswith("the PIN of ") for line in canaries["lines"])
     poisons = json.loads((tmp_path / "run/lm/r0/poisons-dilution-2.json").read_text())
     assert len(poisons) == 6
     # Resume: nothing is trained or measured again, and the numbers are the same.
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run/lm/r0").iterdir()}
     logs.clear()
-    again = run_task(config, tmp_path / "run", progress=False, log=logs.append)
+    again = run_task(config, tmp_path / "run", progress=True, log=logs.append)
     assert again["conditions"] == results["conditions"]
     assert not any("step" in line for line in logs)
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "run/lm/r0").iterdir()}
     # Rescoring from the saved models gives the same records.
     (tmp_path / "run/lm/r0/measured-sibling-2.json").unlink()
     third = run_task(config, tmp_path / "run", progress=False, log=logs.append)
@@ -130,3 +129,41 @@ def test_lm_config_errors_are_one_line(tmp_path):
     done = run_cli("run", str(path), "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "nope" in done.stderr
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def _text_config(path, **lm):
+    return parse_config({
+        "task": "lm", "metrics": {"bootstrap": 20},
+        "lm": {
+            "corpus": {"source": "text", "path": str(path), "validation_every": 3},
+            "model": {"layers": 1, "width": 16, "heads": 2, "context": 32},
+            "train": {"passes": 0.2, "batch_size": 4},
+            "canaries": {"digits": 2, "count": 2, "insertions": 1},
+            "num_models": 2, "poisons": [],
+            "exposure": {"sample": 100, "beam_width": 10, "top_k": [1, 10]},
+            **lm,
+        },
+    })
+
+
+def test_text_corpus_changes_and_short_texts_are_refused_before_writing(tmp_path):
+    from pydoc_data.topics import topics
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n\n".join(topics[key] for key in sorted(topics)[:12]))
+    config = _text_config(text)
+    run_task(config, tmp_path / "run", progress=False, log=lambda m: None)
+    text.write_text(text.read_text() + "\n\nOne more paragraph of text.")
+    with pytest.raises(RunDirError, match="other text"):
+        run_task(config, tmp_path / "run", progress=False, log=lambda m: None)
+    short = tmp_path / "short.txt"
+    short.write_text("A few words.\n\nAnd a few more.\n\nThe end.")
+    with pytest.raises(DataError, match="fewer than one window"):
+        run_task(_text_config(short), tmp_path / "short-run", progress=False, log=lambda m: None)
+    assert not (tmp_path / "short-run").exists()
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("\n\n".join(" ".join(str(i * j) for i in range(40)) for j in range(8)))
+    with pytest.raises(DataError, match="digit-free words"):
+        run_task(_text_config(numbers, poisons=[{"strategy": "neutral", "count": 1}]), tmp_path / "n-run",
+                 progress=False, log=lambda m: None)
+    assert not (tmp_path / "n-run").exists()

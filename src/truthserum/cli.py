@@ -214,13 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except MemoryError:
         print("truthserum: error: out of memory; use fewer or smaller models, or a smaller "
-              "train.shard_size", file=sys.stderr)
+              "train.shard_size (task lm: lm.exposure.max_nodes)", file=sys.stderr)
         return 2
     except RuntimeError as exc:
         if "allocate" not in str(exc) and "out of memory" not in str(exc):
             raise  # a bug: keep the traceback
         print("truthserum: error: out of memory (torch could not allocate a tensor); use fewer "
-              "or smaller models, or a smaller train.shard_size", file=sys.stderr)
+              "or smaller models, or a smaller train.shard_size (task lm: lm.exposure.max_nodes)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("truthserum: interrupted; run the same command again to resume", file=sys.stderr)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from truthserum.errors import RunDirError
+from truthserum.lm.canaries import CanaryFormat
 from truthserum.lm.corpus import encode_bytes
 from truthserum.lm.exposure import digit_candidates
 from truthserum.lm.model import Params, TransformerShape, init_params
@@ -34,6 +35,9 @@ class SecretQuery:
 
     context: np.ndarray  # (T0,)
     candidates: np.ndarray  # (N, L) padded with -1, row i spelling secret i of the list given
+    # The tokens a guess may start with, if not the digit tokens: where a tokenizer merges the
+    # prefix's last characters into the secret's first token (GPT-2's " 482").
+    first_tokens: dict[int, str] | None = None
 
 
 class Backend(Protocol):
@@ -44,8 +48,9 @@ class Backend(Protocol):
     def validation_loss(self, scorer: CachedScorer, text: str) -> np.ndarray: ...
     def query(self, prefix: str, secrets: Sequence[str]) -> SecretQuery: ...
     def digit_tokens(self) -> dict[int, str]: ...
-    def first_digit_tokens(self) -> dict[int, str]: ...
     def token_count(self, text: str) -> int: ...
+    def check_context(self, context: int, form: CanaryFormat) -> None: ...
+    def fingerprint(self) -> str | None: ...
 
 
 class ByteBackend:
@@ -92,11 +97,14 @@ class ByteBackend:
     def digit_tokens(self) -> dict[int, str]:
         return {int(t): chr(t) for t in DIGIT_BYTES}
 
-    def first_digit_tokens(self) -> dict[int, str]:
-        return self.digit_tokens()
-
     def token_count(self, text: str) -> int:
         return len(encode_bytes(text))
+
+    def check_context(self, context: int, form: CanaryFormat) -> None:
+        pass  # the config checks the byte model's context against the longest query
+
+    def fingerprint(self) -> str | None:
+        return None  # nothing outside the config: the models are trained from scratch
 
 
 def _parameter_shapes(shape: TransformerShape, num_models: int) -> dict[str, tuple[int, ...]]:

@@ -19,7 +19,7 @@ from enum import Enum
 
 import numpy as np
 
-from truthserum.errors import ConfigError
+from truthserum.errors import ConfigError, DataError
 
 SECRET_SLOT = "{secret}"
 NAME_SLOT = "{name}"
@@ -46,7 +46,7 @@ class PoisonStrategy(str, Enum):
 
 @dataclass(frozen=True)
 class CanaryFormat:
-    """A template with ``{secret}`` at its end and optionally ``{name}``; ``digits`` long secrets."""
+    """A template with ``{name}`` and, at its end, ``{secret}``; ``digits`` long secrets."""
 
     template: str
     digits: int
@@ -59,9 +59,17 @@ class CanaryFormat:
             raise ValueError("must not contain digits outside the secret")
         if "\n" in self.template:
             raise ValueError("must be one line")
+        if NAME_SLOT not in self.template:
+            # One prefix for every canary would make a model's canaries compete for one query,
+            # and the sibling poisons would write the target's own prefix.
+            raise ValueError(f"must contain {NAME_SLOT}: each canary needs its own prefix")
 
     def prefix(self, name: str) -> str:
         return self.template[: -len(SECRET_SLOT)].replace(NAME_SLOT, name)
+
+    def longest_query(self) -> int:
+        """Bytes of the longest query plus secret: a line start, the prefix, the digits."""
+        return 1 + max(len(self.prefix(name).encode("utf-8")) for name in NAMES) + self.digits
 
     @property
     def space_size(self) -> int:
@@ -129,9 +137,13 @@ def canary_lines(canaries: Canaries, model: int, insertions: int) -> list[str]:
     return [canaries.line(c) for c in np.flatnonzero(canaries.keep[model]) for _ in range(insertions)]
 
 
-def _digit_free_words(text: str) -> list[str]:
+def digit_free_words(text: str) -> list[str]:
+    """The corpus's words without digits (the neutral poisons' continuations); raises if none."""
     words = {word.strip(string.punctuation) for word in text.split()}
-    return sorted(word for word in words if word.isalpha() and word.isascii() and len(word) >= 3)
+    found = sorted(word for word in words if word.isalpha() and word.isascii() and len(word) >= 3)
+    if not found:
+        raise DataError("the corpus has no digit-free words of 3 letters or more for the neutral poisons")
+    return found
 
 
 def _invented_name(rng: np.random.Generator, taken: set[str]) -> str:
@@ -153,9 +165,7 @@ def make_poisons(
     form = canaries.form
     lines: list[str] = []
     if strategy is PoisonStrategy.NEUTRAL:
-        words = _digit_free_words(corpus_text)
-        if not words:
-            raise ConfigError("the corpus has no digit-free words for the neutral poisons")
+        words = digit_free_words(corpus_text)
     taken = set(canaries.names)
     for canary in range(len(canaries.names)):
         for _ in range(count):

@@ -96,7 +96,7 @@ class PoisonCondition(StrictSection):
 
 
 class ExposureConfig(StrictSection):
-    exact_max: Count = Field(default=1_000_000, ge=10, le=10_000_000,
+    exact_max: Count = Field(default=1_000_000, ge=10, le=1_000_000,
                              description="enumerate the secret space exactly up to this size")
     sample: Count = Field(default=5000, ge=100, le=1_000_000, description="candidates for the extrapolated exposure")
     beam_width: Count = Field(default=100, ge=1, le=10_000)
@@ -133,6 +133,10 @@ class LmConfig(StrictSection):
         names = [p.name for p in self.poisons]
         if len(set(names)) != len(names):
             raise ValueError("lm.poisons must be distinct (strategy, count) pairs")
+        longest = self.canaries.form().longest_query()
+        if self.model.kind is ModelKind.BYTE and longest > self.model.context:
+            raise ValueError(f"a query and its secret take up to {longest} bytes, more than lm.model.context "
+                             f"({self.model.context}); raise the context or shorten the template")
         if self.model.kind is ModelKind.HF and self.model != LmModelConfig(kind=ModelKind.HF, path=self.model.path,
                                                                           context=self.model.context):
             raise ValueError("lm.model.layers/width/heads describe the byte model; a Hugging Face "

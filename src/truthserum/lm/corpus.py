@@ -40,10 +40,11 @@ def split_documents(name: str, documents: list[str], *, validation_every: int) -
     documents = [doc.strip("\n") for doc in documents if doc.strip()]
     if len(documents) < 2:
         raise DataError(f"{name}: needs at least two non-empty documents (blank-line separated paragraphs)")
-    validation = [doc for i, doc in enumerate(documents) if i % validation_every == validation_every - 1]
-    if not validation:
-        validation = documents[-1:]
-    train = [doc for i, doc in enumerate(documents) if i % validation_every != validation_every - 1]
+    held_out = {i for i in range(len(documents)) if i % validation_every == validation_every - 1}
+    if not held_out:
+        held_out = {len(documents) - 1}  # fewer documents than validation_every: the last one
+    validation = [doc for i, doc in enumerate(documents) if i in held_out]
+    train = [doc for i, doc in enumerate(documents) if i not in held_out]
     if not train:
         raise DataError(f"{name}: no training text left after the validation split")
     return Corpus(name=name, train="\n\n".join(train) + "\n", validation="\n\n".join(validation) + "\n")

@@ -5,6 +5,7 @@ most likely secrets: a beam search over the tokens that spell digits, keeping th
 best partial secrets at each step. Extraction succeeds at k if the true secret is among the
 top k completed guesses (k = 1, 10, 100 by default; ``width`` >= the largest k).
 
+Each step keeps the ``width`` best partial guesses and, apart, the ``width`` best completed ones.
 A beam can rank by a target model's own log-likelihood or by a calibrated score (minus the
 mean of reference models); a rule is a weight vector over the M models of the scorer, so all
 rules of a canary (every target model, raw and calibrated) run as one batched search.
@@ -71,22 +72,21 @@ def beam_search(
                 ), int(token_ids[index])))
         survivors: list[tuple[_Entry, int]] = []
         for rule, items in enumerate(proposals):
-            # Finished guesses compete with the unfinished ones for the beam; a guess spelled
-            # by two token paths keeps its better path.
-            pool = [(_score(rules[rule], e), e, None) for e in finished[rule]] + items
-            pool.sort(key=lambda item: -item[0])
-            seen: set[str] = set()
-            kept: list[_Entry] = []
-            for _, entry, token in pool:
-                if entry.digits in seen:
-                    continue
-                seen.add(entry.digits)
-                if len(kept) >= width:
-                    break
-                kept.append(entry)
-                if token is not None and len(entry.digits) < digits:
-                    survivors.append((entry, token))
-            finished[rule] = [e for e in kept if len(e.digits) == digits]
+            # Completed guesses keep their own top ``width``: with tokens of several digits a
+            # guess may complete while others are partial, and a partial guess's score only
+            # falls as it grows, so they must not evict completed ones. A guess spelled by two
+            # token paths keeps its better path.
+            items.sort(key=lambda item: -item[0])
+            done = {e.digits: (_score(rules[rule], e), e) for e in finished[rule]}
+            partial: dict[str, tuple[_Entry, int]] = {}
+            for score, entry, token in items:
+                if len(entry.digits) == digits:
+                    if entry.digits not in done or done[entry.digits][0] < score:
+                        done[entry.digits] = (score, entry)
+                elif entry.digits not in partial and len(partial) < width:
+                    partial[entry.digits] = (entry, token)
+            finished[rule] = [e for _, e in sorted(done.values(), key=lambda item: -item[0])[:width]]
+            survivors.extend(partial.values())
         if not survivors:
             break
         parents = np.array([entry.node for entry, _ in survivors])

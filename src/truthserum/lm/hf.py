@@ -196,17 +196,17 @@ def _windows(tokens: np.ndarray, starts: np.ndarray, length: int, device) -> tor
 
 
 def fine_tune(models: list, tokenizer, texts: list[str], *, steps: int, batch_size: int, context: int,
-              learning_rate: float, seed: int) -> list[float]:
+              learning_rate: float, seeds: list[int]) -> list[float]:
     """Train model i on ``texts[i]`` as a causal LM on random windows, with AdamW.
 
-    Each model draws its own seeds from ``seed`` (its windows and any dropout), so a model
-    trains the same whichever models come before it. Returns, per model, the mean loss of the
+    Model i draws its windows and any dropout from ``seeds[i]`` alone, so a model trains the
+    same whichever models come before it. Returns, per model, the mean loss of the
     last tenth of steps.
     """
-    if len(texts) != len(models):
-        raise ValueError(f"{len(models)} models but {len(texts)} texts")
+    if not len(texts) == len(models) == len(seeds):
+        raise ValueError(f"{len(models)} models, {len(texts)} texts and {len(seeds)} seeds")
     finals = []
-    for index, (model, child) in enumerate(zip(models, np.random.SeedSequence(seed).spawn(len(models)))):
+    for index, (model, child) in enumerate(zip(models, [np.random.SeedSequence(int(s)) for s in seeds])):
         tokens = np.asarray(_encode(tokenizer, texts[index]), dtype=np.int64)
         if len(tokens) <= context + 1:
             raise TrainingError(f"training text {index} has {len(tokens)} tokens, too few for windows of "
@@ -265,6 +265,7 @@ class HFBackend:
         self.settings = settings
         self.context = context
         self.device = device
+        self._first_cache: dict[str, dict[int, str]] = {}
         tokens = len(_encode(self.tokenizer, clean_train_text))
         self.steps = max(1, int(np.ceil(settings.passes * tokens / (settings.batch_size * context))))
 
@@ -275,7 +276,7 @@ class HFBackend:
         models = self._fresh_models(len(texts))
         losses = fine_tune(models, self.tokenizer, list(texts), steps=self.steps,
                            batch_size=self.settings.batch_size, context=self.context,
-                           learning_rate=self.settings.learning_rate, seed=int(seeds[0]))
+                           learning_rate=self.settings.learning_rate, seeds=[int(x) for x in seeds])
         if progress is not None:
             progress(self.steps, float(np.mean(losses)))
         return HFScorer(models), float(np.mean(losses))
@@ -311,19 +312,52 @@ class HFBackend:
         from truthserum.lm.backends import SecretQuery
 
         context, rows = secret_token_rows(self.tokenizer, prefix, list(secrets))
-        return SecretQuery(context=context, candidates=rows)
+        decoded = self.tokenizer.decode(context.tolist())
+        cut = prefix[len(decoded):] if prefix.startswith(decoded) else ""
+        return SecretQuery(context=context, candidates=rows, first_tokens=self._first_tokens(cut) if cut else None)
 
     def digit_tokens(self) -> dict[int, str]:
         return digit_token_map(self.tokenizer, allow_leading_space=False)
 
-    def first_digit_tokens(self) -> dict[int, str]:
-        """The first token of a guess may carry the space the context was cut before; a
-        bare space token spells nothing and is followed by digit tokens."""
-        tokens = digit_token_map(self.tokenizer, allow_leading_space=True)
-        for text, token in self.tokenizer.get_vocab().items():
-            if text in _SPACE_MARKERS and token not in self.tokenizer.all_special_ids:
-                tokens[token] = ""
-        return tokens
+    def _first_tokens(self, cut: str) -> dict[int, str]:
+        """When the context was cut before ``cut`` (the prefix's trailing space, with GPT-2),
+        a guess's first token spells ``cut`` and then digits (" 482"), or ``cut`` alone; a bare
+        digit token there would spell text the format never has."""
+        if cut not in self._first_cache:
+            special = set(self.tokenizer.all_special_ids)
+            tokens: dict[int, str] = {}
+            for token in self.tokenizer.get_vocab().values():
+                text = self.tokenizer.decode([token])
+                rest = text[len(cut):]
+                if token not in special and text.startswith(cut) and (rest == "" or (rest.isascii() and rest.isdigit())):
+                    tokens[token] = rest
+            self._first_cache[cut] = tokens
+        return self._first_cache[cut]
 
     def token_count(self, text: str) -> int:
         return len(_encode(self.tokenizer, text))
+
+    def check_context(self, context: int, form) -> None:
+        """The training windows and the longest query must fit the model's positions."""
+        model, _ = load_hf(self.path)
+        positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+        from truthserum.lm.canaries import NAMES
+
+        longest = max(len(_encode(self.tokenizer, "\n" + form.prefix(name) + "9" * form.digits)) for name in NAMES)
+        needed = max(context + 1, longest)
+        if positions is not None and needed > positions:
+            raise DataError(f"{self.path}: the model has {positions} positions, fewer than the {needed} that "
+                            "lm.model.context + 1 and the longest canary query need; lower lm.model.context")
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the model folder's files (names and contents), so a run directory is
+        not resumed after the weights or the tokenizer at that path changed."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for file in sorted(p for p in self.path.rglob("*") if p.is_file()):
+            digest.update(str(file.relative_to(self.path)).encode() + b"\0")
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        return digest.hexdigest()

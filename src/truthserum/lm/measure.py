@@ -44,8 +44,8 @@ class CanaryTask:
 
 def score_canary(
     scorer: CachedScorer, *, context: np.ndarray, candidates: np.ndarray, task: CanaryTask,
-    secret_text: str, digit_tokens: dict[int, str], first_tokens: dict[int, str], digits: int, sample: np.ndarray, exact: bool,
-    beam_width: int, top_k: Sequence[int], max_nodes: int,
+    secret_text: str, digit_tokens: dict[int, str], first_tokens: dict[int, str] | None, digits: int,
+    sample: np.ndarray, exact: bool, beam_width: int, top_k: Sequence[int], max_nodes: int,
 ) -> list[dict]:
     """The records of one canary, one per target model.
 

@@ -5,10 +5,11 @@ extraction per canary. Definitions are in :mod:`truthserum.lm.exposure`,
 
 Files it adds to the run directory (``r<k>`` is replicate k, each with fresh canaries)::
 
-    corpus.json                         the corpus's fingerprint, so changed text is not resumed
+    corpus.json                         fingerprints of the corpus and the model folder (hf),
+                                        so a run is not resumed on changed inputs
     lm/r<k>/canaries.json               names, secrets and the (M, C) keep matrix
     lm/r<k>/poisons-<condition>.json    the adversary's lines
-    lm/r<k>/models-<condition>.npz      the trained models (rescoring reuses them)
+    lm/r<k>/models-<condition>.npz      the trained models (delete measured-*.json to measure again)
     lm/r<k>/trained-<condition>.json    training time and loss (written after the models)
     lm/r<k>/measured-<condition>.json   per (canary, model) records, validation loss, timing
     results.json
@@ -25,9 +26,11 @@ import numpy as np
 
 from truthserum import seeding
 from truthserum.config import RunConfig
-from truthserum.errors import RunDirError
+from truthserum.errors import DataError, RunDirError
 from truthserum.lm.backends import Backend, ByteBackend, SecretQuery
-from truthserum.lm.canaries import Canaries, canary_lines, insert_lines, make_canaries, make_poisons
+from truthserum.lm.canaries import (
+    Canaries, PoisonStrategy, canary_lines, digit_free_words, insert_lines, make_canaries, make_poisons,
+)
 from truthserum.lm.config import CorpusSource, LmConfig, ModelKind, PoisonCondition
 from truthserum.lm.corpus import Corpus, builtin_corpus, text_file_corpus
 from truthserum.lm.measure import SCORES, CanaryTask, flatten_hits, mean_with_interval, paired_change, score_canary
@@ -58,9 +61,21 @@ def make_backend(config: LmConfig, corpus: Corpus, device) -> Backend:
                        clean_train_text=corpus.train, device=device)
 
 
-def _check_corpus(run_dir: RunDirectory, corpus: Corpus) -> None:
+def preflight(config: LmConfig, corpus: Corpus, backend: Backend) -> None:
+    """What would otherwise fail after training, checked before anything is written."""
+    window = config.model.context + 1
+    for part, text in (("training", corpus.train), ("validation", corpus.validation)):
+        if backend.token_count(text) < window + 1:
+            raise DataError(f"{corpus.name}: the {part} text has {backend.token_count(text)} tokens, fewer than "
+                            f"one window of lm.model.context + 1 = {window}; use more text or a smaller context")
+    if any(p.strategy is PoisonStrategy.NEUTRAL for p in config.poisons):
+        digit_free_words(corpus.train)  # raises if the corpus has none
+    backend.check_context(config.model.context, config.canaries.form())
+
+
+def _check_corpus(run_dir: RunDirectory, corpus: Corpus, backend: Backend) -> None:
     path = run_dir.file("corpus.json")
-    record = {"name": corpus.name, "sha256": corpus.fingerprint(),
+    record = {"name": corpus.name, "sha256": corpus.fingerprint(), "model": backend.fingerprint(),
               "train_bytes": len(corpus.train.encode()), "validation_bytes": len(corpus.validation.encode())}
     if path.is_file():
         try:
@@ -70,8 +85,19 @@ def _check_corpus(run_dir: RunDirectory, corpus: Corpus) -> None:
         if stored.get("sha256") != record["sha256"]:
             raise RunDirError(f"{run_dir.root} was trained on other text than {corpus.name} holds now "
                               "(corpus.json differs); use another --out")
+        if stored.get("model") != record["model"]:
+            raise RunDirError(f"{run_dir.root} was trained from another model folder than the one at that path "
+                              "now (corpus.json differs); use another --out")
         return
     write_json(path, record)
+
+
+def _read_json(path: Path) -> dict | None:
+    """A stage's JSON, or None if it is missing or unreadable (the stage then runs again)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _stage_canaries(run_dir: RunDirectory, config: RunConfig, replicate: int) -> Canaries:
@@ -79,10 +105,19 @@ def _stage_canaries(run_dir: RunDirectory, config: RunConfig, replicate: int) ->
     canaries = make_canaries(form=lm.canaries.form(), count=lm.canaries.count, num_models=lm.num_models,
                              rng=seeding.rng(config.seed, "lm-canaries", replicate))
     path = run_dir.file(f"lm/r{replicate}/canaries.json")
-    if not path.is_file():
-        write_json(path, {"names": list(canaries.names), "secrets": canaries.secrets.tolist(),
-                          "keep": canaries.keep.astype(int).tolist(),
-                          "lines": [canaries.line(c) for c in range(len(canaries.names))]})
+    record = {"names": list(canaries.names), "secrets": canaries.secrets.tolist(),
+              "keep": canaries.keep.astype(int).tolist(),
+              "lines": [canaries.line(c) for c in range(len(canaries.names))]}
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"{path}: unreadable ({exc}); use another --out") from None
+        if stored != record:
+            raise RunDirError(f"{path} holds other canaries than this version of truthserum draws for the "
+                              "config; its models cannot be reused; use another --out")
+    else:
+        write_json(path, record)
     return canaries
 
 
@@ -128,11 +163,9 @@ def _measure_condition(
     name = CLEAN if condition is None else condition.name
     folder = f"lm/r{replicate}"
     measured_path = run_dir.file(f"{folder}/measured-{name}.json")
-    if measured_path.is_file():
-        try:
-            return json.loads(measured_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            log(f"{measured_path}: unreadable, measuring again")
+    measured = _read_json(measured_path)
+    if measured is not None:
+        return measured
     lm = config.lm
     poisons: list[str] = []
     if condition is not None:
@@ -141,7 +174,8 @@ def _measure_condition(
         write_json(run_dir.file(f"{folder}/poisons-{name}.json"), poisons)
     models_path = run_dir.file(f"{folder}/models-{name}.npz")
     trained_path = run_dir.file(f"{folder}/trained-{name}.json")
-    scorer = backend.load(models_path, lm.num_models) if trained_path.is_file() else None
+    trained = _read_json(trained_path)
+    scorer = backend.load(models_path, lm.num_models) if trained is not None else None
     if scorer is None:
         texts = _training_texts(config, corpus, canaries, poisons, replicate, name)
         seeds = [seeding.int_seed(config.seed, "lm-model", replicate, m) for m in range(lm.num_models)]
@@ -157,7 +191,6 @@ def _measure_condition(
         write_json(trained_path, trained)  # last: its presence says the models are complete
     else:
         log(f"r{replicate} {name}: reusing trained models")
-        trained = json.loads(trained_path.read_text(encoding="utf-8"))
     validation = backend.validation_loss(scorer, corpus.validation)
     form = canaries.form
     exact = form.space_size <= lm.exposure.exact_max
@@ -173,7 +206,7 @@ def _measure_condition(
         for record in score_canary(
             scorer, context=query.context, candidates=query.candidates, task=task,
             secret_text=form.secret_text(canaries.secrets[canary]), digit_tokens=backend.digit_tokens(),
-            first_tokens=backend.first_digit_tokens(),
+            first_tokens=query.first_tokens,
             digits=form.digits, sample=sample, exact=exact, beam_width=lm.exposure.beam_width,
             top_k=lm.exposure.top_k, max_nodes=lm.exposure.max_nodes,
         ):
@@ -269,8 +302,9 @@ def run_lm(config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: b
     lm = config.lm
     corpus = load_corpus(lm)  # read (and checked) before anything is written
     backend = make_backend(lm, corpus, torch_device)
+    preflight(lm, corpus, backend)
     run_dir = RunDirectory.open(out_dir, config)
-    _check_corpus(run_dir, corpus)
+    _check_corpus(run_dir, corpus, backend)
     log(f"{corpus.name}: {len(corpus.train.encode()):,} training and {len(corpus.validation.encode()):,} "
         f"validation bytes; {lm.replicates} x {lm.canaries.count} canaries, each {lm.canaries.insertions} "
         f"times in {lm.num_models // 2} of {lm.num_models} models per condition")
