@@ -138,6 +138,8 @@ def _print_results(results: dict, out: Path) -> None:
     for warning in results["warnings"]:
         print(f"warning: {warning}")
     roc = f"   ROC: {out / 'roc.png'}" if (out / "roc.png").exists() else ""
+    if (out / "exposure.png").exists():
+        roc = f"   exposure plot: {out / 'exposure.png'}"
     print(f"\nresults: {out / 'results.json'}{roc}   time: {results['timing']['total_seconds']:.0f} s")
 
 

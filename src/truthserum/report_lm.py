@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
+import numpy as np
+
 from truthserum.report import interval_text, percent, table_lines
+from truthserum.rundir import atomic_write
 
 MAX_CANARY_ROWS = 24  # past this, the per-canary table is left to results.json
 
@@ -81,3 +87,32 @@ def format_lm(results: dict) -> str:
     leaks = results["most_leaking"]
     lines.append("most leaking: " + "; ".join(f"{key.replace('_', ' ')}: {name}" for key, name in leaks.items()))
     return "\n".join(lines)
+
+
+def plot_exposure(results: dict, path: Path) -> None:
+    """Cumulative distribution of the per-pair exposure, raw (dashed) and calibrated (solid),
+    one colour per condition: how many pairs reach each exposure, not just the mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    suffix = "exposure" if results["exact"] else "extrapolated"
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    for i, (name, values) in enumerate(results["exposures"].items()):
+        for kind, style in (("raw", "--"), ("calibrated", "-")):
+            ordered = np.sort(values[kind])
+            share_at_least = 1.0 - np.arange(len(ordered)) / len(ordered)
+            axes.step(ordered, share_at_least, where="post", linestyle=style, color=f"C{i}",
+                      label=f"{name} {kind}")
+    axes.axvline(results["max_exposure"], color="grey", linewidth=0.8, linestyle=":")
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel(f"{suffix} (bits)")
+    axes.set_ylabel("share of (canary, model) pairs at or above")
+    axes.set_title("Exposure of the canaries' secrets")
+    axes.legend(fontsize=7, loc="upper right")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    atomic_write(Path(path), lambda handle: handle.write(buffer.getvalue()))

@@ -12,7 +12,7 @@ Files it adds to the run directory (``r<k>`` is replicate k, each with fresh can
     lm/r<k>/models-<condition>.npz      the trained models (delete measured-*.json to measure again)
     lm/r<k>/trained-<condition>.json    training time and loss (written after the models)
     lm/r<k>/measured-<condition>.json   per (canary, model) records, validation loss, timing
-    results.json
+    results.json, exposure.png
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ from truthserum.lm.canaries import (
 )
 from truthserum.lm.config import CorpusSource, LmConfig, ModelKind, PoisonCondition
 from truthserum.lm.corpus import Corpus, builtin_corpus, text_file_corpus
-from truthserum.lm.measure import SCORES, CanaryTask, flatten_hits, mean_with_interval, paired_change, score_canary
+from truthserum.lm.measure import (
+    SCORES, CanaryTask, flatten_hits, mean_with_interval, paired_change, score_canary,
+)
+from truthserum.report_lm import plot_exposure
 from truthserum.rundir import RunDirectory, write_json
 from truthserum.stages import Log, log_to_stderr, resolve_device
 
@@ -285,6 +288,12 @@ def per_canary(config: RunConfig, measured: dict[str, list[dict]], names: dict[i
     return [rows[unit] for unit in sorted(rows)]
 
 
+def _exposures(config: RunConfig, measured: dict[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
+    suffix = "exposure" if config.lm.canaries.form().space_size <= config.lm.exposure.exact_max else "extrapolated"
+    return {name: {kind: [r[f"{kind}_{suffix}"] for part in parts for r in part["records"]] for kind in SCORES}
+            for name, parts in measured.items()}
+
+
 def most_leaking(conditions: dict, key: str) -> str:
     """The condition with the highest mean of ``key``."""
     return max(conditions, key=lambda name: conditions[name]["metrics"][key]["mean"])
@@ -338,4 +347,5 @@ def run_lm(config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: b
         "warnings": [],
     }
     write_json(run_dir.file("results.json"), results)
+    plot_exposure(results | {"exposures": _exposures(config, measured)}, run_dir.file("exposure.png"))
     return results
