@@ -27,7 +27,8 @@ class ModelKind(str, Enum):
 class CorpusConfig(StrictSection):
     source: CorpusSource = CorpusSource.BUILTIN
     path: Path | None = None
-    max_bytes: Count | None = Field(default=None, ge=10_000, description="use only the first documents, about this many bytes")
+    max_bytes: Count | None = Field(default=None, ge=10_000,
+                                    description="use only the first documents, about this many bytes")
     validation_every: Count = Field(default=10, ge=2, le=1000, description="every n-th document is validation text")
 
     @model_validator(mode="after")

@@ -14,8 +14,8 @@ The exact rank needs every candidate's log-likelihood. Scoring each candidate as
 sequence costs |S| x (context + secret) token evaluations; here candidates are scored as a
 token trie (for digit secrets the tree of digit prefixes) with a key/value cache: each shared
 prefix is computed once, so six digits cost 10 + 100 + ... + 10^5 = 111,110 one-token steps (after
-one pass over the context) for 10^6 candidates. The trie is walked depth first in chunks of at most ``max_nodes`` nodes, so
-memory stays bounded whatever |S|.
+one pass over the context) for 10^6 candidates. The trie is walked depth first in chunks of at
+most ``max_nodes`` nodes, so memory stays bounded whatever |S|.
 
 Calibrated exposure ranks by the target model's log-likelihood minus the mean log-likelihood
 of reference models that did not train on the canary (the difference LiRA takes for

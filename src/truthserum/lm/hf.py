@@ -329,7 +329,8 @@ class HFBackend:
             for token in self.tokenizer.get_vocab().values():
                 text = self.tokenizer.decode([token])
                 rest = text[len(cut):]
-                if token not in special and text.startswith(cut) and (rest == "" or (rest.isascii() and rest.isdigit())):
+                spells_digits = rest == "" or (rest.isascii() and rest.isdigit())
+                if token not in special and text.startswith(cut) and spells_digits:
                     tokens[token] = rest
             self._first_cache[cut] = tokens
         return self._first_cache[cut]
