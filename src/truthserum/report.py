@@ -46,9 +46,16 @@ def plot_roc(
     axes.set_ylabel("true positive rate")
     axes.set_title(title)
     axes.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def save_figure(figure, path: Path, *, dpi: int = 110, rect: tuple[float, ...] | None = None) -> None:
+    """Lay out ``figure`` (within ``rect``), write it to ``path`` as PNG atomically, close it."""
+    from matplotlib import pyplot as plt
+
+    figure.tight_layout(rect=rect)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
     atomic_write(Path(path), lambda handle: handle.write(buffer.getvalue()))
 
@@ -235,11 +242,7 @@ def plot_sweep(summary: dict, path: Path) -> None:
         axis.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     figure.legend(handles, labels, fontsize=8, loc="center right")  # outside the data
-    figure.tight_layout(rect=(0.0, 0.0, 1.0 - legend_inches / width, 1.0))
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    atomic_write(Path(path), lambda handle: handle.write(buffer.getvalue()))
+    save_figure(figure, path, dpi=100, rect=(0.0, 0.0, 1.0 - legend_inches / width, 1.0))
 
 
 def format_sweep(summary: dict) -> str:

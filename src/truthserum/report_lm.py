@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
-from truthserum.report import interval_text, percent, table_lines
-from truthserum.rundir import atomic_write
+from truthserum.report import interval_text, percent, save_figure, table_lines
 
 MAX_CANARY_ROWS = 24  # past this, the per-canary table is left to results.json
 
@@ -111,8 +109,4 @@ def plot_exposure(results: dict, path: Path) -> None:
     axes.set_ylabel("share of (canary, model) pairs at or above")
     axes.set_title("Exposure of the canaries' secrets")
     axes.legend(fontsize=7, loc="upper right")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    atomic_write(Path(path), lambda handle: handle.write(buffer.getvalue()))
+    save_figure(figure, path)
