@@ -167,3 +167,32 @@ def test_text_corpus_changes_and_short_texts_are_refused_before_writing(tmp_path
         run_task(_text_config(numbers, poisons=[{"strategy": "neutral", "count": 1}]), tmp_path / "n-run",
                  progress=False, log=lambda m: None)
     assert not (tmp_path / "n-run").exists()
+
+
+def test_relative_corpus_path_is_read_next_to_the_config_and_heavy_poisons_warn(tmp_path, monkeypatch):
+    from pydoc_data.topics import topics
+
+    from truthserum.config import load_config
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "corpus.txt").write_text("\n\n".join(topics[key] for key in sorted(topics)[:6]))
+    (folder / "lm.yaml").write_text(yaml.safe_dump({
+        "task": "lm", "metrics": {"bootstrap": 10},
+        "lm": {"corpus": {"source": "text", "path": "corpus.txt", "validation_every": 3},
+               "model": {"layers": 1, "width": 16, "heads": 2, "context": 32},
+               "train": {"passes": 0.1, "batch_size": 4},
+               "canaries": {"digits": 2, "count": 2, "insertions": 1}, "num_models": 2,
+               "poisons": [{"strategy": "dilution", "count": 400}],
+               "exposure": {"sample": 100, "beam_width": 10, "top_k": [1, 10]}},
+    }))
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    config = load_config(folder / "lm.yaml")
+    assert config.lm.corpus.path == (folder / "corpus.txt").resolve()
+    results = run_task(config, tmp_path / "run", progress=False, log=lambda m: None)
+    assert any("dilution-400" in w and "size of the training text" in w for w in results["warnings"])
+
+
+def test_template_with_an_unknown_slot_is_refused():
+    with pytest.raises(ConfigError, match=r"unknown slots \['kind'\]"):
+        parse_config({"task": "lm", "lm": {"canaries": {"template": "the {kind} PIN of {name} is {secret}"}}})

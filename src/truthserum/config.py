@@ -355,8 +355,9 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
 def parse_config(raw: Any, *, source: str = "config", base_dir: Path | None = None) -> RunConfig:
     """Validate a mapping (from YAML or JSON) into a :class:`RunConfig`.
 
-    A relative ``data.path`` is resolved against ``base_dir`` (the config file's folder), so a
-    config means the same thing whatever the working directory.
+    Relative paths (``data.path``, ``lm.corpus.path``, ``lm.model.path``) are resolved against
+    ``base_dir`` (the config file's folder), so a config means the same thing whatever the
+    working directory.
     """
     if raw is None:
         raw = {}
@@ -366,11 +367,23 @@ def parse_config(raw: Any, *, source: str = "config", base_dir: Path | None = No
         config = RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
-    path = config.data.path
-    if path is not None and base_dir is not None and not path.is_absolute():
-        data = config.data.model_copy(update={"path": (base_dir / path).resolve()})
-        config = config.model_copy(update={"data": data})
+    if base_dir is not None:
+        config = _resolve_paths(config, base_dir)
     return config
+
+
+def _resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
+    """Relative ``data.path``, ``lm.corpus.path`` and ``lm.model.path`` against ``base_dir``."""
+    def resolved(path: Path | None) -> Path | None:
+        return path if path is None or path.is_absolute() else (base_dir / path).resolve()
+
+    lm = config.lm
+    lm = lm.model_copy(update={
+        "corpus": lm.corpus.model_copy(update={"path": resolved(lm.corpus.path)}),
+        "model": lm.model.model_copy(update={"path": resolved(lm.model.path)}),
+    })
+    data = config.data.model_copy(update={"path": resolved(config.data.path)})
+    return config.model_copy(update={"data": data, "lm": lm})
 
 
 def load_config(path: Path) -> RunConfig:

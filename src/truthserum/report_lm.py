@@ -42,11 +42,12 @@ def format_lm(results: dict) -> str:
         f"(|S| = {results['space_size']:,}, maximum exposure {results['max_exposure']:.2f} bits);",
         f"each inserted "
         f"{config['canaries']['insertions']} times into {config['num_models'] // 2} of {config['num_models']} "
-        f"models, {records} (canary, model) pairs per condition; {config['train']['passes']:g} passes over "
+        f"models, {records} (canary, model) pairs per condition; {config['train']['passes']:g} pass(es) over "
         f"{results['corpus']['train_bytes']:,} bytes of {results['corpus']['name']}.",
         "",
     ]
-    header = ["condition", "poison lines", "val. bits/tok", f"raw {exposure_key}", "calibrated",
+    unit = "byte" if config["model"]["kind"] == "byte" else "token"
+    header = ["condition", "poison lines", f"val. bits/{unit}", f"raw {exposure_key}", "calibrated",
               "change raw", "change calibrated"]
     rows = []
     for name, summary in conditions.items():
@@ -83,7 +84,8 @@ def format_lm(results: dict) -> str:
             "condition (same canaries, same initialisations)")
     lines += ["", note]
     leaks = results["most_leaking"]
-    lines.append("most leaking: " + "; ".join(f"{key.replace('_', ' ')}: {name}" for key, name in leaks.items()))
+    lines.append("highest mean: " + "; ".join(f"{key.replace('_', ' ')}, {name}" for key, name in leaks.items())
+                 + " (a gain counts only where its change interval excludes 0)")
     return "\n".join(lines)
 
 

@@ -41,6 +41,8 @@ class SecretQuery:
 
 
 class Backend(Protocol):
+    steps: int  # optimiser steps per model
+
     def train(self, texts: Sequence[str], seeds: Sequence[int], progress: Callable[[int, float], None] | None
               ) -> tuple[CachedScorer, float]: ...
     def save(self, scorer: CachedScorer, path: Path) -> None: ...

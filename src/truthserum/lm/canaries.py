@@ -59,6 +59,10 @@ class CanaryFormat:
             raise ValueError("must not contain digits outside the secret")
         if "\n" in self.template:
             raise ValueError("must be one line")
+        fields = {field for _, field, _, _ in string.Formatter().parse(self.template) if field is not None}
+        if fields - {"name", "secret"}:
+            raise ValueError(f"has unknown slots {sorted(fields - {'name', 'secret'})}: only {NAME_SLOT} and "
+                             f"{SECRET_SLOT}")
         if NAME_SLOT not in self.template:
             # One prefix for every canary would make a model's canaries compete for one query,
             # and the sibling poisons would write the target's own prefix.

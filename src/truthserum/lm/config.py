@@ -130,16 +130,16 @@ class LmConfig(StrictSection):
     @model_validator(mode="after")
     def _consistent(self) -> LmConfig:
         if self.num_models % 2:
-            raise ValueError("lm.num_models must be even (each canary is in exactly half of the models)")
+            raise ValueError("num_models must be even (each canary is in exactly half of the models)")
         names = [p.name for p in self.poisons]
         if len(set(names)) != len(names):
-            raise ValueError("lm.poisons must be distinct (strategy, count) pairs")
+            raise ValueError("poisons must be distinct (strategy, count) pairs")
         longest = self.canaries.form().longest_query()
         if self.model.kind is ModelKind.BYTE and longest > self.model.context:
-            raise ValueError(f"a query and its secret take up to {longest} bytes, more than lm.model.context "
+            raise ValueError(f"a query and its secret take up to {longest} bytes, more than model.context "
                              f"({self.model.context}); raise the context or shorten the template")
         if self.model.kind is ModelKind.HF and self.model != LmModelConfig(kind=ModelKind.HF, path=self.model.path,
                                                                           context=self.model.context):
-            raise ValueError("lm.model.layers/width/heads describe the byte model; a Hugging Face "
+            raise ValueError("model.layers/width/heads describe the byte model; a Hugging Face "
                              "model brings its own")
         return self

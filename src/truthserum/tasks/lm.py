@@ -38,7 +38,7 @@ from truthserum.lm.measure import (
 )
 from truthserum.report_lm import plot_exposure
 from truthserum.rundir import RunDirectory, write_json
-from truthserum.stages import Log, log_to_stderr, resolve_device
+from truthserum.stages import POISON_FRACTION_WARNING, Log, log_to_stderr, record_warning, resolve_device
 
 CLEAN = "clean"
 # What a canary's query starts with: canaries are lines of their own in the training text.
@@ -186,7 +186,7 @@ def _measure_condition(
 
         def report(step: int, loss: float) -> None:
             if progress:
-                log(f"  r{replicate} {name}: step {step}, loss {loss:.3f}")
+                log(f"  r{replicate} {name}: step {step} of {backend.steps}, training loss {loss:.3f} nats/token")
 
         scorer, train_loss = backend.train(texts, seeds, report)
         trained = {"train_seconds": time.perf_counter() - started, "train_loss": train_loss}
@@ -328,6 +328,12 @@ def run_lm(config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: b
             part = _measure_condition(run_dir, config, corpus, backend, canaries, replicate, condition, progress, log)
             measured[CLEAN if condition is None else condition.name].append(part)
     conditions = _summarize(config, measured)
+    warnings: list[str] = []
+    for name, summary in conditions.items():
+        if summary["poison_share"] > POISON_FRACTION_WARNING:
+            record_warning(warnings, log, f"{name}: the poison lines are {summary['poison_share']:.0%} of the "
+                           f"size of the training text (over {POISON_FRACTION_WARNING:.0%}): the poisoned models "
+                           "learn another corpus, not the same one with a few lines added")
     exact = lm.canaries.form().space_size <= lm.exposure.exact_max
     headline = "calibrated_exposure" if exact else "calibrated_extrapolated"
     results = {
@@ -344,7 +350,7 @@ def run_lm(config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: b
                          for key in (headline, headline.replace("calibrated", "raw"))},
         "timing": {"total_seconds": time.perf_counter() - started},
         "device": str(torch_device),
-        "warnings": [],
+        "warnings": warnings,
     }
     write_json(run_dir.file("results.json"), results)
     plot_exposure(results | {"exposures": _exposures(config, measured)}, run_dir.file("exposure.png"))
