@@ -307,7 +307,8 @@ class RunConfig(_Strict):
         if self.task is not Task.LM and self.lm != LmConfig():
             raise ValueError(f"the lm section is for task 'lm', not '{self.task.value}'")
         if self.task is Task.LM:
-            unused = [name for name in _IMAGE_AND_TABLE_SECTIONS if getattr(self, name) != type(self).model_fields[name].default]
+            defaults = type(self).model_fields
+            unused = [name for name in _IMAGE_AND_TABLE_SECTIONS if getattr(self, name) != defaults[name].default]
             if unused:
                 raise ValueError(f"task 'lm' is configured in its lm section; it does not use {', '.join(unused)}")
         if self.task is not Task.UNTARGETED and self.untargeted != UntargetedConfig():
