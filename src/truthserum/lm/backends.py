@@ -20,7 +20,7 @@ import torch
 from truthserum.errors import RunDirError
 from truthserum.lm.canaries import CanaryFormat
 from truthserum.lm.corpus import encode_bytes
-from truthserum.lm.exposure import digit_candidates
+from truthserum.lm.exposure import CandidateTrie, digit_candidates
 from truthserum.lm.model import Params, TransformerShape, init_params
 from truthserum.lm.scorers import ByteScorer, CachedScorer
 from truthserum.lm.training import LmTrainSettings, total_steps, train_byte_models, validation_loss
@@ -38,6 +38,11 @@ class SecretQuery:
     # The tokens a guess may start with, if not the digit tokens: where a tokenizer merges the
     # prefix's last characters into the secret's first token (GPT-2's " 482").
     first_tokens: dict[int, str] | None = None
+    # The candidates' trie, when the backend already holds it (the same for every canary).
+    built_trie: CandidateTrie | None = None
+
+    def trie(self) -> CandidateTrie:
+        return self.built_trie if self.built_trie is not None else CandidateTrie.build(self.candidates)
 
 
 class Backend(Protocol):
@@ -64,6 +69,7 @@ class ByteBackend:
         self.settings = settings
         self.device = device
         self.steps = total_steps(len(encode_bytes(clean_train_text)), shape, settings)
+        self._digit_tries: dict[int, CandidateTrie] = {}  # every canary of a run shares its space
 
     def train(self, texts, seeds, progress=None):
         params, loss = train_byte_models(
@@ -93,8 +99,12 @@ class ByteBackend:
         return SecretQuery(context=encode_bytes(prefix), candidates=rows)
 
     def digit_space(self, prefix: str, digits: int) -> SecretQuery:
-        """Every secret of ``digits`` digits, in numeric order (no per-string encoding)."""
-        return SecretQuery(context=encode_bytes(prefix), candidates=digit_candidates(digits, DIGIT_BYTES))
+        """Every secret of ``digits`` digits, in numeric order (no per-string encoding); the
+        trie is built once per space and reused for every canary and condition."""
+        if digits not in self._digit_tries:
+            self._digit_tries[digits] = CandidateTrie.build(digit_candidates(digits, DIGIT_BYTES))
+        trie = self._digit_tries[digits]
+        return SecretQuery(context=encode_bytes(prefix), candidates=trie.tokens, built_trie=trie)
 
     def digit_tokens(self) -> dict[int, str]:
         return {int(t): chr(t) for t in DIGIT_BYTES}

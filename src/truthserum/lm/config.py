@@ -127,6 +127,16 @@ class LmConfig(StrictSection):
     )
     exposure: ExposureConfig = ExposureConfig()
 
+    @property
+    def exact_exposure(self) -> bool:
+        """Whether the secret space is small enough to enumerate (else only extrapolated)."""
+        return self.canaries.form().space_size <= self.exposure.exact_max
+
+    @property
+    def exposure_key(self) -> str:
+        """The record field suffix of the headline exposure: ``exposure`` or ``extrapolated``."""
+        return "exposure" if self.exact_exposure else "extrapolated"
+
     @model_validator(mode="after")
     def _consistent(self) -> LmConfig:
         if self.num_models % 2:

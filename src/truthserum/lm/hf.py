@@ -261,7 +261,9 @@ class HFBackend:
 
     def __init__(self, *, path: Path, settings, context: int, clean_train_text: str, device: torch.device):
         self.path = Path(path)
-        _, self.tokenizer = load_hf(self.path)  # checked before the run directory is written
+        model, self.tokenizer = load_hf(self.path)  # checked before the run directory is written
+        self.positions = getattr(model.config, "n_positions", None) or getattr(
+            model.config, "max_position_embeddings", None)
         self.settings = settings
         self.context = context
         self.device = device
@@ -340,14 +342,12 @@ class HFBackend:
 
     def check_context(self, context: int, form) -> None:
         """The training windows and the longest query must fit the model's positions."""
-        model, _ = load_hf(self.path)
-        positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
         from truthserum.lm.canaries import NAMES
 
         longest = max(len(_encode(self.tokenizer, "\n" + form.prefix(name) + "9" * form.digits)) for name in NAMES)
         needed = max(context + 1, longest)
-        if positions is not None and needed > positions:
-            raise DataError(f"{self.path}: the model has {positions} positions, fewer than the {needed} that "
+        if self.positions is not None and needed > self.positions:
+            raise DataError(f"{self.path}: the model has {self.positions} positions, fewer than the {needed} that "
                             "lm.model.context + 1 and the longest canary query need; lower lm.model.context")
 
     def fingerprint(self) -> str:

@@ -43,18 +43,17 @@ class CanaryTask:
 
 
 def score_canary(
-    scorer: CachedScorer, *, context: np.ndarray, candidates: np.ndarray, task: CanaryTask,
+    scorer: CachedScorer, *, context: np.ndarray, trie: CandidateTrie, task: CanaryTask,
     secret_text: str, digit_tokens: dict[int, str], first_tokens: dict[int, str] | None, digits: int,
     sample: np.ndarray, exact: bool, beam_width: int, top_k: Sequence[int], max_nodes: int,
 ) -> list[dict]:
     """The records of one canary, one per target model.
 
     Args:
-        candidates: when ``exact``, every candidate (row ``task.secret`` is the secret);
-            otherwise only the secret followed by the extrapolation sample.
-        sample: rows of ``candidates`` forming the extrapolation sample (the secret excluded).
+        trie: the candidates; when ``exact``, every candidate (row ``task.secret`` is the
+            secret), otherwise only the secret followed by the extrapolation sample.
+        sample: candidate rows forming the extrapolation sample (the secret excluded).
     """
-    trie = CandidateTrie.build(candidates)
     log_likelihoods = trie_log_likelihoods(scorer, context, trie, max_nodes=max_nodes)  # (M, N)
     references = log_likelihoods[task.references]
     rules, records = [], []
@@ -82,22 +81,21 @@ def score_canary(
     return records
 
 
-def _grouped(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per canary (replicate, canary): the sum of ``key`` over its records and their count."""
+def _by_canary(records: list[dict], key: str) -> dict[tuple[int, int], list[float]]:
+    """The values of ``key`` grouped by canary, (replicate, canary)."""
     units: dict[tuple[int, int], list[float]] = {}
     for record in records:
-        value = record[key]
-        units.setdefault((record["replicate"], record["canary"]), []).append(float(value))
-    sums = np.array([sum(v) for v in units.values()])
-    counts = np.array([len(v) for v in units.values()])
-    return sums, counts
+        units.setdefault((record["replicate"], record["canary"]), []).append(float(record[key]))
+    return units
 
 
 def mean_with_interval(
     records: list[dict], key: str, *, rng: np.random.Generator, resamples: int, confidence: float,
 ) -> dict:
     """Mean of ``key`` over records, with a bootstrap interval over canaries."""
-    sums, counts = _grouped(records, key)
+    units = _by_canary(records, key).values()
+    sums = np.array([sum(v) for v in units])
+    counts = np.array([len(v) for v in units])
     mean = float(sums.sum() / counts.sum())
     interval = None
     if resamples > 0 and len(sums) > 1:
@@ -111,13 +109,8 @@ def paired_change(
     confidence: float,
 ) -> dict:
     """Mean over canaries of (poisoned - clean) per-canary means of ``key``, with an interval."""
-    def per_canary(records):
-        units: dict[tuple[int, int], list[float]] = {}
-        for r in records:
-            units.setdefault((r["replicate"], r["canary"]), []).append(float(r[key]))
-        return {u: float(np.mean(v)) for u, v in units.items()}
-
-    before, after = per_canary(clean), per_canary(poisoned)
+    before, after = ({u: float(np.mean(v)) for u, v in _by_canary(records, key).items()}
+                     for records in (clean, poisoned))
     units = sorted(set(before) & set(after))
     differences = np.array([after[u] - before[u] for u in units])
     interval = None

@@ -136,14 +136,14 @@ def _training_texts(config: RunConfig, corpus: Corpus, canaries: Canaries, poiso
     return texts
 
 
-def _query(backend: Backend, config: LmConfig, canaries: Canaries, canary: int, exact: bool,
+def _query(backend: Backend, config: LmConfig, canaries: Canaries, canary: int,
            sample_rng: np.random.Generator) -> tuple[SecretQuery, int, np.ndarray]:
     """The candidates to score, the secret's row and the extrapolation sample's rows."""
     form = canaries.form
     prefix = LINE_START + canaries.prefix(canary)
     secret = int(canaries.secrets[canary])
     sample_size = min(config.exposure.sample, form.space_size - 1)
-    if exact:
+    if config.exact_exposure:
         if isinstance(backend, ByteBackend):
             query = backend.digit_space(prefix, form.digits)
         else:
@@ -196,21 +196,20 @@ def _measure_condition(
         log(f"r{replicate} {name}: reusing trained models")
     validation = backend.validation_loss(scorer, corpus.validation)
     form = canaries.form
-    exact = form.space_size <= lm.exposure.exact_max
     started = time.perf_counter()
     records = []
     for canary in range(len(canaries.names)):
         members = np.flatnonzero(canaries.keep[:, canary])
         references = np.flatnonzero(~canaries.keep[:, canary])
-        query, secret_row, sample = _query(backend, lm, canaries, canary, exact,
+        query, secret_row, sample = _query(backend, lm, canaries, canary,
                                            seeding.rng(config.seed, "lm-sample", replicate, canary))
         task = CanaryTask(canary=canary, secret=secret_row, members=members, references=references,
                           space_size=form.space_size)
         for record in score_canary(
-            scorer, context=query.context, candidates=query.candidates, task=task,
+            scorer, context=query.context, trie=query.trie(), task=task,
             secret_text=form.secret_text(canaries.secrets[canary]), digit_tokens=backend.digit_tokens(),
             first_tokens=query.first_tokens,
-            digits=form.digits, sample=sample, exact=exact, beam_width=lm.exposure.beam_width,
+            digits=form.digits, sample=sample, exact=lm.exact_exposure, beam_width=lm.exposure.beam_width,
             top_k=lm.exposure.top_k, max_nodes=lm.exposure.max_nodes,
         ):
             records.append(record | {"replicate": replicate})
@@ -234,9 +233,8 @@ def _measure_condition(
 def _summarize(config: RunConfig, measured: dict[str, list[dict]]) -> dict:
     lm = config.lm
     metrics = config.metrics
-    exact = lm.canaries.form().space_size <= lm.exposure.exact_max
     keys = [f"{kind}_extrapolated" for kind in SCORES]
-    if exact:
+    if lm.exact_exposure:
         keys = [f"{kind}_exposure" for kind in SCORES] + keys
     keys += [f"{kind}_top_{k}" for kind in SCORES for k in lm.exposure.top_k]
     conditions = {}
@@ -269,8 +267,7 @@ def _summarize(config: RunConfig, measured: dict[str, list[dict]]) -> dict:
 
 def per_canary(config: RunConfig, measured: dict[str, list[dict]], names: dict[int, tuple[str, ...]]) -> list[dict]:
     """Each canary's mean exposure over its target models, per condition."""
-    exact = config.lm.canaries.form().space_size <= config.lm.exposure.exact_max
-    suffix = "exposure" if exact else "extrapolated"
+    suffix = config.lm.exposure_key
     rows: dict[tuple[int, int], dict] = {}
     for condition, parts in measured.items():
         for part in parts:
@@ -289,7 +286,7 @@ def per_canary(config: RunConfig, measured: dict[str, list[dict]], names: dict[i
 
 
 def _exposures(config: RunConfig, measured: dict[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
-    suffix = "exposure" if config.lm.canaries.form().space_size <= config.lm.exposure.exact_max else "extrapolated"
+    suffix = config.lm.exposure_key
     return {name: {kind: [r[f"{kind}_{suffix}"] for part in parts for r in part["records"]] for kind in SCORES}
             for name, parts in measured.items()}
 
@@ -334,8 +331,7 @@ def run_lm(config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: b
             record_warning(warnings, log, f"{name}: the poison lines are {summary['poison_share']:.0%} of the "
                            f"size of the training text (over {POISON_FRACTION_WARNING:.0%}): the poisoned models "
                            "learn another corpus, not the same one with a few lines added")
-    exact = lm.canaries.form().space_size <= lm.exposure.exact_max
-    headline = "calibrated_exposure" if exact else "calibrated_extrapolated"
+    headline = f"calibrated_{lm.exposure_key}"
     results = {
         "task": "lm",
         "config": config.to_json_dict(),
@@ -343,7 +339,7 @@ def run_lm(config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: b
                    "validation_bytes": len(corpus.validation.encode())},
         "space_size": lm.canaries.form().space_size,
         "max_exposure": math.log2(lm.canaries.form().space_size),
-        "exact": exact,
+        "exact": lm.exact_exposure,
         "conditions": conditions,
         "per_canary": per_canary(config, measured, names),
         "most_leaking": {key: most_leaking(conditions, key)
