@@ -12,8 +12,9 @@ from pathlib import Path
 
 
 from truthserum.attacks import TUNE, AttackName, AttackOptions, load_signals, score_attacks_with_details
+from truthserum.backends import BackendName, LocalBackend, ShardBackend, make_backend
 from truthserum.config import MAX_REPLICAS, Task, load_config, parse_config
-from truthserum.errors import SignalsError, TruthserumError
+from truthserum.errors import ConfigError, SignalsError, TruthserumError
 from truthserum.metrics import evaluate
 from truthserum.report import format_attack_metrics, format_sweep
 from truthserum.report_tasks import format_results
@@ -43,6 +44,22 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
         "--device", default="cpu", choices=["cpu", "cuda", "auto"],
         help="where to train (default: cpu; auto picks cuda when present)",
     )
+    parser.add_argument(
+        "--backend", default=BackendName.LOCAL.value, choices=[name.value for name in BackendName],
+        help="local (default): train shards one after another in this process; ray: each shard a "
+             "Ray task (pip install 'truthserum[ray]'). A run resumes on either",
+    )
+    parser.add_argument("--address", default=None, metavar="ADDR",
+                        help="with --backend ray: an existing cluster (auto, host:port or "
+                             "ray://host:10001); default: start Ray on this machine")
+    parser.add_argument("--cpus-per-shard", type=int, default=1, metavar="N",
+                        help="with --backend ray: CPUs (torch threads) per shard task (default 1)")
+
+
+def _backend(args: argparse.Namespace) -> ShardBackend:
+    if args.backend != BackendName.RAY.value and args.cpus_per_shard != 1:
+        raise ConfigError("--cpus-per-shard is for --backend ray")
+    return make_backend(BackendName(args.backend), address=args.address, cpus_per_shard=args.cpus_per_shard)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -143,31 +160,35 @@ def _print_results(results: dict, out: Path) -> None:
     print(f"\nresults: {out / 'results.json'}{roc}   time: {results['timing']['total_seconds']:.0f} s")
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, backend: ShardBackend) -> int:
     config = load_config(args.config)
-    _print_results(run_task(config, args.out, device=args.device, progress=not args.quiet), args.out)
+    _print_results(
+        run_task(config, args.out, device=args.device, progress=not args.quiet, backend=backend), args.out
+    )
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace, backend: ShardBackend) -> int:
     import yaml
 
     task = Task(args.task)
     config = parse_config(yaml.safe_load(demo_config_text(task)), source=f"{task.value} demo config")
     out = args.out or default_demo_dir(task)
-    _print_results(run_task(config, out, device=args.device, progress=not args.quiet), out)
+    _print_results(run_task(config, out, device=args.device, progress=not args.quiet, backend=backend), out)
     return 0
 
 
-def _sweep(args: argparse.Namespace) -> int:
+def _sweep(args: argparse.Namespace, backend: ShardBackend) -> int:
     config = load_config(args.config)
     if args.replicas is not None:
         budgets = parse_counts(args.replicas, option="--replicas", maximum=MAX_REPLICAS)
-        summary = run_replica_sweep(config, args.out, budgets, device=args.device, progress=not args.quiet)
+        summary = run_replica_sweep(config, args.out, budgets, device=args.device, progress=not args.quiet,
+                                    backend=backend)
         files = REPLICA_FILES
     else:
         counts = parse_counts(args.shadow_models, option="--shadow-models", allow_all=True)
-        summary = run_shadow_sweep(config, args.out, counts, device=args.device, progress=not args.quiet)
+        summary = run_shadow_sweep(config, args.out, counts, device=args.device, progress=not args.quiet,
+                                   backend=backend)
         files = SHADOW_FILES
     print()
     print(format_sweep(summary))
@@ -177,7 +198,7 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _attack(args: argparse.Namespace) -> int:
+def _attack(args: argparse.Namespace, backend: ShardBackend) -> int:
     if args.out is not None and args.out.resolve() == args.signals.resolve():
         raise SignalsError(f"--out {args.out} would overwrite the signals file; choose another path")
     if args.out is not None and args.out.exists():
@@ -205,8 +226,11 @@ _COMMANDS = {"run": _run, "demo": _demo, "sweep": _sweep, "attack": _attack}
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    backend: ShardBackend = LocalBackend()
     try:
-        return _COMMANDS[args.command](args)
+        if hasattr(args, "backend"):
+            backend = _backend(args)
+        return _COMMANDS[args.command](args, backend)
     except TruthserumError as exc:
         print(f"truthserum: error: {exc}", file=sys.stderr)
         return 2
@@ -226,8 +250,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("truthserum: interrupted; run the same command again to resume", file=sys.stderr)
+        print("truthserum: interrupted; run the same command again to resume (on either backend)",
+              file=sys.stderr)
         return 130
+    finally:
+        backend.close()
 
 
 if __name__ == "__main__":

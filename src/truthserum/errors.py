@@ -28,3 +28,7 @@ class RunDirError(TruthserumError):
 
 class TrainingError(TruthserumError):
     """Training failed in a way the user can fix through the config (it diverged, say)."""
+
+
+class BackendError(TruthserumError):
+    """The training backend is missing, unreachable, or lacks what the run asks of it."""

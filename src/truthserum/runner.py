@@ -18,6 +18,7 @@ import numpy as np
 
 from truthserum import seeding
 from truthserum.attacks import AttackInputs
+from truthserum.backends import ShardBackend
 from truthserum.config import RunConfig, Task
 from truthserum.data import Dataset
 from truthserum.design import Design
@@ -27,8 +28,9 @@ from truthserum.metrics import RocCurve
 from truthserum.poison import PoisonSet, make_label_flip_poisons, replicate_poisons
 from truthserum.report import plot_roc
 from truthserum.rundir import RunDirectory, write_json, write_npz
+from truthserum.shard import TrainingJob
 from truthserum.stages import (
-    Log, TrainingJob, attack_metrics, load_stage, log_to_stderr, open_run, poison_fit_warning,
+    Log, attack_metrics, load_stage, log_to_stderr, open_run, poison_fit_warning,
     poison_share_warning, record_warning, stage_design, stage_train,
 )
 
@@ -120,11 +122,13 @@ def _condition_results(
 
 def run_experiment(
     config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True, log: Log = log_to_stderr,
+    backend: ShardBackend | None = None,
     conditions: list[Condition] | None = None, results_file: str = "results.json",
     roc_file: str | None = "roc.png",
 ) -> dict:
     """Run (or resume) the experiment ``config`` in ``out_dir`` and return ``results.json``.
 
+    ``backend`` trains the shards (default: in this process; see :mod:`truthserum.backends`).
     ``conditions`` defaults to clean and poisoned; a replica sweep passes one per budget. All
     of them share the keep matrix, the targets and each target's wrong label.
 
@@ -135,7 +139,7 @@ def run_experiment(
     if config.task is not Task.MEMBERSHIP:
         raise ConfigError(f"run_experiment runs task 'membership', not '{config.task.value}'; use run_task")
     started = time.perf_counter()
-    torch_device, pool, run_dir = open_run(config, out_dir, device)
+    torch_device, pool, run_dir = open_run(config, out_dir, device, backend)
     design = stage_design(run_dir, config, pool, log)
     poisons = stage_poisons(run_dir, config, pool, design, log)
 
@@ -165,7 +169,7 @@ def run_experiment(
         )
         logits, seconds = stage_train(
             run_dir, config, membership_job(pool, design, condition_poisons, condition), torch_device,
-            progress, log,
+            progress, log, backend,
         )
         train_seconds += seconds
         entry, condition_curves = _condition_results(

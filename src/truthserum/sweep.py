@@ -19,6 +19,7 @@ from truthserum.errors import ConfigError, SignalsError
 from truthserum.report import plot_sweep
 from truthserum.rundir import RunDirectory, write_json
 from truthserum.runner import condition_for, run_experiment
+from truthserum.backends import ShardBackend
 from truthserum.stages import Log, attack_metrics, log_to_stderr
 
 ALL_SHADOWS = "all"
@@ -80,13 +81,13 @@ def check_membership(config: RunConfig) -> None:
 
 def run_replica_sweep(
     config: RunConfig, out_dir: Path, budgets: list[int], *, device: str = "cpu",
-    progress: bool = True, log: Log = log_to_stderr,
+    progress: bool = True, log: Log = log_to_stderr, backend: ShardBackend | None = None,
 ) -> dict:
     """Train every budget once and write ``sweep-replicas.json`` and ``.png``."""
     check_membership(config)
     conditions = [condition_for(config, replicas) for replicas in budgets]
     results = run_experiment(
-        config, out_dir, device=device, progress=progress, log=log, conditions=conditions,
+        config, out_dir, device=device, progress=progress, log=log, backend=backend, conditions=conditions,
         results_file="sweep-replicas-results.json", roc_file=None,
     )
     points = []
@@ -106,7 +107,7 @@ def run_replica_sweep(
 
 def run_shadow_sweep(
     config: RunConfig, out_dir: Path, counts: list[int | None], *, device: str = "cpu",
-    progress: bool = True, log: Log = log_to_stderr,
+    progress: bool = True, log: Log = log_to_stderr, backend: ShardBackend | None = None,
 ) -> dict:
     """Score the directory's signals again with each shadow-model count; train first only if
     the directory holds no signals yet. Writes ``sweep-shadow-models.json`` and ``.png``."""
@@ -120,7 +121,7 @@ def run_shadow_sweep(
     signal_files = sorted(run_dir.root.glob("signals-*.npz"))
     if not signal_files:
         log(f"{run_dir.root}: no signals yet; running the experiment first")
-        run_experiment(config, out_dir, device=device, progress=progress, log=log)
+        run_experiment(config, out_dir, device=device, progress=progress, log=log, backend=backend)
         signal_files = sorted(run_dir.root.glob("signals-*.npz"))
     points = []
     for path in signal_files:

@@ -20,14 +20,16 @@ from truthserum.attribute import (
     AttributeAttack, ambiguous_completions, attribute_metrics, completion_fit, completion_phi,
     make_completion_poisons, score_attribute,
 )
+from truthserum.backends import ShardBackend
 from truthserum.config import RunConfig
 from truthserum.evaluation import accuracy
 from truthserum.metrics import RocCurve, roc_curve
 from truthserum.report import plot_roc
 from truthserum.rundir import write_json, write_npz
 from truthserum.runner import conditions_for
+from truthserum.shard import TrainingJob
 from truthserum.stages import (
-    Log, TrainingJob, log_to_stderr, open_run, poison_fit_warning, poison_share_warning, record_warning,
+    Log, log_to_stderr, open_run, poison_fit_warning, poison_share_warning, record_warning,
     stage_design, stage_train,
 )
 from truthserum.tabular import completions as candidate_completions
@@ -35,6 +37,7 @@ from truthserum.tabular import completions as candidate_completions
 
 def run_attribute(
     config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True, log: Log = log_to_stderr,
+    backend: ShardBackend | None = None,
 ) -> dict:
     """Run (or resume) the attribute-inference experiment ``config`` in ``out_dir``.
 
@@ -42,7 +45,7 @@ def run_attribute(
         The contents of ``results.json``.
     """
     started = time.perf_counter()
-    torch_device, pool, run_dir = open_run(config, out_dir, device)
+    torch_device, pool, run_dir = open_run(config, out_dir, device, backend)
     assert pool.preprocessing is not None and pool.sensitive is not None  # a table (config checks)
     every_completion = candidate_completions(pool.x, pool.preprocessing)  # (N, k, D)
     ambiguous = ambiguous_completions(pool.x, every_completion, pool.sensitive)
@@ -87,7 +90,7 @@ def run_attribute(
             extra_x=poisons.x if poisoned else pool.x[:0], extra_y=poisons.y if poisoned else pool.y[:0],
             queries=queries, num_classes=pool.num_classes,
         )
-        logits, seconds = stage_train(run_dir, config, job, torch_device, progress, log)
+        logits, seconds = stage_train(run_dir, config, job, torch_device, progress, log, backend)
         train_seconds += seconds
         pool_logits = logits[:, : pool.num_points]
         completion_logits = logits[:, pool.num_points:].reshape(

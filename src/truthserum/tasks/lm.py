@@ -26,7 +26,7 @@ import numpy as np
 
 from truthserum import seeding
 from truthserum.config import RunConfig
-from truthserum.errors import DataError, RunDirError
+from truthserum.errors import ConfigError, DataError, RunDirError
 from truthserum.lm.backends import Backend, ByteBackend, SecretQuery
 from truthserum.lm.canaries import (
     Canaries, PoisonStrategy, canary_lines, digit_free_words, insert_lines, make_canaries, make_poisons,
@@ -38,7 +38,8 @@ from truthserum.lm.measure import (
 )
 from truthserum.report_lm import plot_exposure
 from truthserum.rundir import RunDirectory, write_json
-from truthserum.stages import POISON_FRACTION_WARNING, Log, log_to_stderr, record_warning, resolve_device
+from truthserum.backends import LocalBackend, ShardBackend
+from truthserum.stages import POISON_FRACTION_WARNING, Log, log_to_stderr, record_warning
 
 CLEAN = "clean"
 # What a canary's query starts with: canaries are lines of their own in the training text.
@@ -297,14 +298,20 @@ def most_leaking(conditions: dict, key: str) -> str:
 
 
 def run_lm(config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True,
-           log: Log = log_to_stderr) -> dict:
+           log: Log = log_to_stderr, backend: ShardBackend | None = None) -> dict:
     """Run (or resume) the language-model experiment ``config`` in ``out_dir``.
+
+    Its models train in this process: one ensemble per condition (or one Hugging Face model
+    after another), not in shards, so ``backend`` may only be the local one.
 
     Returns:
         The contents of ``results.json``.
     """
     started = time.perf_counter()
-    torch_device = resolve_device(device)
+    if backend is not None and not isinstance(backend, LocalBackend):
+        raise ConfigError("task 'lm' trains in this process; --backend ray is for the membership, "
+                          "attribute and untargeted tasks")
+    torch_device = LocalBackend().resolve_device(device)
     lm = config.lm
     corpus = load_corpus(lm)  # read (and checked) before anything is written
     backend = make_backend(lm, corpus, torch_device)

@@ -16,6 +16,7 @@ import numpy as np
 
 from truthserum import seeding
 from truthserum.attacks import AttackInputs, AttackName
+from truthserum.backends import ShardBackend
 from truthserum.config import RunConfig
 from truthserum.design import make_keep_matrix
 from truthserum.errors import ConfigError, DataError
@@ -24,8 +25,9 @@ from truthserum.metrics import RocCurve
 from truthserum.precision import precision_at_recall
 from truthserum.report import plot_roc
 from truthserum.rundir import RunDirectory, write_json, write_npz
+from truthserum.shard import TrainingJob
 from truthserum.stages import (
-    Log, TrainingJob, attack_metrics, bootstrap_rng, load_stage, log_to_stderr, open_run, stage_train,
+    Log, attack_metrics, bootstrap_rng, load_stage, log_to_stderr, open_run, stage_train,
 )
 from truthserum.untargeted import AdversaryStrategy, PoolSplit, adversary_share, split_pool
 
@@ -72,6 +74,7 @@ def stage_split(run_dir: RunDirectory, config: RunConfig, num_points: int, log: 
 
 def run_untargeted(
     config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True, log: Log = log_to_stderr,
+    backend: ShardBackend | None = None,
 ) -> dict:
     """Run (or resume) the untargeted experiment ``config`` in ``out_dir``.
 
@@ -80,7 +83,7 @@ def run_untargeted(
     """
     started = time.perf_counter()
     attacks = untargeted_attacks(config)
-    torch_device, pool, run_dir = open_run(config, out_dir, device)
+    torch_device, pool, run_dir = open_run(config, out_dir, device, backend)
     split, keep = stage_split(run_dir, config, pool.num_points, log)
     victims = pool.subset(split.victims)
     own_x, own_y = pool.x[split.adversary], pool.y[split.adversary]
@@ -102,7 +105,7 @@ def run_untargeted(
             condition=strategy.value, x=victims.x, y=victims.y, keep=keep, extra_x=share_x, extra_y=share_y,
             queries=victims.x, num_classes=pool.num_classes,
         )
-        logits, seconds = stage_train(run_dir, config, job, torch_device, progress, log)
+        logits, seconds = stage_train(run_dir, config, job, torch_device, progress, log, backend)
         train_seconds += seconds
         inputs = AttackInputs.from_arrays(
             logits=logits, labels=victims.y, keep=keep, source=f"signals-{strategy.value}"
