@@ -31,7 +31,7 @@ def test_defaults_and_demo_config_parse(tmp_path):
         ("train:\n  learning_rate: -1\n", "train.learning_rate: Input should be greater than 0"),
         ("train:\n  optimizer: lbfgs\n", "train.optimizer: Input should be 'sgd' or 'adam'"),
         ("data:\n  source: npz\n", "data: source 'npz' needs a path"),
-        ("data:\n  source: digits\n  path: x.npz\n", "path is only for sources npz, csv and adult"),
+        ("data:\n  source: digits\n  path: x.npz\n", "path is only for sources npz, csv, adult and cifar10"),
         ("query:\n  views: [shift-left, identity]\n", "the first view must be 'identity'"),
         ("attacks: [lira-online, lira-bogus]\n", "attacks.1: Input should be"),
         ("rmia:\n  offline_a: yes\n", "rmia.offline_a: must be a number in [0, 1] or 'tune', got True"),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from torch import nn
 from pydantic import Field, Strict, ValidationError, field_validator, model_validator
 from pydantic import SerializerFunctionWrapHandler, model_serializer
 
@@ -23,7 +24,8 @@ from truthserum.query import MAX_SHIFT, QueryView, View, generate_views, max_vie
 from truthserum.schema import Count, Rate
 from truthserum.schema import StrictSection as _Strict
 from truthserum.tabular import ADULT_DEFAULT_ROLES, CPS_DEFAULT_ROLES, TableColumns
-from truthserum.train.architectures import Architecture
+from truthserum.train.architectures import Architecture, build_model
+from truthserum.train.augment import Augment
 from truthserum.train.ensemble import OptimizerName, Schedule, TrainSettings
 from truthserum.untargeted import AdversaryStrategy
 
@@ -45,7 +47,8 @@ class ColumnsConfig(_Strict):
 class DataConfig(_Strict):
     source: DataSource = DataSource.MNIST5K
     path: Path | None = Field(
-        default=None, description="the .npz or .csv file, or the folder of the UCI Adult files"
+        default=None,
+        description="the .npz or .csv file, the folder of the UCI Adult files, or cifar-10-batches-bin",
     )
     columns: ColumnsConfig | None = Field(
         default=None, description="tables: column roles (needed for csv; cps and adult have defaults)"
@@ -60,7 +63,10 @@ class DataConfig(_Strict):
         if self.source.needs_path and self.path is None:
             raise ValueError(f"source '{name}' needs a path")
         if not self.source.needs_path and self.path is not None:
-            raise ValueError(f"path is only for sources npz, csv and adult, not '{name}'")
+            with_path = [source.value for source in DataSource if source.needs_path]
+            raise ValueError(
+                f"path is only for sources {', '.join(with_path[:-1])} and {with_path[-1]}, not '{name}'"
+            )
         if self.source is DataSource.CSV and self.columns is None:
             raise ValueError("source 'csv' needs columns (label, sensitive, numeric, categorical)")
         if not self.source.is_tabular and self.columns is not None:
@@ -100,6 +106,8 @@ class ModelConfig(_Strict):
     architecture: Architecture = Architecture.MLP
     hidden_sizes: tuple[Count, ...] = Field(default=(256,), min_length=1, description="MLP hidden widths")
     channels: tuple[Count, ...] = Field(default=(16, 32), min_length=1, description="CNN convolution widths")
+    depth: Count = Field(default=16, ge=10, le=1000, description="WRN layers, 6n + 4 (10, 16, 22, 28, ...)")
+    widen: Count = Field(default=4, ge=1, le=32, description="WRN widen factor k (16k, 32k, 64k channels)")
 
     @field_validator("hidden_sizes", "channels")
     @classmethod
@@ -107,6 +115,20 @@ class ModelConfig(_Strict):
         if any(width < 1 for width in value):
             raise ValueError("widths must be positive")
         return value
+
+    @field_validator("depth")
+    @classmethod
+    def _wrn_depth(cls, value: int) -> int:
+        if (value - 4) % 6:
+            raise ValueError(f"must be 6n + 4 (10, 16, 22, 28, ...), got {value}")
+        return value
+
+    def build(self, *, feature_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        """One freshly initialised model of this section's architecture and sizes."""
+        return build_model(
+            self.architecture, feature_shape=feature_shape, num_classes=num_classes,
+            hidden_sizes=self.hidden_sizes, channels=self.channels, depth=self.depth, widen=self.widen,
+        )
 
 
 class TrainConfig(_Strict):
@@ -120,12 +142,18 @@ class TrainConfig(_Strict):
     shard_size: Count = Field(
         default=8, ge=1, description="models trained together; a finished shard is never retrained"
     )
+    augment: Augment = Field(
+        default=Augment.NONE, description="training augmentation of images: none, crop or flip-crop"
+    )
+    mixed_precision: Annotated[bool, Strict()] = Field(
+        default=False, description="CUDA only: forward and loss in bfloat16; the CPU always trains in float32"
+    )
 
     def settings(self) -> TrainSettings:
         return TrainSettings(
             optimizer=self.optimizer, learning_rate=self.learning_rate, epochs=self.epochs,
             batch_size=self.batch_size, momentum=self.momentum, weight_decay=self.weight_decay,
-            schedule=self.schedule,
+            schedule=self.schedule, augment=self.augment, mixed_precision=self.mixed_precision,
         )
 
 
@@ -311,6 +339,7 @@ class RunConfig(_Strict):
             unused = [name for name in _IMAGE_AND_TABLE_SECTIONS if getattr(self, name) != defaults[name].default]
             if unused:
                 raise ValueError(f"task 'lm' is configured in its lm section; it does not use {', '.join(unused)}")
+        self._augment_fits_source()
         if self.task is not Task.UNTARGETED and self.untargeted != UntargetedConfig():
             raise ValueError(f"the untargeted section is for task 'untargeted', not '{self.task.value}'")
         if self.task is Task.UNTARGETED:
@@ -319,6 +348,20 @@ class RunConfig(_Strict):
             if self.design.num_targets != DesignConfig().num_targets:
                 raise ValueError("task 'untargeted' does not use design.num_targets: every victim point is a target")
         return self
+
+    def _augment_fits_source(self) -> None:
+        """Refuse augmentation the source cannot take, before anything is loaded: a table has no
+        pixels, and a mirrored digit is no digit. A user's npz is checked once it is loaded."""
+        augment, source = self.train.augment, self.data.source
+        if augment is Augment.NONE:
+            return
+        if source.is_tabular:
+            raise ValueError(f"train.augment '{augment.value}' needs images; data.source '{source.value}' is a table")
+        if augment.flips and not source.mirror_keeps_label:
+            raise ValueError(
+                f"train.augment '{augment.value}' mirrors images, which does not suit data.source "
+                f"'{source.value}': a mirrored digit is not the same digit (use 'crop')"
+            )
 
     @field_validator("attacks")
     @classmethod

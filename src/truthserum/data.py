@@ -1,4 +1,5 @@
-"""Stage 1, data: built-in datasets that ship offline, and the user's own ``.npz`` files.
+"""Stage 1, data: built-in datasets that ship offline, the user's own ``.npz`` files and tables,
+and CIFAR-10 from its binary distribution on the user's disk (never downloaded).
 
 A :class:`Dataset` is the validated pool from which the experiment design draws members,
 non-members and targets. Features are float32, channels-first for images ``(N, C, H, W)`` and
@@ -27,6 +28,7 @@ class DataSource(str, Enum):
     CPS = "cps"
     CSV = "csv"
     ADULT = "adult"
+    CIFAR10 = "cifar10"
 
     @property
     def is_tabular(self) -> bool:
@@ -35,16 +37,16 @@ class DataSource(str, Enum):
 
     @property
     def needs_path(self) -> bool:
-        """The user's own file (npz, csv) or folder (the UCI Adult files)."""
-        return self in (DataSource.NPZ, DataSource.CSV, DataSource.ADULT)
+        """The user's own file (npz, csv) or folder (the UCI Adult files, CIFAR-10's binaries)."""
+        return self in (DataSource.NPZ, DataSource.CSV, DataSource.ADULT, DataSource.CIFAR10)
 
     @property
     def mirror_keeps_label(self) -> bool:
         """Whether a horizontally mirrored image is still of its class, so that mirrored query
         views make sense. Not for the built-in digits (a mirrored 2, 3 or 7 is no digit, and
-        the models never saw one); a user's own images may be photos, for which the mirror is the
-        usual augmentation, so the user decides."""
-        return self is DataSource.NPZ
+        the models never saw one); CIFAR-10's photos, yes (the mirror is their usual
+        augmentation); a user's own images may be photos, so the user decides."""
+        return self in (DataSource.NPZ, DataSource.CIFAR10)
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, *, num_classes: int | None, so
         raise DataError(f"{source}: the dataset is empty")
     if min(x.shape[1:]) == 0:
         raise DataError(f"{source}: x has an empty feature axis, shape {x.shape}")
-    x = x.astype(np.float32)
+    x = x.astype(np.float32, copy=False)  # no second copy of a large float32 pool (CIFAR-10: 600 MB)
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
         raise DataError(f"{source}: x contains NaN or inf in {bad} rows")
@@ -176,6 +178,87 @@ def load_digits() -> Dataset:
     return validate_arrays(x, bunch.target, num_classes=10, source=DataSource.DIGITS.value)
 
 
+CIFAR10_FOLDER = "cifar-10-batches-bin"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR10_RECORD = 1 + 3 * 32 * 32
+"""Bytes per image in the binary files: the label, then 1024 red, 1024 green and 1024 blue
+bytes, each channel's 32x32 pixels row by row."""
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+"""Per-channel mean and standard deviation of the 50,000 training images' pixels scaled to [0, 1]
+(the widely published values). Fixed constants rather than statistics of the pool, so a pool
+subset or a resumed run sees exactly the same inputs."""
+
+
+def _cifar10_folder(path: Path) -> Path:
+    """``path`` is ``cifar-10-batches-bin`` itself, or the folder that holds it."""
+    path = Path(path)
+    if (path / CIFAR10_FOLDER).is_dir():
+        return path / CIFAR10_FOLDER
+    if path.is_dir() and any((path / name).exists() for name in CIFAR10_TRAIN_FILES):
+        return path
+    what = ("does not exist" if not path.exists() else "is not a folder" if not path.is_dir()
+            else f"holds neither {CIFAR10_FOLDER} nor its files")
+    raise DataError(
+        f"{path} {what}: data.path must name {CIFAR10_FOLDER} (with {CIFAR10_TRAIN_FILES[0]} .. "
+        f"{CIFAR10_TRAIN_FILES[-1]}) or the folder holding it; download and unpack {CIFAR10_URL} "
+        "yourself (truthserum never downloads)"
+    )
+
+
+def read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One binary batch file as raw bytes: ``(N, 3, 32, 32)`` uint8 images and ``(N,)`` labels.
+
+    Read with numpy alone (the binary version, not the pickled Python one, which is never
+    unpickled).
+
+    Raises:
+        DataError: the file is missing, unreadable, not a whole number of records, or has a
+            label outside 0..9.
+    """
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(
+            f"{path}: missing; a CIFAR-10 binary folder holds {', '.join(CIFAR10_TRAIN_FILES)} "
+            f"(from {CIFAR10_URL})"
+        ) from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if raw.size == 0:
+        raise DataError(f"{path}: empty; a CIFAR-10 batch holds records of {CIFAR10_RECORD} bytes (from {CIFAR10_URL})")
+    if raw.size % CIFAR10_RECORD:
+        raise DataError(
+            f"{path}: {raw.size} bytes is not a whole number of CIFAR-10 records of {CIFAR10_RECORD} bytes "
+            f"(1 label byte + 3072 pixel bytes); is it from {CIFAR10_URL}?"
+        )
+    records = raw.reshape(-1, CIFAR10_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        bad = int(np.argmax(labels > 9))
+        raise DataError(f"{path}: record {bad} has label {labels[bad]}; CIFAR-10 labels are 0..9")
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10(path: Path) -> Dataset:
+    """The 50,000 CIFAR-10 training images (``data_batch_1.bin`` .. ``data_batch_5.bin``) as the
+    pool, float32 ``(N, 3, 32, 32)``: pixels scaled to [0, 1], then standardised per channel with
+    :data:`CIFAR10_MEAN` and :data:`CIFAR10_STD`. ``test_batch.bin`` is not read: the design's
+    non-members are the held-out points."""
+    folder = _cifar10_folder(path)
+    batches = [read_cifar10_batch(folder / name) for name in CIFAR10_TRAIN_FILES]
+    pixels = np.concatenate([images for images, _ in batches])
+    labels = np.concatenate([batch_labels for _, batch_labels in batches])
+    mean = np.asarray(CIFAR10_MEAN, dtype=np.float32)[:, None, None]
+    std = np.asarray(CIFAR10_STD, dtype=np.float32)[:, None, None]
+    x = pixels.astype(np.float32)
+    x /= np.float32(255.0)  # in place: the pool is 600 MB of float32
+    x -= mean
+    x /= std
+    return validate_arrays(x, labels, num_classes=10, source=str(folder))
+
+
 _BUILTIN_LOADERS = {
     DataSource.MNIST5K: load_mnist5k,
     DataSource.DIGITS: load_digits,
@@ -204,9 +287,12 @@ def encode_table(table: Table, preprocessing: Preprocessing) -> Dataset:
 
 
 def load_dataset(source: DataSource, path: Path | None = None) -> Dataset:
-    """Load the pool named by ``source`` (``path`` is the file for :attr:`DataSource.NPZ`)."""
+    """Load the pool named by ``source`` (``path`` is the file for :attr:`DataSource.NPZ`, the
+    folder for :attr:`DataSource.CIFAR10`)."""
+    if source.needs_path and path is None:
+        raise DataError(f"data.source '{source.value}' needs data.path")
     if source is DataSource.NPZ:
-        if path is None:
-            raise DataError("data.source 'npz' needs data.path")
         return load_npz(path)
+    if source is DataSource.CIFAR10:
+        return load_cifar10(path)
     return _BUILTIN_LOADERS[source]()

@@ -9,27 +9,25 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from truthserum import seeding
 from truthserum.attacks import AttackInputs, AttackName, AttackOptions, score_attacks_with_details
+from truthserum.backends import LocalBackend, ShardBackend
 from truthserum.config import RunConfig, Task
 from truthserum.data import Dataset, encode_table, load_dataset, load_table
 from truthserum.design import Design, make_design
-from truthserum.errors import ConfigError, DataError, RunDirError
+from truthserum.errors import DataError, RunDirError
 from truthserum.metrics import RocCurve, evaluate, roc_curve
-from truthserum.query import check_views_fit_data, query_logits
+from truthserum.query import check_views_fit_data
 from truthserum.rundir import RunDirectory, read_npz, write_json, write_npz
 from truthserum.tabular import Preprocessing, fit_preprocessing
-from truthserum.train import Ensemble, build_model, train_ensemble
-from truthserum.train.ensemble import steps_per_epoch
+from truthserum.shard import TrainingJob, shard_shapes
+from truthserum.train.augment import check_augment_fits_data
 
 POISON_FRACTION_WARNING = 0.10
 POISON_FIT_WARNING = 0.5
@@ -39,17 +37,6 @@ Log = Callable[[str], None]
 
 def log_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``auto`` (cuda when present)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available (this torch build or machine has none)")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be cpu, cuda or auto, got {name!r}")
-    return torch.device(name)
 
 
 def _draw_pool(config: RunConfig, available: int, name: str) -> np.ndarray:
@@ -80,11 +67,9 @@ def prepare_pool(config: RunConfig) -> Dataset:
             f"{config.design.num_targets}"
         )
     check_views_fit_data(config.query.resolved_views(), is_image=dataset.is_image, source=config.data.source)
-    build_model(  # fail before any training if the architecture cannot take this data
-        config.model.architecture, feature_shape=dataset.feature_shape,
-        num_classes=dataset.num_classes, hidden_sizes=config.model.hidden_sizes,
-        channels=config.model.channels,
-    )
+    # fail before anything is written if the architecture or the augmentation cannot take this data
+    config.model.build(feature_shape=dataset.feature_shape, num_classes=dataset.num_classes)
+    check_augment_fits_data(config.train.augment, dataset.feature_shape)
     return dataset
 
 
@@ -178,10 +163,13 @@ def stage_design(
     return design
 
 
-def open_run(config: RunConfig, out_dir: Path, device: str) -> tuple[torch.device, Dataset, RunDirectory]:
-    """The first steps of every task: the device, the pool (checked before anything is
-    written), the run directory, the table's recorded encoding and the data fingerprint."""
-    torch_device = resolve_device(device)
+def open_run(
+    config: RunConfig, out_dir: Path, device: str, backend: ShardBackend | None = None,
+) -> tuple[torch.device, Dataset, RunDirectory]:
+    """The first steps of every task: the device (as the backend sees it), the pool (checked
+    before anything is written), the run directory, the table's recorded encoding and the data
+    fingerprint."""
+    torch_device = (backend or LocalBackend()).resolve_device(device)
     pool = prepare_pool(config)
     run_dir = RunDirectory.open(out_dir, config)
     pool = stage_preprocessing(run_dir, pool)
@@ -212,104 +200,32 @@ def poison_fit_warning(condition: str, fit: float | None) -> str | None:
             "models that fit them (train longer, regularise less, or use a larger model)")
 
 
-@dataclass(frozen=True)
-class TrainingJob:
-    """What the models of one condition train on, and what they are queried on.
-
-    Model m trains on the rows of ``x`` where ``keep[m]`` is True plus every row of
-    ``extra_x`` (the poisons, or the adversary's share): the same for all models.
-    """
-
-    condition: str
-    x: np.ndarray
-    y: np.ndarray
-    keep: np.ndarray
-    extra_x: np.ndarray
-    extra_y: np.ndarray
-    queries: np.ndarray
-    num_classes: int
-
-    @property
-    def feature_shape(self) -> tuple[int, ...]:
-        return tuple(self.x.shape[1:])
-
-
-def _train_shard(
-    config: RunConfig, job: TrainingJob, models: range, device: torch.device, progress: bool,
-) -> dict[str, np.ndarray]:
-    """Train models ``models`` of ``job`` together and query them."""
-    started = time.perf_counter()
-    num_rows, extra = job.x.shape[0], job.extra_y.shape[0]
-    x = np.concatenate([job.x, job.extra_x]) if extra else job.x
-    y = np.concatenate([job.y, job.extra_y]) if extra else job.y
-    extra_rows = np.arange(num_rows, num_rows + extra)
-    train_indices = [np.r_[np.nonzero(job.keep[m])[0], extra_rows].astype(np.int64) for m in models]
-
-    def make_model() -> torch.nn.Module:
-        return build_model(
-            config.model.architecture, feature_shape=job.feature_shape,
-            num_classes=job.num_classes, hidden_sizes=config.model.hidden_sizes,
-            channels=config.model.channels,
-        )
-
-    ensemble = Ensemble.initialise(
-        make_model, [seeding.int_seed(config.seed, "init", m) for m in models], device
-    )
-    bar = tqdm(  # disable=None: bars only on a terminal; logs get one line per shard instead
-        total=config.train.epochs, disable=None if progress else True, leave=False, file=sys.stderr,
-        desc=f"{job.condition} models {models.start}-{models.stop - 1}", unit="epoch",
-    )
-    losses: list[float] = []
-
-    def on_epoch(epoch: int, loss: float) -> None:
-        losses.append(loss)
-        bar.set_postfix(loss=f"{loss:.3f}")
-        bar.update(1)
-
-    with bar:
-        train_ensemble(
-            ensemble, x=torch.from_numpy(x).to(device), y=torch.from_numpy(y).to(device),
-            train_indices=train_indices,
-            order_rngs=[seeding.rng(config.seed, "order", m) for m in models],
-            settings=config.train.settings(), on_epoch=on_epoch,
-            steps=steps_per_epoch(int(job.keep.sum(axis=1).max()) + extra, config.train.batch_size),
-        )
-    logits = query_logits(ensemble, torch.from_numpy(job.queries).to(device), config.query.resolved_views())
-    return {
-        "logits": logits,
-        "models": np.array(list(models), dtype=np.int64),
-        "loss": np.array(losses, dtype=np.float64),
-        "train_seconds": np.float64(time.perf_counter() - started),
-    }
-
-
 def stage_train(
     run_dir: RunDirectory, config: RunConfig, job: TrainingJob, device: torch.device, progress: bool, log: Log,
+    backend: ShardBackend | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Train (or reuse) every shard of ``job``; returns logits (M, Q, A, C) on its queries
-    and the training seconds spent on them, earlier runs included."""
+    """Train (or reuse) every shard of ``job`` on ``backend`` (by default in this process);
+    returns logits (M, Q, A, C) on its queries and the training seconds spent on them, earlier
+    runs included. Each shard is written as soon as it is done, whichever backend trained it."""
     num_models, shard_size = config.design.num_models, config.train.shard_size
     shards = [range(s, min(s + shard_size, num_models)) for s in range(0, num_models, shard_size)]
-    parts, seconds, reused = [], 0.0, 0
+    finished: dict[int, dict[str, np.ndarray]] = {}
     for models in shards:
         path = run_dir.shard_file(job.condition, models.start, models.stop - 1)
-        shapes = {
-            "logits": (len(models), job.queries.shape[0], len(config.query.resolved_views()), job.num_classes),
-            "models": (len(models),), "loss": (config.train.epochs,), "train_seconds": (),
-        }
-        shard = load_stage(path, shapes, log)
+        shard = load_stage(path, shard_shapes(config, job, models), log)
         if shard is not None and list(shard["models"]) == list(models):
-            reused += 1
-        else:
-            shard = _train_shard(config, job, models, device, progress)
-            write_npz(path, shard)
-            log(f"{job.condition}: trained models {models.start}-{models.stop - 1} of {num_models} "
-                f"in {float(shard['train_seconds']):.1f} s (final loss {shard['loss'][-1]:.3f})")
-        parts.append(shard["logits"])
-        seconds += float(shard["train_seconds"])
-    if reused:
-        log(f"{job.condition}: reused {reused} of {len(shards)} finished shards")
-    return np.concatenate(parts, axis=0), seconds
+            finished[models.start] = shard
+    if finished:
+        log(f"{job.condition}: reused {len(finished)} of {len(shards)} finished shards")
+    to_train = [models for models in shards if models.start not in finished]
+    for shard in (backend or LocalBackend()).train(config, job, to_train, device, progress=progress):
+        first, last = int(shard["models"][0]), int(shard["models"][-1])
+        write_npz(run_dir.shard_file(job.condition, first, last), shard)
+        log(f"{job.condition}: trained models {first}-{last} of {num_models} "
+            f"in {float(shard['train_seconds']):.1f} s (final loss {shard['loss'][-1]:.3f})")
+        finished[first] = shard
+    logits = np.concatenate([finished[models.start]["logits"] for models in shards], axis=0)
+    return logits, sum(float(shard["train_seconds"]) for shard in finished.values())
 
 
 def bootstrap_rng(seed: int, attack: str) -> np.random.Generator:

@@ -7,10 +7,18 @@ Python-level training loops. Each model still has its own initialisation (its ow
 own member subset and its own data order (its own generator). Because the optimiser updates
 are elementwise, a stock ``torch.optim`` optimiser over the stacked tensors is exactly M
 independent optimisers; summing the M per-model mean losses keeps their gradients separate.
+
+Two options matter for image models trained on a GPU. Augmentation (``TrainSettings.augment``,
+:mod:`truthserum.train.augment`) flips and crops each model's training examples with draws from
+that model's own generator. Mixed precision (``TrainSettings.mixed_precision``) runs the forward
+pass and the loss in bfloat16 under ``torch.autocast`` on CUDA only; the parameters, their
+gradients and the optimiser stay float32, and bfloat16 has float32's range, so no loss scaling is
+needed. On the CPU it is never used, so CPU runs stay bit-for-bit reproducible.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Sequence
@@ -24,6 +32,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
 from truthserum.errors import TrainingError
+from truthserum.train.augment import Augment, augment_images, check_augment_fits_data, draw_augmentations
 
 
 class OptimizerName(str, Enum):
@@ -47,6 +56,8 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: Schedule = Schedule.CONSTANT
+    augment: Augment = Augment.NONE
+    mixed_precision: bool = False
 
 
 class Ensemble:
@@ -127,6 +138,18 @@ def _lr_factor(schedule: Schedule, step: int, total_steps: int) -> float:
     return 1.0
 
 
+def uses_mixed_precision(settings: TrainSettings, device: torch.device) -> bool:
+    """bfloat16 autocast only when asked for, on CUDA, on a GPU that has bfloat16 (Ampere or
+    newer; older GPUs train in float32). Never on the CPU: CPU numbers stay reproducible."""
+    return settings.mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def _forward_precision(settings: TrainSettings, device: torch.device) -> contextlib.AbstractContextManager:
+    if uses_mixed_precision(settings, device):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def train_ensemble(
     ensemble: Ensemble,
     *,
@@ -137,6 +160,7 @@ def train_ensemble(
     settings: TrainSettings,
     steps: int | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    augment_rngs: Sequence[np.random.Generator] | None = None,
 ) -> None:
     """Train every model of ``ensemble`` in place on its own subset of ``(x, y)``.
 
@@ -149,7 +173,19 @@ def train_ensemble(
         steps: optimiser steps per epoch; by default enough for the largest subset here.
             Pass the experiment-wide value so that shards do not change a model's training.
         on_epoch: called after each epoch with (epoch, mean training loss).
+        augment_rngs: per model, the generator of its augmentation draws; required when
+            ``settings.augment`` is on (a model's own stream, like its data order, so that it
+            trains the same whichever models share its ensemble), unused otherwise.
+
+    Raises:
+        ConfigError: ``settings.augment`` is on but ``x`` holds no images large enough.
+        TrainingError: the loss became NaN or infinite.
     """
+    augmenting = settings.augment is not Augment.NONE
+    if augmenting:
+        check_augment_fits_data(settings.augment, tuple(x.shape[1:]))
+        if augment_rngs is None or len(augment_rngs) != len(train_indices):
+            raise ValueError("train.augment is on: pass one augmentation generator per model (augment_rngs)")
     params = list(ensemble.params.values())
     optimizer = _make_optimizer(params, settings)
     if steps is None:
@@ -157,18 +193,29 @@ def train_ensemble(
     total_steps = steps * settings.epochs
     step = 0
     for epoch in range(settings.epochs):
-        batches = torch.from_numpy(epoch_batches(train_indices, steps, order_rngs))
+        index_batches = epoch_batches(train_indices, steps, order_rngs)
+        batches = torch.from_numpy(index_batches).to(ensemble.device)
+        if augmenting:
+            assert augment_rngs is not None
+            draws = draw_augmentations(index_batches, augment_rngs, settings.augment)
+            flips, tops, lefts = (
+                torch.from_numpy(a).to(ensemble.device) for a in (draws.flip, draws.top, draws.left)
+            )
         epoch_loss = torch.zeros((), device=ensemble.device)  # summed on the device: no sync per step
-        for batch in batches.to(ensemble.device):
+        for index, batch in enumerate(batches):
             for group in optimizer.param_groups:
                 group["lr"] = settings.learning_rate * _lr_factor(settings.schedule, step, total_steps)
             valid = batch >= 0
             rows = batch.clamp(min=0)
-            logits = ensemble.forward_per_model(x[rows])
-            losses = F.cross_entropy(
-                logits.flatten(0, 1), y[rows].flatten(), reduction="none"
-            ).view_as(valid)
-            per_model = (losses * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)
+            inputs = x[rows]
+            if augmenting:
+                inputs = augment_images(inputs, flips[index], tops[index], lefts[index])
+            with _forward_precision(settings, ensemble.device):
+                logits = ensemble.forward_per_model(inputs)
+                losses = F.cross_entropy(
+                    logits.flatten(0, 1), y[rows].flatten(), reduction="none"
+                ).view_as(valid)
+            per_model = (losses.float() * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)
             optimizer.zero_grad(set_to_none=True)
             per_model.sum().backward()
             optimizer.step()
