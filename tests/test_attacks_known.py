@@ -82,17 +82,17 @@ def test_online_and_offline_scores_by_hand():
     group m is not in)."""
     phi = np.array([1.0, 3.0, 5.0, -2.0, -4.0, -9.0])[:, None, None]  # (M, T, A)
     keep = np.array([True, True, True, False, False, False])[:, None]
-    mask_for = lambda m: ShadowPlan(keep=keep).mask(m, np.arange(1))  # noqa: E731
+    mask_for = lambda m, columns: ShadowPlan(keep=keep).mask(m, columns)  # noqa: E731
     online = lira(phi, keep, mask_for, online=True, fixed_variance=False)[:, 0]
     offline = lira(phi, keep, mask_for, online=False, fixed_variance=False)[:, 0]
     # model 0 (IN): IN = {3, 5}: median 4, std 1; OUT drops model 5 (farthest after 0):
     # {-2, -4}: median -3, std 1
-    assert mask_for(0)[:, 0].tolist() == [False, True, True, True, True, False]
+    assert mask_for(0, np.arange(1))[:, 0].tolist() == [False, True, True, True, True, False]
     assert online[0] == pytest.approx(norm.logpdf(1.0, 4.0, 1.0) - norm.logpdf(1.0, -3.0, 1.0), rel=1e-12)
     assert offline[0] == pytest.approx(norm.logcdf((1.0 + 3.0) / 1.0), rel=1e-12)
     # model 4 (OUT): IN drops model 2 ((2 - 4) mod 6 = 4 is the farthest): {1, 3}: median 2,
     # std 1; OUT = {-2, -9}: median -5.5, std 3.5
-    assert mask_for(4)[:, 0].tolist() == [True, True, False, True, False, True]
+    assert mask_for(4, np.arange(1))[:, 0].tolist() == [True, True, False, True, False, True]
     assert online[4] == pytest.approx(norm.logpdf(-4.0, 2.0, 1.0) - norm.logpdf(-4.0, -5.5, 3.5))
     assert offline[4] == pytest.approx(norm.logcdf((-4.0 + 5.5) / 3.5))
 
@@ -100,7 +100,7 @@ def test_online_and_offline_scores_by_hand():
 def test_a_single_shadow_gets_the_floored_scale():
     phi = np.array([1.0, 3.0, -2.0, -4.0])[:, None, None]
     keep = np.array([True, True, False, False])[:, None]
-    mask_for = lambda m: ShadowPlan(keep=keep).mask(m, np.arange(1))  # noqa: E731
+    mask_for = lambda m, columns: ShadowPlan(keep=keep).mask(m, columns)  # noqa: E731
     online = lira(phi, keep, mask_for, online=True, fixed_variance=False)[:, 0]
     # model 0: IN = {3}, OUT = {-2} (model 3 dropped): both scales floored
     expected = norm.logpdf(1.0, 3.0, SCALE_FLOOR) - norm.logpdf(1.0, -2.0, SCALE_FLOOR)

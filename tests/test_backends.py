@@ -9,7 +9,6 @@ from truthserum.backends import BackendName, LocalBackend, RayBackend, make_back
 from truthserum.cli import main
 from truthserum.config import parse_config
 from truthserum.errors import ConfigError
-from truthserum.rundir import read_npz
 from truthserum.tasks import run_task
 
 ray = pytest.importorskip("ray")
@@ -66,7 +65,7 @@ def local_run(tmp_path_factory):
 
 
 def _logits(out, condition):
-    return read_npz(out / f"signals-{condition}.npz")["logits"]
+    return np.load(out / f"signals-{condition}-logits.npy")
 
 
 def test_ray_backend_gives_the_local_results(local_ray, local_run, tmp_path):

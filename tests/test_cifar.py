@@ -397,8 +397,8 @@ def test_cifar10_config_runs_end_to_end_on_the_fixture(cifar_root, tmp_path):
     results = run_experiment(config, tmp_path / "run", device="cpu", progress=False, log=lambda message: None)
     assert set(results["conditions"]) == {"clean", "poisoned"}
     assert results["config"]["model"]["depth"] == 10 and results["config"]["train"]["augment"] == "flip-crop"
-    signals = np.load(tmp_path / "run" / "signals-poisoned.npz")
-    assert signals["logits"].shape == (4, 100, 2, 10)  # 4 models, the pool, identity + mirror, 10 classes
-    assert np.isfinite(signals["logits"]).all()
+    logits = np.load(tmp_path / "run" / "signals-poisoned-logits.npy")
+    assert logits.shape == (4, 100, 2, 10)  # 4 models, the pool, identity + mirror, 10 classes
+    assert np.isfinite(logits).all()
     for condition in results["conditions"].values():
         assert 0.0 <= condition["accuracy"]["test"] <= 1.0

@@ -119,9 +119,9 @@ def test_resolved_views():
 @pytest.mark.parametrize(
     ("query", "written"),
     [
-        (None, {"views": ["identity"]}),
-        ({"views": ["identity", "mirror"]}, {"views": ["identity", "mirror"]}),
-        ({"count": 5}, {"count": 5, "flip": False}),
+        (None, {"views": ["identity"], "signals_dtype": "float32"}),
+        ({"views": ["identity", "mirror"]}, {"views": ["identity", "mirror"], "signals_dtype": "float32"}),
+        ({"count": 5, "signals_dtype": "float16"}, {"count": 5, "flip": False, "signals_dtype": "float16"}),
     ],
 )
 def test_the_dumped_config_writes_the_form_in_use_and_reads_back(query, written):

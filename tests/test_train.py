@@ -100,3 +100,24 @@ def test_divergence_is_reported_not_saved_as_nan_signals():
     wild = TrainSettings(optimizer=OptimizerName.SGD, learning_rate=1e6, epochs=3, batch_size=16)
     with pytest.raises(TrainingError, match="training diverged"):
         train(Architecture.MLP, [0], [np.arange(120)], wild, x=x * 1e3, y=y)
+
+
+@pytest.mark.parametrize("hidden", [(), (7,), (5, 6)])
+def test_the_batched_matmul_mlp_computes_each_models_own_function(hidden):
+    """An MLP (or logistic regression) runs as baddbmm over transposed stacked weights, not
+    through vmap; per model it must be the ordinary module's forward."""
+    from truthserum.train.ensemble import Ensemble
+
+    arch = Architecture.LOGREG if not hidden else Architecture.MLP
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(build_model(arch, feature_shape=(1, 4, 4), num_classes=3, hidden_sizes=hidden or (1,)))
+    ensemble = Ensemble(models, torch.device("cpu"))
+    assert ensemble._mlp is not None
+    x = torch.randn(3, 5, 1, 4, 4)
+    per_model = ensemble.forward_per_model(x)
+    shared = ensemble.forward_shared(x[0])
+    for m, model in enumerate(models):
+        torch.testing.assert_close(per_model[m], model(x[m]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(shared[m], model(x[0]), rtol=1e-5, atol=1e-6)

@@ -20,6 +20,7 @@ from truthserum.attacks.registry import DEFAULT_GAMMA, DEFAULT_OFFLINE_A, TUNE, 
 from truthserum.data import DataSource
 from truthserum.errors import ConfigError
 from truthserum.lm.config import LmConfig
+from truthserum.logit_store import LogitDtype
 from truthserum.query import MAX_SHIFT, QueryView, View, generate_views, max_views
 from truthserum.schema import Count, Rate
 from truthserum.schema import StrictSection as _Strict
@@ -173,6 +174,11 @@ class QueryConfig(_Strict):
     )
     flip: Annotated[bool, Strict()] = Field(
         default=False, description="with count: mirrored views too (images whose mirror keeps the label)"
+    )
+    signals_dtype: LogitDtype = Field(
+        default=LogitDtype.FLOAT32,
+        description="how the membership task stores its logits (signals-<condition>-logits.npy); "
+                    "float16 halves the file",
     )
 
     @model_validator(mode="before")

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def predictions(logits: np.ndarray) -> np.ndarray:
-    """``(M, N)`` predicted classes from the first (identity) query view of ``(M, N, A, C)``."""
-    return logits[:, :, 0, :].argmax(axis=-1)
+from truthserum.logit_store import LogitStore, column_chunks
 
 
-def accuracy(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> dict[str, float]:
+def predictions(logits: np.ndarray | LogitStore) -> np.ndarray:
+    """``(M, N)`` predicted classes from the first (identity) query view of ``(M, N, A, C)``,
+    read a chunk of points at a time."""
+    predicted = np.empty(logits.shape[:2], dtype=np.int32)
+    for positions, chunk in column_chunks(logits, np.arange(logits.shape[1])):
+        predicted[:, positions] = chunk[:, :, 0, :].argmax(axis=-1)
+    return predicted
+
+
+def accuracy(logits: np.ndarray | LogitStore, labels: np.ndarray, keep: np.ndarray) -> dict[str, float]:
     """Train accuracy (each model on its members) and test accuracy (on its non-members),
     each averaged over models. Poisons are not counted in either: they are mislabeled."""
     correct = predictions(logits) == labels[None, :]
@@ -20,7 +26,7 @@ def accuracy(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> dict[s
 
 
 def poison_fit(
-    logits: np.ndarray, keep: np.ndarray, targets: np.ndarray, poison_labels: np.ndarray
+    logits: np.ndarray | LogitStore, keep: np.ndarray, targets: np.ndarray, poison_labels: np.ndarray
 ) -> float:
     """Fraction of a target's poisons classified as the poison label by the models that did
     not train on the target, over all (model, target) such pairs.

@@ -37,6 +37,19 @@ class RocCurve:
     members: int
     nonmembers: int
 
+    def thinned(self, points: int = 20_000) -> RocCurve:
+        """The curve at most about ``points`` ROC points, for plotting: on a log-FPR axis
+        every step below FPR 1e-3 is kept exactly and the rest sampled evenly in log FPR. A
+        million pairs would otherwise keep a curve of millions of points per attack."""
+        if self.fpr.size <= points:
+            return self
+        low = np.nonzero(self.fpr < 1e-3)[0]
+        grid = np.searchsorted(self.fpr, np.geomspace(1e-3, 1.0, points // 2))
+        keep = np.unique(np.r_[low, np.clip(grid, 0, self.fpr.size - 1), self.fpr.size - 1])
+        if keep.size > points:  # very many non-members: sample the low region too
+            keep = np.unique(np.r_[np.linspace(0, low[-1], points // 2).astype(np.int64), keep[keep > low[-1]]])
+        return replace(self, fpr=self.fpr[keep], tpr=self.tpr[keep], thresholds=self.thresholds[keep])
+
 
 @dataclass(frozen=True)
 class BootstrapIntervals:

@@ -61,8 +61,43 @@ def _umask() -> int:
     return mask
 
 
+def temporary_path(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place (removed on the next open)."""
+    return Path(path).parent / f"{_TEMP_PREFIX}{Path(path).name}"
+
+
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(Path(path), lambda handle: np.savez(handle, **arrays))
+
+
+class NpzWriter:
+    """An ``.npz`` written one array at a time, so that no more than one array need be in
+    memory; it appears under its real name (atomically) only when closed without error.
+
+    Usage: ``with NpzWriter(path) as npz: npz.add("scores", array)``.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._temp = tempfile.mkstemp(prefix=_TEMP_PREFIX + self.path.name + ".", dir=self.path.parent)
+        os.close(fd)
+        self._zip = zipfile.ZipFile(self._temp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+
+    def add(self, name: str, array: np.ndarray) -> None:
+        with self._zip.open(name + ".npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+
+    def __enter__(self) -> NpzWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self._zip.close()
+        if kind is None:
+            os.chmod(self._temp, 0o666 & ~_umask())
+            os.replace(self._temp, self.path)
+        else:
+            Path(self._temp).unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from truthserum import seeding
-from truthserum.attacks import AttackInputs
+from truthserum.attacks import AttackInputs, signals_logits_name
 from truthserum.backends import ShardBackend
 from truthserum.config import RunConfig, Task
 from truthserum.data import Dataset
@@ -27,6 +27,7 @@ from truthserum.evaluation import accuracy, poison_fit
 from truthserum.metrics import RocCurve
 from truthserum.poison import PoisonSet, make_label_flip_poisons, replicate_poisons
 from truthserum.report import plot_roc
+from truthserum.logit_store import LogitStore
 from truthserum.rundir import RunDirectory, write_json, write_npz
 from truthserum.shard import TrainingJob
 from truthserum.stages import (
@@ -94,20 +95,21 @@ def membership_job(pool: Dataset, design: Design, poisons: PoisonSet, condition:
 
 
 def _condition_results(
-    run_dir: RunDirectory, config: RunConfig, condition: Condition, logits: np.ndarray,
+    run_dir: RunDirectory, config: RunConfig, condition: Condition, logits: LogitStore,
     pool: Dataset, design: Design, poisons: PoisonSet,
 ) -> tuple[dict, dict]:
-    """Attack one condition's signals; returns its results entry and its ROC curves."""
+    """Attack one condition's signals, a chunk of points at a time; returns its results entry
+    and its ROC curves."""
     inputs = AttackInputs.from_arrays(
         logits=logits, labels=pool.y, keep=design.keep, targets=design.targets,
         source=f"signals-{condition.name}",
     )
     write_npz(run_dir.file(f"signals-{condition.name}.npz"), {
-        "logits": inputs.logits, "labels": inputs.labels, "keep": inputs.keep,
-        "targets": inputs.targets,
+        "labels": inputs.labels, "keep": inputs.keep, "targets": inputs.targets,
     })
-    attacks, curves, scores = attack_metrics(config, inputs, config.attack_options())
-    write_npz(run_dir.file(f"scores-{condition.name}.npz"), {"members": inputs.members, **scores})
+    attacks, curves, _ = attack_metrics(
+        config, inputs, config.attack_options(), scores_file=run_dir.file(f"scores-{condition.name}.npz")
+    )
     members_per_model = float(design.keep.sum(axis=1).mean())
     entry = {
         "replicas": condition.replicas,
@@ -169,7 +171,7 @@ def run_experiment(
         )
         logits, seconds = stage_train(
             run_dir, config, membership_job(pool, design, condition_poisons, condition), torch_device,
-            progress, log, backend,
+            progress, log, backend, logits_file=run_dir.file(signals_logits_name(condition.name)),
         )
         train_seconds += seconds
         entry, condition_curves = _condition_results(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,8 @@ from truthserum.design import Design, make_design
 from truthserum.errors import DataError, RunDirError
 from truthserum.metrics import RocCurve, evaluate, roc_curve
 from truthserum.query import check_views_fit_data
-from truthserum.rundir import RunDirectory, read_npz, write_json, write_npz
+from truthserum.logit_store import LogitStore
+from truthserum.rundir import NpzWriter, RunDirectory, read_npz, temporary_path, write_json, write_npz
 from truthserum.tabular import Preprocessing, fit_preprocessing
 from truthserum.shard import TrainingJob, shard_shapes
 from truthserum.train.augment import check_augment_fits_data
@@ -202,19 +205,38 @@ def poison_fit_warning(condition: str, fit: float | None) -> str | None:
 
 def stage_train(
     run_dir: RunDirectory, config: RunConfig, job: TrainingJob, device: torch.device, progress: bool, log: Log,
-    backend: ShardBackend | None = None,
-) -> tuple[np.ndarray, float]:
+    backend: ShardBackend | None = None, *, logits_file: Path | None = None,
+) -> tuple[np.ndarray | LogitStore, float]:
     """Train (or reuse) every shard of ``job`` on ``backend`` (by default in this process);
     returns logits (M, Q, A, C) on its queries and the training seconds spent on them, earlier
-    runs included. Each shard is written as soon as it is done, whichever backend trained it."""
+    runs included. Each shard is written as soon as it is done, whichever backend trained it.
+
+    With ``logits_file``, the logits are gathered there as a :class:`LogitStore` (in
+    ``query.signals_dtype``), one shard at a time, and the store is returned: memory then holds
+    one shard's logits, never all of them."""
     num_models, shard_size = config.design.num_models, config.train.shard_size
     shards = [range(s, min(s + shard_size, num_models)) for s in range(0, num_models, shard_size)]
-    finished: dict[int, dict[str, np.ndarray]] = {}
+    shape = (num_models, *shard_shapes(config, job, shards[0])["logits"][1:])
+    parts: dict[int, np.ndarray] = {}
+    store = None if logits_file is None else LogitStore.create(
+        temporary_path(logits_file), shape, config.query.signals_dtype
+    )
+
+    def gather(first: int, logits: np.ndarray) -> None:
+        if store is None:
+            parts[first] = logits
+        else:
+            store.write_models(first, logits)
+
+    seconds = 0.0
+    finished: set[int] = set()
     for models in shards:
         path = run_dir.shard_file(job.condition, models.start, models.stop - 1)
         shard = load_stage(path, shard_shapes(config, job, models), log)
         if shard is not None and list(shard["models"]) == list(models):
-            finished[models.start] = shard
+            gather(models.start, shard["logits"])
+            seconds += float(shard["train_seconds"])
+            finished.add(models.start)
     if finished:
         log(f"{job.condition}: reused {len(finished)} of {len(shards)} finished shards")
     to_train = [models for models in shards if models.start not in finished]
@@ -223,9 +245,12 @@ def stage_train(
         write_npz(run_dir.shard_file(job.condition, first, last), shard)
         log(f"{job.condition}: trained models {first}-{last} of {num_models} "
             f"in {float(shard['train_seconds']):.1f} s (final loss {shard['loss'][-1]:.3f})")
-        finished[first] = shard
-    logits = np.concatenate([finished[models.start]["logits"] for models in shards], axis=0)
-    return logits, sum(float(shard["train_seconds"]) for shard in finished.values())
+        gather(first, shard["logits"])
+        seconds += float(shard["train_seconds"])
+    if store is None:
+        return np.concatenate([parts[models.start] for models in shards], axis=0), seconds
+    os.replace(store.path, logits_file)
+    return replace(store, path=Path(logits_file)), seconds
 
 
 def bootstrap_rng(seed: int, attack: str) -> np.random.Generator:
@@ -233,8 +258,17 @@ def bootstrap_rng(seed: int, attack: str) -> np.random.Generator:
     return seeding.rng(seed, "bootstrap", attack)
 
 
+def _measure(config: RunConfig, name: str, scores: np.ndarray, members: np.ndarray) -> tuple[dict, RocCurve]:
+    curve = roc_curve(scores, members)
+    metrics = evaluate(
+        scores, members, resamples=config.metrics.bootstrap, confidence=config.metrics.confidence,
+        delta=config.metrics.delta, rng=bootstrap_rng(config.seed, name), roc=curve,
+    ).to_dict()
+    return metrics, curve.thinned()
+
+
 def attack_metrics(
-    config: RunConfig, inputs: AttackInputs, options: AttackOptions
+    config: RunConfig, inputs: AttackInputs, options: AttackOptions, *, scores_file: Path | None = None,
 ) -> tuple[dict[str, dict], dict[str, RocCurve], dict[str, np.ndarray]]:
     """Score ``inputs`` with every configured attack and measure each one.
 
@@ -242,19 +276,31 @@ def attack_metrics(
     shadow budget resamples the same target points, and ``truthserum attack --seed`` on a run's
     signals reproduces the run's intervals.
 
+    With ``scores_file``, every attack's scores are written there (with ``members``) as soon
+    as they are computed and measured one attack at a time, and the returned scores are
+    empty: memory then holds one attack's ``(M, T)`` scores, not all of them. The ROC curves
+    are thinned for plotting either way (:meth:`RocCurve.thinned`).
+
     Returns:
         attack name -> metrics dict (with intervals and the epsilon bound), attack name -> ROC,
         and attack name -> ``(M, T)`` scores.
     """
-    raw_scores, details = score_attacks_with_details(inputs, config.attacks, options)
-    scores = {name.value: s for name, s in raw_scores.items()}
     members = inputs.members
-    metrics, curves = {}, {}
-    for name, attack_scores in scores.items():
-        curves[name] = roc_curve(attack_scores, members)
-        metrics[name] = evaluate(
-            attack_scores, members, resamples=config.metrics.bootstrap,
-            confidence=config.metrics.confidence, delta=config.metrics.delta,
-            rng=bootstrap_rng(config.seed, name), roc=curves[name],
-        ).to_dict() | details.get(AttackName(name), {})
-    return metrics, curves, scores
+    metrics, curves, kept = {}, {}, {}
+    if scores_file is None:
+        raw_scores, details = score_attacks_with_details(inputs, config.attacks, options)
+        for name, scores in raw_scores.items():
+            metrics[name.value], curves[name.value] = _measure(config, name.value, scores, members)
+            kept[name.value] = scores
+    else:
+        with NpzWriter(scores_file) as npz:
+            npz.add("members", members)
+
+            def measure_and_store(name: AttackName, scores: np.ndarray) -> None:
+                npz.add(name.value, scores)
+                metrics[name.value], curves[name.value] = _measure(config, name.value, scores, members)
+
+            _, details = score_attacks_with_details(inputs, config.attacks, options, sink=measure_and_store)
+    ordered = [name.value for name in config.attacks]
+    metrics = {name: metrics[name] | details.get(AttackName(name), {}) for name in ordered}
+    return metrics, {name: curves[name] for name in ordered}, kept

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from truthserum.errors import SignalsError
+from truthserum.logit_store import LogitStore, check_finite
 from truthserum.npzio import read_user_npz
 
 
@@ -16,13 +17,15 @@ class AttackInputs:
     """Logits of every model on every point, the labels, the keep matrix and the targets.
 
     Attributes:
-        logits: ``(M, N, A, C)`` float; a ``(M, N, C)`` array is read as A = 1.
+        logits: ``(M, N, A, C)`` float; a ``(M, N, C)`` array is read as A = 1. Either an array
+            in memory or a :class:`~truthserum.logit_store.LogitStore` on disk, which the
+            attacks read a chunk of points at a time.
         labels: ``(N,)`` int true labels.
         keep: ``(M, N)`` bool, True where model m trained on point n.
         targets: ``(T,)`` int indices of the points under attack.
     """
 
-    logits: np.ndarray
+    logits: np.ndarray | LogitStore
     labels: np.ndarray
     keep: np.ndarray
     targets: np.ndarray
@@ -38,7 +41,8 @@ class AttackInputs:
         source: str = "signals",
     ) -> AttackInputs:
         """Normalise shapes and dtypes, then :meth:`validate`."""
-        logits = np.asarray(logits)
+        if not isinstance(logits, LogitStore):
+            logits = np.asarray(logits)
         if logits.ndim == 3:
             logits = logits[:, :, None, :]
         labels = np.asarray(labels)
@@ -61,8 +65,7 @@ class AttackInputs:
             raise SignalsError(
                 f"{source}: logits need at least 2 models, 1 point, 1 query and 2 classes, got {logits.shape}"
             )
-        if not np.isfinite(logits).all():
-            raise SignalsError(f"{source}: logits contain NaN or inf")
+        check_finite(logits, source=source)
         if labels.shape != (num_points,):
             raise SignalsError(f"{source}: labels must have shape ({num_points},), got {labels.shape}")
         if labels.dtype.kind not in "iu":
@@ -83,15 +86,38 @@ class AttackInputs:
             raise SignalsError(f"{source}: targets contain duplicates")
 
     @property
+    def num_models(self) -> int:
+        return self.logits.shape[0]
+
+    @property
+    def num_views(self) -> int:
+        return self.logits.shape[2]
+
+    @property
     def members(self) -> np.ndarray:
         """``(M, T)`` bool ground truth: did model m train on target t?"""
         return self.keep[:, self.targets]
 
 
+def signals_logits_name(condition: str) -> str:
+    """The logits beside ``signals-<condition>.npz`` in a run directory."""
+    return f"signals-{condition}-logits.npy"
+
+
 def load_signals(path: Path) -> AttackInputs:
-    """Read a signals ``.npz`` (``logits``, ``labels``, ``keep``, optional ``targets``) safely."""
-    arrays = read_user_npz(path, required=("logits", "labels", "keep"), error=SignalsError)
+    """Read a signals ``.npz`` (``logits``, ``labels``, ``keep``, optional ``targets``) safely.
+
+    Without ``logits`` in it, the logits are the :class:`LogitStore` ``<stem>-logits.npy``
+    beside it (as a run directory keeps them), read a chunk of points at a time."""
+    path = Path(path)
+    arrays = read_user_npz(path, required=("labels", "keep"), error=SignalsError)
+    logits = arrays.get("logits")
+    if logits is None:
+        beside = path.with_name(f"{path.stem}-logits.npy")
+        if not beside.is_file():
+            raise SignalsError(f"{path}: holds no logits, and {beside.name} is not beside it")
+        logits = LogitStore.open(beside)
     return AttackInputs.from_arrays(
-        logits=arrays["logits"], labels=arrays["labels"], keep=arrays["keep"],
+        logits=logits, labels=arrays["labels"], keep=arrays["keep"],
         targets=arrays.get("targets"), source=str(path),
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from truthserum.attacks.lira import MaskFor, check_group_sizes
+from truthserum.attacks.lira import CHUNK_TARGETS, MaskFor, check_group_sizes
 
 SMOOTHING = 0.5
 
@@ -37,27 +37,33 @@ def count_histograms(counts: np.ndarray, group: np.ndarray, num_views: int) -> n
     return (tallies + SMOOTHING) / (group.sum(axis=0)[:, None] + SMOOTHING * (num_views + 1))
 
 
-def label_only(correct: np.ndarray, keep: np.ndarray, mask_for: MaskFor) -> np.ndarray:
+def label_only(
+    correct: np.ndarray, keep: np.ndarray, mask_for: MaskFor, *, chunk: int = CHUNK_TARGETS
+) -> np.ndarray:
     """Label-only likelihood-ratio scores.
 
     Args:
         correct: ``(M, T, A)`` bool, whether model m labels view a of target point t right.
         keep: ``(M, T)`` membership of the target points.
-        mask_for: the usable shadows of each target model, ``(M, T)`` bool.
+        mask_for: the usable shadows of a target model for some target positions.
+        chunk: target points processed together (bounds the temporaries).
 
     Returns:
         ``(M, T)`` scores, higher means member.
     """
     num_views = correct.shape[2]
     counts = correct.sum(axis=2)
-    columns = np.arange(keep.shape[1])
     scores = np.empty(keep.shape)
-    for m in range(keep.shape[0]):
-        mask = mask_for(m)
-        in_group, out_group = mask & keep, mask & ~keep
-        check_group_sizes(in_group, name="IN", target_model=m)
-        check_group_sizes(out_group, name="OUT", target_model=m)
-        p_in = count_histograms(counts, in_group, num_views)[columns, counts[m]]
-        p_out = count_histograms(counts, out_group, num_views)[columns, counts[m]]
-        scores[m] = np.log(p_in) - np.log(p_out)
+    for start in range(0, keep.shape[1], chunk):
+        columns = np.arange(start, min(start + chunk, keep.shape[1]))
+        member, chunk_counts = keep[:, columns], counts[:, columns]
+        rows = np.arange(columns.size)
+        for m in range(keep.shape[0]):
+            mask = mask_for(m, columns)
+            in_group, out_group = mask & member, mask & ~member
+            check_group_sizes(in_group, name="IN", target_model=m, offset=start)
+            check_group_sizes(out_group, name="OUT", target_model=m, offset=start)
+            p_in = count_histograms(chunk_counts, in_group, num_views)[rows, chunk_counts[m]]
+            p_out = count_histograms(chunk_counts, out_group, num_views)[rows, chunk_counts[m]]
+            scores[m, columns] = np.log(p_in) - np.log(p_out)
     return scores

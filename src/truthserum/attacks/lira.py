@@ -19,7 +19,9 @@ Every score is "higher means more likely a member" and is averaged over the A qu
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import log_ndtr
@@ -29,14 +31,17 @@ from truthserum.errors import SignalsError
 SCALE_FLOOR = 1e-6
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 
-MaskFor = Callable[[int], np.ndarray]  # target model -> (M, T) usable shadows
+# (target model, positions among the targets) -> (M, len(positions)) usable shadows
+MaskFor = Callable[[int, np.ndarray], np.ndarray]
+CHUNK_TARGETS = 2048
 
 
-def check_group_sizes(group: np.ndarray, *, name: str, target_model: int) -> None:
-    """Raise :class:`SignalsError` when some target point has no shadow in ``group``."""
+def check_group_sizes(group: np.ndarray, *, name: str, target_model: int, offset: int = 0) -> None:
+    """Raise :class:`SignalsError` when some target point has no shadow in ``group`` (whose
+    first column is the target at position ``offset``)."""
     counts = group.sum(axis=0)
     if counts.min() < 1:
-        j = int(np.argmin(counts))
+        j = offset + int(np.argmin(counts))
         raise SignalsError(
             f"the target at position {j} of targets has no {name} shadow model when model "
             f"{target_model} is the target model; every target point needs at least one IN and one "
@@ -71,17 +76,116 @@ def _log_normal_pdf(x: np.ndarray, location: np.ndarray, scale: np.ndarray) -> n
     return -0.5 * z * z - np.log(scale) - _LOG_SQRT_2PI
 
 
+@dataclass(frozen=True)
+class GroupMoments:
+    """What LiRA needs of one group of shadows, per target point and query: ``(t, A)`` each,
+    and the group size per point ``(t,)``."""
+
+    median: np.ndarray
+    mean: np.ndarray
+    sum_squares: np.ndarray  # sum of squared deviations from the mean
+    count: np.ndarray
+
+    def spread(self) -> np.ndarray:
+        """Standard deviation (ddof 0), floored."""
+        return np.maximum(np.sqrt(np.maximum(self.sum_squares, 0.0) / self.count[:, None]), SCALE_FLOOR)
+
+    def squares_around_median(self) -> np.ndarray:
+        """sum of (phi - median)^2 = sum of (phi - mean)^2 + n (mean - median)^2, ``(t, A)``."""
+        return self.sum_squares + self.count[:, None] * (self.mean - self.median) ** 2
+
+
+def _direct_moments(phi: np.ndarray, group: np.ndarray) -> GroupMoments:
+    values = np.where(group[:, :, None], phi, np.nan)
+    count = group.sum(axis=0)
+    # an empty column gives NaN here and is refused by check_group_sizes before it is used
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nansum(values, axis=0) / count[:, None]
+        median = np.nanmedian(values, axis=0)
+    return GroupMoments(
+        median=median, mean=mean, sum_squares=np.nansum((values - mean[None]) ** 2, axis=0), count=count,
+    )
+
+
+class SortedGroup:
+    """One group of models (say, every model that trained on each point) for a chunk of target
+    points, sorted once, so that the moments of the group less a few models cost O(t * A).
+
+    LiRA's default shadows are all other models less one: for target model m, each group of
+    each point loses at most two models (m itself and the dropped one). Re-sorting the group
+    for each of M target models costs O(M^2 T log M); here the group is sorted once per
+    chunk and, for each target model, the median is re-indexed around the removed ranks and
+    the mean and sum of squares are downdated (Welford's update run backwards). Other shadow
+    sets (a shadow budget) fall back to computing the moments directly.
+    """
+
+    MAX_REMOVED = 2
+
+    def __init__(self, phi: np.ndarray, group: np.ndarray):
+        self.phi, self.group = phi, group
+        masked = np.where(group[:, :, None], phi, np.nan)
+        order = np.argsort(masked, axis=0, kind="stable")  # NaN (not in the group) last
+        self.sorted = np.take_along_axis(masked, order, axis=0)
+        self.rank = np.empty(order.shape, dtype=np.int64)
+        np.put_along_axis(self.rank, order, np.arange(phi.shape[0])[:, None, None], axis=0)
+        self.full = _direct_moments(phi, group)
+
+    def moments(self, shadows: np.ndarray) -> GroupMoments:
+        """The moments of ``shadows`` (a subset of the group, ``(M, t)``; no empty column)."""
+        removed = self.group & ~shadows
+        counts = removed.sum(axis=0)
+        if counts.max(initial=0) > self.MAX_REMOVED:
+            return _direct_moments(self.phi, self.group & shadows)
+        columns = np.arange(removed.shape[1])
+        first = removed.argmax(axis=0)
+        rest = removed.copy()
+        rest[first, columns] = False
+        second = rest.argmax(axis=0)
+        has = [counts >= 1, counts >= 2]
+        removed_rank = [self.rank[first, columns], self.rank[second, columns]]  # (t, A)
+        removed_value = [self.phi[first, columns], self.phi[second, columns]]
+        count = self.full.count - counts
+        # the k-th smallest survivor sits at rank k plus the removed ranks at or below it
+        low = np.where(has[1][:, None], np.minimum(*removed_rank), removed_rank[0])
+        high = np.maximum(*removed_rank)
+
+        def survivor(k: np.ndarray) -> np.ndarray:
+            index = np.broadcast_to(k[:, None], low.shape).copy()
+            index += has[0][:, None] & (low <= index)
+            index += has[1][:, None] & (high <= index)
+            return np.take_along_axis(self.sorted, index[None], axis=0)[0]
+
+        median = 0.5 * (survivor((count - 1) // 2) + survivor(count // 2))
+        mean, sum_squares, n = self.full.mean.copy(), self.full.sum_squares.copy(), self.full.count.astype(np.float64)
+        for present, value in zip(has, removed_value, strict=True):
+            # remove ``value``: n' = n - 1, mean' = mean + (mean - value) / n',
+            # S' = S - (value - mean)(value - mean')
+            n_after = np.where(present, n - 1, n)[:, None]
+            new_mean = np.where(present[:, None], mean + (mean - value) / np.maximum(n_after, 1), mean)
+            sum_squares = np.where(present[:, None], sum_squares - (value - mean) * (value - new_mean), sum_squares)
+            mean, n = new_mean, n_after[:, 0]
+        # a downdate can leave a rounding error below zero where the survivors agree
+        return GroupMoments(median=median, mean=mean, sum_squares=np.maximum(sum_squares, 0.0), count=count)
+
+
+def _chunks(num_targets: int, chunk: int) -> list[np.ndarray]:
+    return [np.arange(start, min(start + chunk, num_targets)) for start in range(0, num_targets, chunk)]
+
+
 def lira(
-    phi: np.ndarray, keep: np.ndarray, mask_for: MaskFor, *, online: bool, fixed_variance: bool
+    phi: np.ndarray, keep: np.ndarray, mask_for: MaskFor, *, online: bool, fixed_variance: bool,
+    chunk: int = CHUNK_TARGETS,
 ) -> np.ndarray:
     """LiRA scores of every (target model, target point) pair.
 
     Args:
         phi: ``(M, T, A)`` signals on the target points.
         keep: ``(M, T)`` membership of the target points.
-        mask_for: the usable shadows of each target model, ``(M, T)`` bool.
+        mask_for: the usable shadows of a target model for some target positions.
         online: online (IN and OUT Gaussians) or offline (one-sided test against OUT).
         fixed_variance: use one scale per group for all target points.
+        chunk: target points processed together; bounds the temporaries to ``(M, chunk, A)``.
 
     Returns:
         ``(M, T)`` scores, higher means member. Online: mean over queries of
@@ -89,20 +193,52 @@ def lira(
         log Phi((phi - mu_out) / s_out), with ``log_ndtr`` so that phi far below the OUT
         distribution stays finite.
     """
-    scores = np.empty(keep.shape)
-    for m in range(phi.shape[0]):
-        mask = mask_for(m)
-        out_group = mask & ~keep
-        check_group_sizes(out_group, name="OUT", target_model=m)
-        mu_out, s_out = location_scale(phi, out_group, fixed_variance=fixed_variance)
-        if online:
-            in_group = mask & keep
-            check_group_sizes(in_group, name="IN", target_model=m)
-            mu_in, s_in = location_scale(phi, in_group, fixed_variance=fixed_variance)
-            ratio = _log_normal_pdf(phi[m], mu_in, s_in) - _log_normal_pdf(phi[m], mu_out, s_out)
-        else:
-            ratio = log_ndtr((phi[m] - mu_out) / s_out)
-        scores[m] = ratio.mean(axis=-1)
+    num_models, num_targets, num_queries = phi.shape
+    groups = [("OUT", False)] + ([("IN", True)] if online else [])
+    chunks = _chunks(num_targets, chunk)
+
+    def each_group(columns: np.ndarray):
+        """(target model, {group: moments}) for every target model on these columns."""
+        member = keep[:, columns]
+        sorted_groups = {name: SortedGroup(phi[:, columns], member if is_in else ~member)
+                         for name, is_in in groups}
+        for m in range(num_models):
+            mask = mask_for(m, columns)
+            moments = {}
+            for name, is_in in groups:
+                shadows = mask & (member if is_in else ~member)
+                check_group_sizes(shadows, name=name, target_model=m, offset=int(columns[0]))
+                moments[name] = sorted_groups[name].moments(shadows)
+            yield m, moments
+
+    pooled = None
+    if fixed_variance:  # one scale per (target model, group, query), from every target point
+        totals = {name: np.zeros((num_models, num_queries)) for name, _ in groups}
+        counts = {name: np.zeros(num_models) for name, _ in groups}
+        for columns in chunks:
+            for m, moments in each_group(columns):
+                for name, _ in groups:
+                    totals[name][m] += moments[name].squares_around_median().sum(axis=0)
+                    counts[name][m] += moments[name].count.sum()
+        pooled = {name: np.maximum(np.sqrt(totals[name] / counts[name][:, None]), SCALE_FLOOR)
+                  for name, _ in groups}
+
+    scores = np.empty((num_models, num_targets))
+    for columns in chunks:
+        for m, moments in each_group(columns):
+            def location_and_scale(name: str) -> tuple[np.ndarray, np.ndarray]:
+                scale = (np.broadcast_to(pooled[name][m], moments[name].median.shape)
+                         if pooled is not None else moments[name].spread())
+                return moments[name].median, scale
+
+            x = phi[m, columns]
+            mu_out, s_out = location_and_scale("OUT")
+            if online:
+                mu_in, s_in = location_and_scale("IN")
+                ratio = _log_normal_pdf(x, mu_in, s_in) - _log_normal_pdf(x, mu_out, s_out)
+            else:
+                ratio = log_ndtr((x - mu_out) / s_out)
+            scores[m, columns] = ratio.mean(axis=-1)
     return scores
 
 

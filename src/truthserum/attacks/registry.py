@@ -18,6 +18,7 @@ from truthserum.attacks.rmia import rmia_row, tune_offline_a
 from truthserum.attacks.shadows import ShadowPlan
 from truthserum.attacks.signals import label_is_correct, log_true_probability, phi_from_logits
 from truthserum.errors import SignalsError
+from truthserum.logit_store import column_chunks
 
 
 class AttackName(str, Enum):
@@ -86,16 +87,26 @@ class _Scoring:
         self.plan = ShadowPlan(keep=inputs.keep, count=options.shadow_models, seed=options.seed)
         self.details: dict[AttackName, dict] = {}  # what an attack chose, e.g. a tuned parameter
 
-    def target_mask(self, m: int) -> np.ndarray:
-        return self.plan.mask(m, self.targets)
+    def target_mask(self, m: int, positions: np.ndarray) -> np.ndarray:
+        """Target model m's shadows for the targets at ``positions`` of ``targets``."""
+        return self.plan.mask(m, self.targets[positions])
+
+    def _reduce(self, signal, columns: np.ndarray, dtype) -> np.ndarray:
+        """``signal(logits, labels)`` on ``columns``, read a chunk of points at a time: the
+        logits (C numbers per query) are never all in memory, only the reduced signal."""
+        out = np.empty((self.inputs.num_models, columns.size, self.inputs.num_views), dtype=dtype)
+        labels = self.inputs.labels
+        for positions, logits in column_chunks(self.inputs.logits, columns):
+            out[:, positions] = signal(logits, labels[columns[positions]])
+        return out
 
     @cached_property
     def phi(self) -> np.ndarray:
-        return phi_from_logits(self.inputs.logits[:, self.targets], self.inputs.labels[self.targets])
+        return self._reduce(phi_from_logits, self.targets, np.float64)
 
     @cached_property
     def correct(self) -> np.ndarray:
-        return label_is_correct(self.inputs.logits[:, self.targets], self.inputs.labels[self.targets])
+        return self._reduce(label_is_correct, self.targets, np.bool_)
 
     @cached_property
     def population(self) -> np.ndarray:
@@ -120,8 +131,11 @@ class _Scoring:
     @cached_property
     def log_p(self) -> np.ndarray:
         """log P(p | model) on :attr:`rmia_columns`, shared by online and offline RMIA."""
-        columns = self.rmia_columns
-        return log_true_probability(self.inputs.logits[:, columns], self.inputs.labels[columns])
+        return self._reduce(log_true_probability, self.rmia_columns, np.float64)
+
+    def release(self, signal: str) -> None:
+        """Forget a derived signal no attack still needs (they are the largest arrays here)."""
+        self.__dict__.pop(signal, None)
 
     def rmia(self, *, offline: bool) -> np.ndarray:
         columns, log_p = self.rmia_columns, self.log_p
@@ -153,6 +167,14 @@ class _Scoring:
         return scores
 
 
+# The derived signal each attack reads; attacks run grouped by it, and each signal is freed
+# once the last attack that reads it is done.
+SIGNAL_OF = {
+    AttackName.LIRA_ONLINE: "phi", AttackName.LIRA_OFFLINE: "phi", AttackName.LIRA_ONLINE_FIXED: "phi",
+    AttackName.LIRA_OFFLINE_FIXED: "phi", AttackName.GLOBAL_THRESHOLD: "phi", AttackName.LABEL_ONLY: "correct",
+    AttackName.RMIA_ONLINE: "log_p", AttackName.RMIA_OFFLINE: "log_p",
+}
+
 ATTACKS: dict[AttackName, Callable[[_Scoring], np.ndarray]] = {
     AttackName.LIRA_ONLINE: lambda s: lira(s.phi, s.keep, s.target_mask, online=True, fixed_variance=False),
     AttackName.LIRA_OFFLINE: lambda s: lira(s.phi, s.keep, s.target_mask, online=False, fixed_variance=False),
@@ -165,14 +187,34 @@ ATTACKS: dict[AttackName, Callable[[_Scoring], np.ndarray]] = {
 }
 
 
+ScoreSink = Callable[[AttackName, np.ndarray], None]
+
+
 def score_attacks_with_details(
-    inputs: AttackInputs, attacks: Iterable[AttackName], options: AttackOptions | None = None
+    inputs: AttackInputs, attacks: Iterable[AttackName], options: AttackOptions | None = None,
+    *, sink: ScoreSink | None = None,
 ) -> tuple[dict[AttackName, np.ndarray], dict[AttackName, dict]]:
     """:func:`score_attacks`, plus what each attack chose on its own (for rmia-offline with a
-    tuned a: ``{"tuned_offline_a": [a of one half, a of the other]}``)."""
+    tuned a: ``{"tuned_offline_a": [a of one half, a of the other]}``).
+
+    With ``sink``, each attack's scores go to ``sink(name, scores)`` as soon as they are
+    computed and are not kept (the returned scores are empty): a large audit then holds one
+    attack's ``(M, T)`` scores at a time.
+    """
     scoring = _Scoring(inputs, options or AttackOptions())
-    scores = {AttackName(name): ATTACKS[AttackName(name)](scoring) for name in attacks}
-    return scores, scoring.details
+    names = [AttackName(name) for name in attacks]
+    signals = list(dict.fromkeys(SIGNAL_OF[name] for name in names))
+    scores: dict[AttackName, np.ndarray] = {}
+    for signal in signals:
+        for name in (n for n in names if SIGNAL_OF[n] == signal):
+            result = ATTACKS[name](scoring)
+            if sink is None:
+                scores[name] = result
+            else:
+                sink(name, result)
+            del result
+        scoring.release(signal)
+    return {name: scores[name] for name in names if name in scores}, scoring.details
 
 
 def score_attacks(

@@ -32,6 +32,7 @@ from truthserum.errors import SignalsError
 
 TUNING_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 TUNING_PSEUDO_TARGETS = 8
+CHUNK_POINTS = 2048
 
 
 def log_reference_probability(
@@ -49,8 +50,11 @@ def log_reference_probability(
         ``(P, A)`` log P(p).
     """
     counts = group.sum(axis=0)
-    masked = np.where(group[:, :, None], log_p, -np.inf)
-    log_mean = logsumexp(masked, axis=0) - np.log(counts)[:, None]
+    log_mean = np.empty(log_p.shape[1:])
+    for start in range(0, log_p.shape[1], CHUNK_POINTS):  # bounds the (M, chunk, A) temporaries
+        part = slice(start, start + CHUNK_POINTS)
+        masked = np.where(group[:, part, None], log_p[:, part], -np.inf)
+        log_mean[part] = logsumexp(masked, axis=0) - np.log(counts[part])[:, None]
     if offline_a is None:
         return log_mean
     return _interpolate(log_mean, offline_a)
