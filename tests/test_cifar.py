@@ -177,7 +177,7 @@ def test_wrn_has_no_running_statistics_so_a_point_is_scored_alone():
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ({"architecture": "wrn", "depth": 12}, "model.depth: must be 6n + 4 (10, 16, 22, 28, ...), got 12"),
+        ({"architecture": "wrn", "depth": 12}, "model.depth: must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), got 12"),
         ({"architecture": "wrn", "depth": 4}, "model.depth: Input should be greater than or equal to 10"),
         ({"architecture": "wrn", "widen": 0}, "model.widen: Input should be greater than or equal to 1"),
     ],

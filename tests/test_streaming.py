@@ -9,7 +9,9 @@ from truthserum.attacks import AttackInputs, AttackName, AttackOptions, score_at
 from truthserum.attacks.lira import SCALE_FLOOR, lira
 from truthserum.attacks.shadows import ShadowPlan
 from truthserum.errors import SignalsError
+from truthserum import logit_store
 from truthserum.logit_store import LogitDtype, LogitStore, column_chunks
+from truthserum.metrics import roc_curve, tpr_at_fpr
 
 
 def _signals(seed=0, models=12, points=90, views=2, classes=4):
@@ -64,18 +66,56 @@ def test_a_bad_store_is_one_signals_error(tmp_path):
         LogitStore.open(tmp_path / "pickle.npy")
 
 
-def test_scores_from_a_store_equal_scores_from_memory(tmp_path):
+@pytest.mark.parametrize("options", [AttackOptions(rmia_offline_a=0.5), AttackOptions(shadow_models=4, seed=2)])
+def test_scores_from_a_store_in_small_chunks_equal_scores_from_memory(tmp_path, monkeypatch, options):
+    """Every attack over chunks of 7 points (signals, LiRA, label-only, RMIA and its tuning)
+    against the same attack on all 90 points at once."""
     logits, labels, keep = _signals(seed=3)
     store = LogitStore.create(tmp_path / "logits.npy", logits.shape, LogitDtype.FLOAT32)
     store.write_models(0, logits)
     targets = np.random.default_rng(0).permutation(90)[:50]
     in_memory = AttackInputs.from_arrays(logits=logits, labels=labels, keep=keep, targets=targets)
-    on_disk = AttackInputs.from_arrays(logits=store, labels=labels, keep=keep, targets=targets)
-    options = AttackOptions(rmia_offline_a=0.5)
     expected = score_attacks(in_memory, list(AttackName), options)
+    monkeypatch.setattr(logit_store, "DEFAULT_CHUNK_POINTS", 7)
+    on_disk = AttackInputs.from_arrays(logits=store, labels=labels, keep=keep, targets=targets)
     streamed = score_attacks(on_disk, list(AttackName), options)
     for name in AttackName:
-        np.testing.assert_array_equal(streamed[name], expected[name])
+        np.testing.assert_allclose(streamed[name], expected[name], rtol=1e-12, atol=1e-12)
+
+
+def test_sparse_columns_of_a_store_are_read_a_span_at_a_time(tmp_path, monkeypatch):
+    logits, _, _ = _signals(points=400)
+    store = LogitStore.create(tmp_path / "logits.npy", logits.shape, LogitDtype.FLOAT32)
+    store.write_models(0, logits)
+    monkeypatch.setattr(logit_store, "DEFAULT_CHUNK_POINTS", 8)  # spans of at most 16 points
+    spans = []
+    original = LogitStore.read_points
+    monkeypatch.setattr(LogitStore, "read_points",
+                        lambda self, start, stop: spans.append(stop - start) or original(self, start, stop))
+    every_fifth = np.arange(0, 400, 5)[::-1]  # gaps under the run gap: one run, many spans
+    np.testing.assert_array_equal(store[:, every_fifth], logits[:, every_fifth])
+    assert max(spans) <= 16 and len(spans) > 20
+
+
+def test_a_logit_too_large_for_float16_is_one_signals_error(tmp_path):
+    store = LogitStore.create(tmp_path / "half.npy", (2, 3, 1, 2), LogitDtype.FLOAT16)
+    with pytest.raises(SignalsError, match="does not fit float16; set query.signals_dtype: float32"):
+        store.write_models(0, np.full((2, 3, 1, 2), 1e5, dtype=np.float32))
+
+
+def test_the_thinned_roc_keeps_the_low_fpr_region_and_the_ends():
+    rng = np.random.default_rng(0)
+    members = rng.random(200_000) < 0.5
+    scores = rng.normal(size=200_000) + members
+    full = roc_curve(scores, members)
+    thin = full.thinned()  # at most about 20,000 points
+    assert thin.fpr.size < 25_000 < full.fpr.size
+    low = full.fpr < 1e-3
+    np.testing.assert_array_equal(thin.fpr[: low.sum()], full.fpr[low])  # every step below 1e-3
+    assert thin.fpr[-1] == full.fpr[-1] == 1.0 and thin.tpr[-1] == 1.0
+    assert (np.diff(thin.fpr) >= 0).all() and (np.diff(thin.tpr) >= 0).all()
+    for level in (1e-3, 1e-2, 0.1):
+        assert abs(tpr_at_fpr(thin, level) - tpr_at_fpr(full, level)) < 0.01
 
 
 def _lira_by_definition(phi, keep, plan, *, online, fixed_variance):
@@ -147,6 +187,12 @@ def test_a_run_keeps_its_logits_in_a_float16_store_and_the_attack_command_reads_
     assert done.returncode == 0, done.stderr
     auc = results["conditions"]["poisoned"]["attacks"]["lira-offline"]["auc"]
     assert f"AUC {auc:.3f}" in done.stdout
+    # the storage type may change on resume: the logits are rebuilt from the trained shards
+    messages = []
+    as_float32 = config.model_copy(update={"query": config.query.model_copy(update={"signals_dtype": LogitDtype.FLOAT32})})
+    run_experiment(as_float32, tmp_path / "run", progress=False, log=messages.append)
+    assert np.load(tmp_path / "run" / "signals-poisoned-logits.npy").dtype == np.float32
+    assert not any("trained models" in m for m in messages)
     (tmp_path / "run" / "signals-poisoned-logits.npy").unlink()
     missing = run_cli("attack", "--signals", str(tmp_path / "run" / "signals-poisoned.npz"), "--attack", "lira-offline")
     assert missing.returncode == 2 and "signals-poisoned-logits.npy is not beside it" in missing.stderr

@@ -30,6 +30,7 @@ How honest it is:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from truthserum.metrics import RocCurve
 
 _BATCH = 1024
+_CEILING_CHUNK = 1 << 18
 
 
 def clopper_pearson(
@@ -139,20 +141,37 @@ def epsilon_from_counts(
         raise ValueError("counts must satisfy 0 <= true positives <= positives, "
                          "0 <= false positives <= negatives, with positives and negatives >= 1")
     tp, p, fp, n = (a.ravel() for a in (tp, p, fp, n))
-    if tp.size == 0:
+    return _best_epsilon(tp.size, lambda i: (tp[i], p[i], fp[i], n[i]), delta=delta, confidence=confidence)
+
+
+Counts = Callable[[slice | np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _best_epsilon(size: int, counts: Counts, *, delta: float, confidence: float) -> float:
+    """The bound over K = ``size`` thresholds whose (TP, P, FP, N) ``counts(index)`` gives for
+    any slice or index array. Counts are fetched a chunk at a time, so an ROC of millions of
+    points needs one float per point (its ceiling) and nothing else of that size."""
+    if size == 0:
         return 0.0
-    each = 1.0 - (1.0 - confidence) / (2 * tp.size)
-    ceiling = _epsilon_ceiling(tp, p, fp, n, delta=delta, confidence=each)
-    # exact bounds in order of decreasing ceiling, until no ceiling left can beat the best
-    candidates = np.nonzero(ceiling > 0.0)[0]
-    candidates = candidates[np.argsort(-ceiling[candidates], kind="stable")]
-    best = 0.0
-    for start in range(0, candidates.size, _BATCH):
-        batch = candidates[start:start + _BATCH]
-        if ceiling[batch[0]] <= best:
-            break
-        exact = _epsilon_at(tp[batch], p[batch], fp[batch], n[batch], delta=delta, confidence=each)
-        best = max(best, float(exact.max()))
+    each = 1.0 - (1.0 - confidence) / (2 * size)
+    ceiling = np.empty(size)
+    for start in range(0, size, _CEILING_CHUNK):
+        part = slice(start, start + _CEILING_CHUNK)
+        ceiling[part] = _epsilon_ceiling(*counts(part), delta=delta, confidence=each)
+    # Exact bounds only where the ceiling can beat the best so far: first the highest ceiling
+    # (usually at or near the answer), then a scan in chunks, so that no sorted copy of the
+    # ceilings is needed. A skipped point has exact <= ceiling <= best, so the result is the
+    # maximum over every point.
+    top = int(np.argmax(ceiling))
+    if ceiling[top] <= 0.0:
+        return 0.0
+    best = max(0.0, float(_epsilon_at(*counts(slice(top, top + 1)), delta=delta, confidence=each).max()))
+    for start in range(0, size, _CEILING_CHUNK):
+        candidates = start + np.flatnonzero(ceiling[start:start + _CEILING_CHUNK] > best)
+        for batch in np.array_split(candidates, max(1, candidates.size // _BATCH)):
+            batch = batch[ceiling[batch] > best]
+            if batch.size:
+                best = max(best, float(_epsilon_at(*counts(batch), delta=delta, confidence=each).max()))
     return best
 
 
@@ -171,9 +190,14 @@ def epsilon_lower_bound(roc: RocCurve, *, delta: float = 0.0, confidence: float 
     Returns:
         The bound, at least 0.
     """
-    inner = slice(1, -1)
-    return epsilon_from_counts(
-        np.rint(roc.tpr[inner] * roc.members), roc.members,
-        np.rint(roc.fpr[inner] * roc.nonmembers), roc.nonmembers,
-        delta=delta, confidence=confidence,
-    )
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if not 0.0 <= delta < 1.0:
+        raise ValueError(f"delta must be in [0, 1), got {delta}")
+    tpr, fpr = roc.tpr[1:-1], roc.fpr[1:-1]
+    positives, negatives = np.float64(roc.members), np.float64(roc.nonmembers)
+
+    def counts(index):  # recovered from the rates, a chunk at a time
+        return np.rint(tpr[index] * positives), positives, np.rint(fpr[index] * negatives), negatives
+
+    return _best_epsilon(tpr.size, counts, delta=delta, confidence=confidence)

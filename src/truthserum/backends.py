@@ -13,7 +13,7 @@ backend is used. Machines of a Ray cluster need truthserum installed in the same
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -43,11 +43,25 @@ class ShardBackend(Protocol):
     def train(
         self, config: RunConfig, job: TrainingJob, shards: Sequence[range], device: torch.device,
         *, progress: bool,
-    ) -> Iterator[Shard]:
-        """Train ``shards`` (in any order); yields :func:`~truthserum.shard.train_shard`'s arrays."""
+    ) -> Generator[Shard, None, None]:
+        """Train ``shards`` (in any order); yields :func:`~truthserum.shard.train_shard`'s arrays.
+        Closing the generator early stops what is still running."""
 
     def close(self) -> None:
         """Release what the backend started."""
+
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def _check_device_name(name: str) -> None:
+    if name not in DEVICES:
+        raise ConfigError(f"--device must be cpu, cuda or auto, got {name!r}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _bar(total: int, desc: str, unit: str, progress: bool) -> tqdm:
@@ -61,18 +75,17 @@ class LocalBackend:
     """Shards one after another in this process; each shard is one vectorized ensemble."""
 
     def resolve_device(self, name: str) -> torch.device:
+        _check_device_name(name)
         if name == "auto":
             name = "cuda" if torch.cuda.is_available() else "cpu"
         if name == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is available (this torch build or machine has none)")
-        if name not in ("cpu", "cuda"):
-            raise ConfigError(f"--device must be cpu, cuda or auto, got {name!r}")
         return torch.device(name)
 
     def train(
         self, config: RunConfig, job: TrainingJob, shards: Sequence[range], device: torch.device,
         *, progress: bool,
-    ) -> Iterator[Shard]:
+    ) -> Generator[Shard, None, None]:
         for models in shards:
             with _bar(config.train.epochs, f"{job.condition} models {models.start}-{models.stop - 1}",
                       "epoch", progress) as bar:
@@ -134,17 +147,18 @@ class RayBackend:
                          configure_logging=True, log_to_driver=False)
             except Exception as exc:  # Ray raises several types for an unreachable cluster
                 where = f"at {self.address}" if self.address else "locally"
-                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise BackendError(f"cannot start or reach Ray {where}: {first_line}") from None
+                raise BackendError(f"cannot start or reach Ray {where}: {_first_line(exc)}") from None
             self._started = True
         return ray
 
     def resolve_device(self, name: str) -> torch.device:
-        if name not in ("cpu", "cuda", "auto"):
-            raise ConfigError(f"--device must be cpu, cuda or auto, got {name!r}")
+        """Connects to Ray (the first thing a run does), so that a missing or unreachable Ray
+        is reported before anything is loaded or written."""
+        _check_device_name(name)
+        ray = self._ray()
         if name == "cpu":
             return torch.device("cpu")
-        gpus = self._ray().cluster_resources().get("GPU", 0)
+        gpus = ray.cluster_resources().get("GPU", 0)
         if name == "cuda" and not gpus:
             raise ConfigError("--device cuda: the Ray cluster has no GPUs")
         return torch.device("cuda" if gpus else "cpu")
@@ -152,7 +166,7 @@ class RayBackend:
     def train(
         self, config: RunConfig, job: TrainingJob, shards: Sequence[range], device: torch.device,
         *, progress: bool,
-    ) -> Iterator[Shard]:
+    ) -> Generator[Shard, None, None]:
         if not shards:
             return
         ray = self._ray()
@@ -160,25 +174,33 @@ class RayBackend:
 
         gpus = 1 if device.type == "cuda" else 0
         task = ray.remote(num_cpus=self.cpus_per_shard, num_gpus=gpus, max_retries=0)(_ray_shard)
-        queue = Queue(actor_options={"num_cpus": 0}) if progress else None
-        job_ref = ray.put(job)  # the data travel to the object store once, not once per shard
-        pending = [
-            task.remote(config, job_ref, models.start, models.stop, device.type, self.cpus_per_shard, queue)
-            for models in shards
-        ]
-        total = len(shards) * config.train.epochs
+        pending: list = []
+        queue = None
+        bar = _bar(len(shards) * config.train.epochs, f"{job.condition} {len(shards)} shards on Ray", "epoch",
+                   progress)
         try:
-            with _bar(total, f"{job.condition} {len(shards)} shards on Ray", "epoch", progress) as bar:
-                while pending:
-                    ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
-                    if queue is not None:
-                        for _, loss in queue.get_nowait_batch(queue.qsize()):
-                            bar.set_postfix(loss=f"{loss:.3f}")
-                            bar.update(1)
-                    for ref in ready:
-                        yield _result(ray, ref)
+            # epochs reach the bar through a queue only when there is a bar to move
+            queue = None if bar.disable else Queue(actor_options={"num_cpus": 0})
+            job_ref = ray.put(job)  # the data travel to the object store once, not once per shard
+            pending = [
+                task.remote(config, job_ref, models.start, models.stop, device.type, self.cpus_per_shard, queue)
+                for models in shards
+            ]
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+                if queue is not None:
+                    for _, loss in queue.get_nowait_batch(queue.qsize()):
+                        bar.set_postfix(loss=f"{loss:.3f}")
+                        bar.update(1)
+                for ref in ready:
+                    yield _result(ray, ref)
+        except ray.exceptions.RayTaskError:
+            raise  # a bug inside a task (see _result): keep the remote traceback
+        except ray.exceptions.RayError as exc:  # the object store, a dead queue, a lost node
+            raise BackendError(f"Ray failed: {_first_line(exc)}") from None
         finally:
-            for ref in pending:  # interrupted: finished shards are already written
+            bar.close()
+            for ref in pending:  # stopped early: finished shards are already written
                 ray.cancel(ref, force=True)
             if queue is not None:
                 queue.shutdown()
@@ -201,8 +223,7 @@ def _result(ray: Any, ref: Any) -> Shard:
             raise exc.cause from None
         raise  # a bug in truthserum: keep the remote traceback
     except ray.exceptions.RayError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackendError(f"a Ray task was lost: {first_line}") from None
+        raise BackendError(f"a Ray task was lost: {_first_line(exc)}") from None
 
 
 def make_backend(name: BackendName, *, address: str | None = None, cpus_per_shard: int = 1) -> ShardBackend:

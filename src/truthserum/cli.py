@@ -106,7 +106,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     attack = commands.add_parser("attack", help="attack signals computed elsewhere")
     attack.add_argument("--signals", type=Path, required=True,
-                        help=".npz with logits (M,N[,A],C), labels (N,), keep (M,N), optional targets (T,)")
+                        help=".npz with logits (M,N[,A],C), labels (N,), keep (M,N), optional targets (T,); "
+                             "without logits, they are read from <stem>-logits.npy beside it")
     attack.add_argument("--attack", required=True, choices=[name.value for name in AttackName])
     attack.add_argument("--out", type=Path, help=".npz to receive scores (M,T) and members (M,T)")
     _add_attack_options(attack)

@@ -25,7 +25,7 @@ from truthserum.query import MAX_SHIFT, QueryView, View, generate_views, max_vie
 from truthserum.schema import Count, Rate
 from truthserum.schema import StrictSection as _Strict
 from truthserum.tabular import ADULT_DEFAULT_ROLES, CPS_DEFAULT_ROLES, TableColumns
-from truthserum.train.architectures import Architecture, build_model
+from truthserum.train.architectures import Architecture, build_model, check_wrn_depth
 from truthserum.train.augment import Augment
 from truthserum.train.ensemble import OptimizerName, Schedule, TrainSettings
 from truthserum.untargeted import AdversaryStrategy
@@ -120,8 +120,10 @@ class ModelConfig(_Strict):
     @field_validator("depth")
     @classmethod
     def _wrn_depth(cls, value: int) -> int:
-        if (value - 4) % 6:
-            raise ValueError(f"must be 6n + 4 (10, 16, 22, 28, ...), got {value}")
+        try:
+            check_wrn_depth(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("model.depth ")) from None
         return value
 
     def build(self, *, feature_shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -7,11 +7,12 @@ import numpy as np
 from truthserum.logit_store import LogitStore, column_chunks
 
 
-def predictions(logits: np.ndarray | LogitStore) -> np.ndarray:
-    """``(M, N)`` predicted classes from the first (identity) query view of ``(M, N, A, C)``,
-    read a chunk of points at a time."""
-    predicted = np.empty(logits.shape[:2], dtype=np.int32)
-    for positions, chunk in column_chunks(logits, np.arange(logits.shape[1])):
+def predictions(logits: np.ndarray | LogitStore, columns: np.ndarray | None = None) -> np.ndarray:
+    """``(M, N)`` predicted classes from the first (identity) query view of ``(M, N, A, C)``
+    (or of the points ``columns`` only), read a chunk of points at a time."""
+    columns = np.arange(logits.shape[1]) if columns is None else np.asarray(columns)
+    predicted = np.empty((logits.shape[0], columns.size), dtype=np.int32)
+    for positions, chunk in column_chunks(logits, columns):
         predicted[:, positions] = chunk[:, :, 0, :].argmax(axis=-1)
     return predicted
 
@@ -35,6 +36,6 @@ def poison_fit(
     their prediction on each of its poisons. The amplification needs this to be high: a model
     that does not fit the poisons behaves as if it had not been poisoned.
     """
-    predicted = predictions(logits)[:, targets]  # (M, T)
+    predicted = predictions(logits, targets)  # (M, T)
     out = ~keep[:, targets]
     return float(((predicted == poison_labels[None, :]) & out).sum() / out.sum())

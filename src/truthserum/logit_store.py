@@ -30,6 +30,12 @@ DEFAULT_CHUNK_POINTS = 2048
 _RUN_GAP = 64  # points between two wanted columns read through rather than skipped
 
 
+def chunk_points() -> int:
+    """Points processed together by every chunked step (read at call time, so tests can make
+    it small)."""
+    return DEFAULT_CHUNK_POINTS
+
+
 class LogitDtype(str, Enum):
     FLOAT32 = "float32"
     FLOAT16 = "float16"
@@ -112,6 +118,11 @@ class LogitStore:
         """Store models ``first .. first + len(logits) - 1`` (contiguous in the file)."""
         if logits.shape[1:] != self.shape[1:] or first < 0 or first + logits.shape[0] > self.shape[0]:
             raise ValueError(f"logits {logits.shape} do not fit models {first}.. of {self.shape}")
+        if self.dtype == np.float16 and np.abs(logits).max(initial=0.0) > np.finfo(np.float16).max:
+            raise SignalsError(
+                f"{self.path.name}: a logit of size {float(np.abs(logits).max()):.3g} does not fit float16; "
+                "set query.signals_dtype: float32"
+            )
         data = np.ascontiguousarray(logits, dtype=self.dtype)
         start = self.offset + first * self.shape[1] * self._row_bytes()
         fd = os.open(self.path, os.O_WRONLY)
@@ -150,19 +161,29 @@ class LogitStore:
         ordered = columns[order]
         breaks = np.nonzero(np.diff(ordered) > _RUN_GAP)[0] + 1
         for run in np.split(np.arange(columns.size), breaks):
-            low, high = int(ordered[run[0]]), int(ordered[run[-1]]) + 1
-            out[:, order[run]] = self.read_points(low, high)[:, ordered[run] - low]
+            # a long run of sparse columns (every 50th point, say) is read a span at a time
+            spans = (ordered[run] - ordered[run[0]]) // (2 * chunk_points())
+            for span in np.split(run, np.nonzero(np.diff(spans))[0] + 1):
+                low, high = int(ordered[span[0]]), int(ordered[span[-1]]) + 1
+                out[:, order[span]] = self.read_points(low, high)[:, ordered[span] - low]
         return out
 
 
+def position_chunks(count: int, chunk: int | None = None) -> list[np.ndarray]:
+    """``0 .. count - 1`` in consecutive chunks of :func:`chunk_points` (or ``chunk``)."""
+    chunk = chunk or chunk_points()
+    return [np.arange(start, min(start + chunk, count)) for start in range(0, count, chunk)]
+
+
 def column_chunks(
-    logits: np.ndarray | LogitStore, columns: np.ndarray, chunk: int = DEFAULT_CHUNK_POINTS,
+    logits: np.ndarray | LogitStore, columns: np.ndarray, chunk: int | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yields ``(positions, logits[:, columns[positions]])`` over ``columns`` in chunks.
 
     Columns are visited in ascending order, so that each chunk of a store is one short run of
     bytes per model and a whole pass reads the file once, whatever order ``columns`` has.
     """
+    chunk = chunk or chunk_points()
     order = np.argsort(columns, kind="stable")
     for begin in range(0, columns.size, chunk):
         positions = order[begin:begin + chunk]

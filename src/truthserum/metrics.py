@@ -145,19 +145,35 @@ def roc_curve(scores: np.ndarray, members: np.ndarray) -> RocCurve:
     scores, members = checked_pairs(np.ravel(scores), np.ravel(members))
     positives = int(members.sum())
     negatives = members.size - positives
-    order = np.argsort(-scores, kind="mergesort")
-    sorted_scores = scores[order]
+    # Written for millions of pairs: every temporary is freed as soon as it is used, and counts
+    # are int32 where they fit, so the peak stays a few times the scores' own size.
+    sorted_scores, hits = _sorted_descending(scores, members)
     # ties move the curve diagonally: one point per run of equal scores
     last_of_tie = tie_ends(sorted_scores)
-    true_positives = np.cumsum(members[order])[last_of_tie]
-    false_positives = (last_of_tie + 1) - true_positives
-    return RocCurve(
-        fpr=np.r_[0.0, false_positives / negatives],
-        tpr=np.r_[0.0, true_positives / positives],
-        thresholds=np.r_[np.inf, sorted_scores[last_of_tie]],
-        members=positives,
-        nonmembers=negatives,
-    )
+    points = last_of_tie.size + 1
+    thresholds = np.empty(points)
+    thresholds[0] = np.inf
+    np.take(sorted_scores, last_of_tie, out=thresholds[1:])
+    del sorted_scores
+    true_positives = np.cumsum(hits, dtype=_count_dtype(hits.size))[last_of_tie]
+    del hits
+    fpr, tpr = np.zeros(points), np.zeros(points)
+    np.divide(true_positives, positives, out=tpr[1:])
+    last_of_tie += 1  # now the pairs called member at each point
+    last_of_tie -= true_positives  # now the false positives
+    np.divide(last_of_tie, negatives, out=fpr[1:])
+    return RocCurve(fpr=fpr, tpr=tpr, thresholds=thresholds, members=positives, nonmembers=negatives)
+
+
+def _count_dtype(size: int) -> type:
+    return np.int32 if size < np.iinfo(np.int32).max else np.int64
+
+
+def _sorted_descending(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores sorted from highest to lowest and the membership in the same order. The order
+    within a run of equal scores is arbitrary: every use groups ties."""
+    order = np.argsort(scores)[::-1]
+    return scores[order], members[order]
 
 
 def area_under_curve(roc: RocCurve) -> float:
@@ -219,22 +235,30 @@ class _RankedPairs:
 
 
 def _rank_pairs(scores: np.ndarray, members: np.ndarray) -> _RankedPairs:
-    """Sort ``(..., T)`` scores once; the last axis indexes the target points (columns)."""
+    """Sort ``(..., T)`` scores once; the last axis indexes the target points (columns).
+
+    Pair i of the flattened scores is in column ``i % T``. Indices and counts are int32 where
+    they fit and temporaries are freed early: this holds millions of pairs."""
     columns = scores.shape[-1]
     scores, members = scores.ravel(), members.ravel()
-    column_of = np.arange(scores.size) % columns
-    order = np.argsort(-scores, kind="mergesort")
+    count = _count_dtype(scores.size)
+    order = np.argsort(scores)[::-1].astype(count)
     sorted_scores, hits = scores[order], members[order]
-    group = np.zeros(scores.size, dtype=np.int64)
-    group[1:] = np.cumsum(sorted_scores[1:] != sorted_scores[:-1])
-    members_per_group = np.bincount(group, weights=hits).astype(np.int64)
-    through = np.cumsum(members_per_group)
+    column_of_sorted = order % count(columns)
+    del order
+    group = np.zeros(scores.size, dtype=count)
+    np.cumsum(sorted_scores[1:] != sorted_scores[:-1], dtype=count, out=group[1:])
+    del sorted_scores
+    members_per_group = np.bincount(group[hits], minlength=int(group[-1]) + 1).astype(count)
+    through = np.cumsum(members_per_group, dtype=count)
+    before = through - members_per_group
+    del members_per_group
     nonmember_group = group[~hits]
-    above = (through - members_per_group)[nonmember_group]
-    through = through[nonmember_group]
+    del group
+    above, through = before[nonmember_group], through[nonmember_group]
     return _RankedPairs(
-        member_columns=column_of[order[hits]],
-        nonmember_columns=column_of[order[~hits]],
+        member_columns=column_of_sorted[hits],
+        nonmember_columns=column_of_sorted[~hits],
         members_above=above,
         members_through=through,
         columns=columns,
@@ -417,9 +441,14 @@ def evaluate(
     metrics = summarize(roc, levels, delta=delta, confidence=confidence)
     if resamples == 0:
         return metrics
-    intervals = bootstrap_intervals(
+    del roc  # freed before the bootstrap, unless the caller holds it
+    return with_intervals(metrics, bootstrap_intervals(
         scores, members, levels=levels, resamples=resamples, confidence=confidence, rng=rng
-    )
+    ))
+
+
+def with_intervals(metrics: AttackMetrics, intervals: BootstrapIntervals) -> AttackMetrics:
+    """``metrics`` with the bootstrap's intervals filled in."""
     return replace(
         metrics, auc_ci=intervals.auc, tpr_at_fpr_ci=intervals.tpr_at_fpr,
         resamples=intervals.resamples, degenerate_resamples=intervals.degenerate,

@@ -9,8 +9,11 @@ Layout of a run directory::
     poisons.npz                   poison x, y, source index, and each target's poison label
     shards/<condition>/models-<first>-<last>.npz
                                   logits of a shard of models, its training time and loss
-    signals-<condition>.npz       logits (M, N, A, C), labels, keep, targets: the input of
-                                  ``truthserum attack``
+    signals-<condition>.npz       labels, keep, targets: with the logits beside it, the input
+                                  of ``truthserum attack``
+    signals-<condition>-logits.npy
+                                  logits (M, N, A, C), float32 or float16, a plain .npy read a
+                                  chunk of points at a time (:mod:`truthserum.logit_store`)
     scores-<condition>.npz        each attack's (M, T) scores and the members mask
     results.json, roc.png
 
@@ -61,6 +64,15 @@ def _umask() -> int:
     return mask
 
 
+def fsync_file(path: Path) -> None:
+    """Flush ``path`` to disk, so that a rename after it never exposes an unwritten file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def temporary_path(path: Path) -> Path:
     """Where ``path`` is written before it is renamed into place (removed on the next open)."""
     return Path(path).parent / f"{_TEMP_PREFIX}{Path(path).name}"
@@ -94,6 +106,7 @@ class NpzWriter:
     def __exit__(self, kind, value, traceback) -> None:
         self._zip.close()
         if kind is None:
+            fsync_file(Path(self._temp))
             os.chmod(self._temp, 0o666 & ~_umask())
             os.replace(self._temp, self.path)
         else:
@@ -137,8 +150,12 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[s
 
 
 def _training_part(config: dict[str, Any]) -> dict[str, Any]:
-    """A config dict without the keys that only change how signals are scored."""
-    return {key: value for key, value in config.items() if key not in SCORING_KEYS}
+    """A config dict without the keys that only change how signals are scored or stored
+    (``query.signals_dtype``: the logits file is rebuilt from the shards on every run)."""
+    part = {key: value for key, value in config.items() if key not in SCORING_KEYS}
+    if isinstance(part.get("query"), dict):
+        part["query"] = {key: value for key, value in part["query"].items() if key != "signals_dtype"}
+    return part
 
 
 def _with_defaults(stored: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 it stopped (the stages themselves, shared by every task, are in :mod:`truthserum.stages`).
 
 Stages and the files that join them (see :mod:`truthserum.rundir`): data -> design.npz ->
-poisons.npz -> shards -> signals-<condition>.npz -> scores-<condition>.npz -> results.json and
+poisons.npz -> shards -> signals-<condition>.npz and -logits.npy -> scores-<condition>.npz -> results.json and
 roc.png. Each stage reads what the previous one wrote; a finished training shard is never
 trained again. Both conditions share the keep matrix, the targets and each model's
 initialisation, so their difference is the poisons alone.

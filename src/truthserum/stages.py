@@ -6,6 +6,7 @@ and queries them. The task runners (:mod:`truthserum.runner` for membership,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,11 +24,13 @@ from truthserum.backends import LocalBackend, ShardBackend
 from truthserum.config import RunConfig, Task
 from truthserum.data import Dataset, encode_table, load_dataset, load_table
 from truthserum.design import Design, make_design
-from truthserum.errors import DataError, RunDirError
-from truthserum.metrics import RocCurve, evaluate, roc_curve
+from truthserum.errors import BackendError, DataError, RunDirError
+from truthserum.metrics import RocCurve, bootstrap_intervals, evaluate, roc_curve, with_intervals
 from truthserum.query import check_views_fit_data
 from truthserum.logit_store import LogitStore
-from truthserum.rundir import NpzWriter, RunDirectory, read_npz, temporary_path, write_json, write_npz
+from truthserum.rundir import (
+    NpzWriter, RunDirectory, fsync_file, read_npz, temporary_path, write_json, write_npz,
+)
 from truthserum.tabular import Preprocessing, fit_preprocessing
 from truthserum.shard import TrainingJob, shard_shapes
 from truthserum.train.augment import check_augment_fits_data
@@ -203,6 +206,17 @@ def poison_fit_warning(condition: str, fit: float | None) -> str | None:
             "models that fit them (train longer, regularise less, or use a larger model)")
 
 
+def _check_shard(config: RunConfig, job: TrainingJob, shard: dict[str, np.ndarray]) -> None:
+    """A shard from a backend has the arrays this version would write (a cluster machine with
+    another truthserum version might return others)."""
+    models = range(int(shard["models"][0]), int(shard["models"][-1]) + 1)
+    if not _has_shapes(shard, shard_shapes(config, job, models)):
+        raise BackendError(
+            f"{job.condition}: models {models.start}-{models.stop - 1} came back in another shape; "
+            "is truthserum the same version on every machine of the cluster?"
+        )
+
+
 def stage_train(
     run_dir: RunDirectory, config: RunConfig, job: TrainingJob, device: torch.device, progress: bool, log: Log,
     backend: ShardBackend | None = None, *, logits_file: Path | None = None,
@@ -240,15 +254,19 @@ def stage_train(
     if finished:
         log(f"{job.condition}: reused {len(finished)} of {len(shards)} finished shards")
     to_train = [models for models in shards if models.start not in finished]
-    for shard in (backend or LocalBackend()).train(config, job, to_train, device, progress=progress):
-        first, last = int(shard["models"][0]), int(shard["models"][-1])
-        write_npz(run_dir.shard_file(job.condition, first, last), shard)
-        log(f"{job.condition}: trained models {first}-{last} of {num_models} "
-            f"in {float(shard['train_seconds']):.1f} s (final loss {shard['loss'][-1]:.3f})")
-        gather(first, shard["logits"])
-        seconds += float(shard["train_seconds"])
+    trained = (backend or LocalBackend()).train(config, job, to_train, device, progress=progress)
+    with contextlib.closing(trained):  # an error here cancels what a backend still runs, at once
+        for shard in trained:
+            first, last = int(shard["models"][0]), int(shard["models"][-1])
+            _check_shard(config, job, shard)
+            write_npz(run_dir.shard_file(job.condition, first, last), shard)
+            log(f"{job.condition}: trained models {first}-{last} of {num_models} "
+                f"in {float(shard['train_seconds']):.1f} s (final loss {shard['loss'][-1]:.3f})")
+            gather(first, shard["logits"])
+            seconds += float(shard["train_seconds"])
     if store is None:
         return np.concatenate([parts[models.start] for models in shards], axis=0), seconds
+    fsync_file(store.path)
     os.replace(store.path, logits_file)
     return replace(store, path=Path(logits_file)), seconds
 
@@ -259,12 +277,19 @@ def bootstrap_rng(seed: int, attack: str) -> np.random.Generator:
 
 
 def _measure(config: RunConfig, name: str, scores: np.ndarray, members: np.ndarray) -> tuple[dict, RocCurve]:
+    """One attack's metrics and its ROC thinned for plotting. The full curve (three floats per
+    pair) is dropped before the bootstrap needs its own memory."""
     curve = roc_curve(scores, members)
-    metrics = evaluate(
-        scores, members, resamples=config.metrics.bootstrap, confidence=config.metrics.confidence,
-        delta=config.metrics.delta, rng=bootstrap_rng(config.seed, name), roc=curve,
-    ).to_dict()
-    return metrics, curve.thinned()
+    metrics = evaluate(scores, members, resamples=0, confidence=config.metrics.confidence,
+                       delta=config.metrics.delta, roc=curve)
+    thinned = curve.thinned()
+    del curve
+    if config.metrics.bootstrap:
+        metrics = with_intervals(metrics, bootstrap_intervals(
+            scores, members, resamples=config.metrics.bootstrap, confidence=config.metrics.confidence,
+            rng=bootstrap_rng(config.seed, name),
+        ))
+    return metrics.to_dict(), thinned
 
 
 def attack_metrics(
@@ -277,7 +302,7 @@ def attack_metrics(
     signals reproduces the run's intervals.
 
     With ``scores_file``, every attack's scores are written there (with ``members``) as soon
-    as they are computed and measured one attack at a time, and the returned scores are
+    as they are computed, then measured one attack at a time, and the returned scores are
     empty: memory then holds one attack's ``(M, T)`` scores, not all of them. The ROC curves
     are thinned for plotting either way (:meth:`RocCurve.thinned`).
 
@@ -293,14 +318,16 @@ def attack_metrics(
             metrics[name.value], curves[name.value] = _measure(config, name.value, scores, members)
             kept[name.value] = scores
     else:
+        # scoring first, measuring after: the signals the attacks read are freed before any
+        # bootstrap runs, so peak memory is the larger of the two phases, not their sum
         with NpzWriter(scores_file) as npz:
             npz.add("members", members)
-
-            def measure_and_store(name: AttackName, scores: np.ndarray) -> None:
-                npz.add(name.value, scores)
-                metrics[name.value], curves[name.value] = _measure(config, name.value, scores, members)
-
-            _, details = score_attacks_with_details(inputs, config.attacks, options, sink=measure_and_store)
+            _, details = score_attacks_with_details(
+                inputs, config.attacks, options, sink=lambda name, scores: npz.add(name.value, scores)
+            )
+        with np.load(scores_file, allow_pickle=False) as stored:
+            for name in config.attacks:
+                metrics[name.value], curves[name.value] = _measure(config, name.value, stored[name.value], members)
     ordered = [name.value for name in config.attacks]
     metrics = {name: metrics[name] | details.get(AttackName(name), {}) for name in ordered}
     return metrics, {name: curves[name] for name in ordered}, kept

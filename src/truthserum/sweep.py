@@ -17,7 +17,7 @@ from truthserum.attacks import check_shadow_budget, load_signals
 from truthserum.config import RunConfig, Task
 from truthserum.errors import ConfigError, SignalsError
 from truthserum.report import plot_sweep
-from truthserum.rundir import RunDirectory, write_json
+from truthserum.rundir import RunDirectory, temporary_path, write_json
 from truthserum.runner import condition_for, run_experiment
 from truthserum.backends import ShardBackend
 from truthserum.stages import Log, attack_metrics, log_to_stderr
@@ -131,7 +131,14 @@ def run_shadow_sweep(
         for count in counts:
             if count is not None:
                 _check_budget(count, num_models)
-            metrics, _, _ = attack_metrics(config, inputs, config.attack_options(shadow_models=count))
+            # scores through a scratch file: one attack's scores in memory at a time
+            scratch = temporary_path(run_dir.file(f"scores-{condition}-shadows.npz"))
+            try:
+                metrics, _, _ = attack_metrics(
+                    config, inputs, config.attack_options(shadow_models=count), scores_file=scratch
+                )
+            finally:
+                scratch.unlink(missing_ok=True)
             shadows = count if count is not None else num_models - 2  # n_in - 1 + n_out - 1
             log(f"{condition}: scored with {count or ALL_SHADOWS} shadow models")
             points.append({"condition": condition, "shadow_models": shadows,

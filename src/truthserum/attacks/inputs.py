@@ -65,7 +65,6 @@ class AttackInputs:
             raise SignalsError(
                 f"{source}: logits need at least 2 models, 1 point, 1 query and 2 classes, got {logits.shape}"
             )
-        check_finite(logits, source=source)
         if labels.shape != (num_points,):
             raise SignalsError(f"{source}: labels must have shape ({num_points},), got {labels.shape}")
         if labels.dtype.kind not in "iu":
@@ -84,6 +83,7 @@ class AttackInputs:
             raise SignalsError(f"{source}: targets must lie in 0..{num_points - 1}")
         if np.unique(targets).size != targets.size:
             raise SignalsError(f"{source}: targets contain duplicates")
+        check_finite(logits, source=source)  # last: it reads every logit
 
     @property
     def num_models(self) -> int:

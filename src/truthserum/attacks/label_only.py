@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from truthserum.attacks.lira import CHUNK_TARGETS, MaskFor, check_group_sizes
+from truthserum.attacks.lira import MaskFor, check_group_sizes
+from truthserum.logit_store import position_chunks
 
 SMOOTHING = 0.5
 
@@ -38,7 +39,7 @@ def count_histograms(counts: np.ndarray, group: np.ndarray, num_views: int) -> n
 
 
 def label_only(
-    correct: np.ndarray, keep: np.ndarray, mask_for: MaskFor, *, chunk: int = CHUNK_TARGETS
+    correct: np.ndarray, keep: np.ndarray, mask_for: MaskFor, *, chunk: int | None = None
 ) -> np.ndarray:
     """Label-only likelihood-ratio scores.
 
@@ -46,7 +47,8 @@ def label_only(
         correct: ``(M, T, A)`` bool, whether model m labels view a of target point t right.
         keep: ``(M, T)`` membership of the target points.
         mask_for: the usable shadows of a target model for some target positions.
-        chunk: target points processed together (bounds the temporaries).
+        chunk: target points processed together (bounds the temporaries; default
+            :func:`~truthserum.logit_store.chunk_points`).
 
     Returns:
         ``(M, T)`` scores, higher means member.
@@ -54,8 +56,8 @@ def label_only(
     num_views = correct.shape[2]
     counts = correct.sum(axis=2)
     scores = np.empty(keep.shape)
-    for start in range(0, keep.shape[1], chunk):
-        columns = np.arange(start, min(start + chunk, keep.shape[1]))
+    for columns in position_chunks(keep.shape[1], chunk):
+        start = int(columns[0])
         member, chunk_counts = keep[:, columns], counts[:, columns]
         rows = np.arange(columns.size)
         for m in range(keep.shape[0]):

@@ -27,13 +27,13 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from truthserum.errors import SignalsError
+from truthserum.logit_store import position_chunks
 
 SCALE_FLOOR = 1e-6
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 
 # (target model, positions among the targets) -> (M, len(positions)) usable shadows
 MaskFor = Callable[[int, np.ndarray], np.ndarray]
-CHUNK_TARGETS = 2048
 
 
 def check_group_sizes(group: np.ndarray, *, name: str, target_model: int, offset: int = 0) -> None:
@@ -138,10 +138,11 @@ class SortedGroup:
         if counts.max(initial=0) > self.MAX_REMOVED:
             return _direct_moments(self.phi, self.group & shadows)
         columns = np.arange(removed.shape[1])
-        first = removed.argmax(axis=0)
-        rest = removed.copy()
-        rest[first, columns] = False
-        second = rest.argmax(axis=0)
+        # the lowest and highest removed model of each column (min/max reductions over the model
+        # axis vectorize; argmax along it does not, and it ran 30x slower)
+        index = np.arange(removed.shape[0], dtype=np.int32)[:, None]
+        first = np.where(removed, index, np.int32(removed.shape[0])).min(axis=0) % removed.shape[0]
+        second = np.where(removed, index, np.int32(-1)).max(axis=0) % removed.shape[0]
         has = [counts >= 1, counts >= 2]
         removed_rank = [self.rank[first, columns], self.rank[second, columns]]  # (t, A)
         removed_value = [self.phi[first, columns], self.phi[second, columns]]
@@ -169,13 +170,9 @@ class SortedGroup:
         return GroupMoments(median=median, mean=mean, sum_squares=np.maximum(sum_squares, 0.0), count=count)
 
 
-def _chunks(num_targets: int, chunk: int) -> list[np.ndarray]:
-    return [np.arange(start, min(start + chunk, num_targets)) for start in range(0, num_targets, chunk)]
-
-
 def lira(
     phi: np.ndarray, keep: np.ndarray, mask_for: MaskFor, *, online: bool, fixed_variance: bool,
-    chunk: int = CHUNK_TARGETS,
+    chunk: int | None = None,
 ) -> np.ndarray:
     """LiRA scores of every (target model, target point) pair.
 
@@ -185,7 +182,8 @@ def lira(
         mask_for: the usable shadows of a target model for some target positions.
         online: online (IN and OUT Gaussians) or offline (one-sided test against OUT).
         fixed_variance: use one scale per group for all target points.
-        chunk: target points processed together; bounds the temporaries to ``(M, chunk, A)``.
+        chunk: target points processed together; bounds the temporaries to ``(M, chunk, A)``
+            (default :func:`~truthserum.logit_store.chunk_points`).
 
     Returns:
         ``(M, T)`` scores, higher means member. Online: mean over queries of
@@ -195,7 +193,7 @@ def lira(
     """
     num_models, num_targets, num_queries = phi.shape
     groups = [("OUT", False)] + ([("IN", True)] if online else [])
-    chunks = _chunks(num_targets, chunk)
+    chunks = position_chunks(num_targets, chunk)
 
     def each_group(columns: np.ndarray):
         """(target model, {group: moments}) for every target model on these columns."""

@@ -29,14 +29,14 @@ from scipy.special import logsumexp
 from scipy.stats import rankdata
 
 from truthserum.errors import SignalsError
+from truthserum.logit_store import chunk_points
 
 TUNING_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 TUNING_PSEUDO_TARGETS = 8
-CHUNK_POINTS = 2048
 
 
 def log_reference_probability(
-    log_p: np.ndarray, group: np.ndarray, *, offline_a: float | None
+    log_p: np.ndarray, group: np.ndarray, *, offline_a: float | None, columns: np.ndarray | None = None,
 ) -> np.ndarray:
     """log P(p) for every point and query.
 
@@ -45,16 +45,20 @@ def log_reference_probability(
         group: ``(M, P)`` the reference shadows of each point (online: all of them; offline:
             those that did not train on the point). Every column must be non-empty.
         offline_a: None for the online mean; the interpolation parameter a for offline.
+        columns: only these points of ``log_p`` and ``group`` (read a chunk at a time, never
+            copied whole); None for all.
 
     Returns:
-        ``(P, A)`` log P(p).
+        ``(P, A)`` log P(p), or ``(len(columns), A)``.
     """
-    counts = group.sum(axis=0)
-    log_mean = np.empty(log_p.shape[1:])
-    for start in range(0, log_p.shape[1], CHUNK_POINTS):  # bounds the (M, chunk, A) temporaries
-        part = slice(start, start + CHUNK_POINTS)
-        masked = np.where(group[:, part, None], log_p[:, part], -np.inf)
-        log_mean[part] = logsumexp(masked, axis=0) - np.log(counts[part])[:, None]
+    if columns is None:
+        columns = np.arange(log_p.shape[1])
+    log_mean = np.empty((columns.size, log_p.shape[2]))
+    for start in range(0, columns.size, chunk_points()):  # bounds the (M, chunk, A) temporaries
+        part = columns[start:start + chunk_points()]
+        chosen = group[:, part]
+        masked = np.where(chosen[:, :, None], log_p[:, part], -np.inf)
+        log_mean[start:start + part.size] = logsumexp(masked, axis=0) - np.log(chosen.sum(axis=0))[:, None]
     if offline_a is None:
         return log_mean
     return _interpolate(log_mean, offline_a)
@@ -184,7 +188,7 @@ def _pseudo_target_aucs(
     if members.all() or not members.any() or population.size == 0:
         return None
     columns = np.r_[evaluated, population]
-    log_mean_out = log_reference_probability(log_p[:, columns], group[:, columns], offline_a=None)
+    log_mean_out = log_reference_probability(log_p, group, offline_a=None, columns=columns)
     return np.array([
         _auc(fraction_dominated(log_p[r, columns] - _interpolate(log_mean_out, a), evaluated.size, gamma), members)
         for a in grid

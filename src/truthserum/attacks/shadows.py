@@ -21,11 +21,14 @@ S&P 2022, section VI).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from truthserum import seeding
 from truthserum.errors import SignalsError
+
+KEY_BLOCK = 1024
 
 
 def check_shadow_budget(count: int, num_models: int) -> None:
@@ -70,7 +73,7 @@ class ShadowPlan:
             if self.balanced:
                 return self._all_but_one(target_model, columns)
             return np.broadcast_to(others[:, None], (num_models, len(columns))).copy()
-        keys = seeding.rng(self.seed, "shadows", target_model).random((num_models, num_points))[:, columns]
+        keys = self._keys(target_model, np.asarray(columns))
         keep = self.keep[:, columns]
         half = self.count // 2
         mask = np.zeros(keep.shape, dtype=bool)
@@ -89,7 +92,20 @@ class ShadowPlan:
             mask |= candidates & (ranked <= cutoff[None, :])
         return mask
 
-    @property
+    def _keys(self, target_model: int, columns: np.ndarray) -> np.ndarray:
+        """``(M, P)`` random keys that rank each point's candidate shadows. They are drawn per
+        block of :data:`KEY_BLOCK` pool points from (seed, target model, block), so a point's
+        key does not depend on which other points are asked for, and a chunk of points costs
+        the blocks it touches, not a draw over the whole pool."""
+        keys = np.empty((self.keep.shape[0], columns.size))
+        blocks = columns // KEY_BLOCK
+        for block in np.unique(blocks):
+            here = blocks == block
+            drawn = seeding.rng(self.seed, "shadows", target_model, int(block)).random((self.keep.shape[0], KEY_BLOCK))
+            keys[:, here] = drawn[:, columns[here] % KEY_BLOCK]
+        return keys
+
+    @cached_property
     def balanced(self) -> bool:
         """Every point is a member of the same number of models."""
         counts = self.keep.sum(axis=0)
@@ -103,8 +119,11 @@ class ShadowPlan:
         mask = np.ones(keep.shape, dtype=bool)
         mask[target_model] = False
         other_group = keep != keep[target_model][None, :]  # (M, P): the group m is not in
-        distance = np.where(other_group, ((np.arange(num_models) - target_model) % num_models)[:, None], -1)
-        last = distance.argmax(axis=0)  # per column, the farthest model of that group
+        cyclic = ((np.arange(num_models) - target_model) % num_models).astype(np.int32)  # int32: (M, P) below
+        distance = np.where(other_group, cyclic[:, None], np.int32(-1))
+        # per column, the farthest model of that group; distances are distinct, so the largest
+        # one names it (a max reduction vectorizes where argmax along this axis does not)
+        last = (distance.max(axis=0) + target_model) % num_models
         has_other = other_group.any(axis=0)
         mask[last[has_other], np.nonzero(has_other)[0]] = False
         return mask
