@@ -17,8 +17,10 @@ What it does
     2. For each dtype, in a fresh child process: ``load_signals`` and the run's own scoring
        stage, :func:`truthserum.stages.attack_metrics` with a scores file, every attack (or
        ``--attacks``), metrics with ``--bootstrap`` resamples. Peak resident memory is the
-       child's ``ru_maxrss``; the memory of the interpreter with numpy, scipy and torch
-       imported (what the product's scoring module loads) is reported separately.
+       child's ``ru_maxrss`` (which Linux starts from the parent's at the fork, so the parent
+       stays small: its own peak is under 700 MB here); the memory of the interpreter with
+       numpy, scipy and torch imported (what the product's scoring module loads) is reported
+       separately.
     3. Compares the float16 scores with the float32 ones, per attack: the largest and the
        median absolute score difference, the mean shift of a pair's rank among all pairs (as a
        fraction of the pairs, in the JSON), and the change in AUC and TPR at 0.1% FPR.
@@ -65,6 +67,11 @@ def write_synthetic(workdir: Path, *, models: int, points: int, targets: int, dt
     return time.perf_counter() - started
 
 
+def _current_rss_kb() -> float:
+    with open("/proc/self/statm", encoding="ascii") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+
+
 def child(args: argparse.Namespace) -> None:
     """Score one dtype's signals; prints one JSON line."""
     import torch  # noqa: F401  (the product's scoring module imports it; count it in the baseline)
@@ -73,7 +80,8 @@ def child(args: argparse.Namespace) -> None:
     from truthserum.config import parse_config
     from truthserum.stages import attack_metrics
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # current, not peak: a child's ru_maxrss starts from its parent's at the fork
+    baseline = _current_rss_kb()
     config = parse_config({"attacks": args.attacks, "metrics": {"bootstrap": args.bootstrap}}, source="benchmark")
     workdir = Path(args.workdir)
     started = time.perf_counter()
