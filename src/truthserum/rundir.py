@@ -49,10 +49,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(temp_name, path)
+        commit_temporary(Path(temp_name), path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
@@ -64,13 +61,17 @@ def _umask() -> int:
     return mask
 
 
-def fsync_file(path: Path) -> None:
-    """Flush ``path`` to disk, so that a rename after it never exposes an unwritten file."""
-    fd = os.open(path, os.O_RDONLY)
+def commit_temporary(temp: Path, path: Path) -> None:
+    """Put the finished temporary ``temp`` in place as ``path``: flushed to disk first, so that
+    a crash never exposes an unwritten file under a real name, with the usual mode (mkstemp
+    makes 0600), then renamed."""
+    fd = os.open(temp, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+    os.chmod(temp, 0o666 & ~_umask())
+    os.replace(temp, path)
 
 
 def temporary_path(path: Path) -> Path:
@@ -106,9 +107,7 @@ class NpzWriter:
     def __exit__(self, kind, value, traceback) -> None:
         self._zip.close()
         if kind is None:
-            fsync_file(Path(self._temp))
-            os.chmod(self._temp, 0o666 & ~_umask())
-            os.replace(self._temp, self.path)
+            commit_temporary(Path(self._temp), self.path)
         else:
             Path(self._temp).unlink(missing_ok=True)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,7 +28,7 @@ from truthserum.metrics import RocCurve, bootstrap_intervals, evaluate, roc_curv
 from truthserum.query import check_views_fit_data
 from truthserum.logit_store import LogitStore
 from truthserum.rundir import (
-    NpzWriter, RunDirectory, fsync_file, read_npz, temporary_path, write_json, write_npz,
+    NpzWriter, RunDirectory, commit_temporary, read_npz, temporary_path, write_json, write_npz,
 )
 from truthserum.tabular import Preprocessing, fit_preprocessing
 from truthserum.shard import TrainingJob, shard_shapes
@@ -266,8 +265,7 @@ def stage_train(
             seconds += float(shard["train_seconds"])
     if store is None:
         return np.concatenate([parts[models.start] for models in shards], axis=0), seconds
-    fsync_file(store.path)
-    os.replace(store.path, logits_file)
+    commit_temporary(store.path, Path(logits_file))
     return replace(store, path=Path(logits_file)), seconds
 
 

@@ -58,17 +58,14 @@ def location_scale(phi: np.ndarray, group: np.ndarray, *, fixed_variance: bool) 
         fixed_variance: share one scale across target points.
 
     Returns:
-        ``(location, scale)``, each ``(T, A)``.
+        ``(location, scale)``, each ``(T, A)``. :func:`lira` computes the same a chunk of
+        targets at a time.
     """
-    values = np.where(group[:, :, None], phi, np.nan)
-    location = np.nanmedian(values, axis=0)
-    if fixed_variance:
-        squared = (values - location[None]) ** 2
-        spread = np.sqrt(np.nanmean(squared.reshape(-1, phi.shape[2]), axis=0))  # (A,)
-        spread = np.broadcast_to(spread[None, :], location.shape)
-    else:
-        spread = np.nanstd(values, axis=0)
-    return location, np.maximum(spread, SCALE_FLOOR)
+    moments = _direct_moments(phi, group)
+    if not fixed_variance:
+        return moments.median, moments.spread()
+    pooled = np.sqrt(moments.squares_around_median().sum(axis=0) / moments.count.sum())  # (A,)
+    return moments.median, np.broadcast_to(np.maximum(pooled, SCALE_FLOOR)[None, :], moments.median.shape)
 
 
 def _log_normal_pdf(x: np.ndarray, location: np.ndarray, scale: np.ndarray) -> np.ndarray:
