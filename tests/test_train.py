@@ -121,3 +121,38 @@ def test_the_batched_matmul_mlp_computes_each_models_own_function(hidden):
     for m, model in enumerate(models):
         torch.testing.assert_close(per_model[m], model(x[m]), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(shared[m], model(x[0]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("hidden", [(), (7,), (5, 6)])
+def test_the_batched_matmul_mlp_has_each_models_own_gradients(hidden):
+    """Training goes through ``example_losses``, whose output layer has a hand-written backward
+    (class-major logits); every stacked gradient must equal the ordinary module's, taken by
+    autograd on that model's own batch."""
+    arch = Architecture.LOGREG if not hidden else Architecture.MLP
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(build_model(arch, feature_shape=(1, 4, 4), num_classes=3, hidden_sizes=hidden or (1,)))
+    ensemble = Ensemble(models, torch.device("cpu"))
+    x, y = torch.randn(3, 5, 1, 4, 4), torch.randint(0, 3, (3, 5))
+    losses = ensemble.example_losses(x, y)
+    assert losses.shape == (3, 5)
+    losses.sum().backward()
+    for m, model in enumerate(models):
+        expected = torch.nn.functional.cross_entropy(model(x[m]), y[m], reduction="none")
+        torch.testing.assert_close(losses[m], expected, rtol=1e-5, atol=1e-6)
+        expected.sum().backward()
+        for name, parameter in model.named_parameters():
+            stacked = ensemble.params[name].grad[m]
+            if stacked.shape != parameter.shape:  # a hidden weight, stored (in, out)
+                stacked = stacked.T
+            torch.testing.assert_close(stacked, parameter.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_the_class_major_output_layer_passes_gradcheck():
+    from truthserum.train.ensemble import _ClassMajorOutput
+
+    generator = torch.Generator().manual_seed(0)
+    h, weight, bias = (torch.randn(*shape, generator=generator, dtype=torch.float64, requires_grad=True)
+                       for shape in [(2, 4, 5), (2, 3, 5), (2, 3)])
+    assert torch.autograd.gradcheck(_ClassMajorOutput.apply, (h, weight, bias))
