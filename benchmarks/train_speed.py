@@ -60,6 +60,14 @@ FLOP counting (``training_flops_per_example``)
     linear 32*7*7*10 = 15,680 multiply-adds; total 2*(1,031,744)*2 + 2*(903,168 + 15,680)
     = 5,964,672 FLOP per example.
 
+Floor (MLP rows)
+    ``mlp_step_floor`` times, alone and hot in the cache, the batched matmuls of one ensemble
+    step, shaped and oriented as the ensemble runs them, and one fused Adam update of its
+    parameters. Their sum times the number of steps is the shortest the ensemble could train
+    if gathering batches, biases, ReLUs, the loss and the loop's bookkeeping cost nothing: the
+    table's "speed-up at most" and "% of peak at most" are bounds on what any implementation
+    of this ensemble reaches on this machine against this sequential loop.
+
 Peak
     ``torch.mm`` of square float32 matrices (default n = 1024, 2048, 4096): one warm-up, then
     the best of several repeats per size, FLOP = 2*n^3; the best size's GFLOP/s is the peak.
@@ -175,6 +183,55 @@ def training_flops_per_example(model: nn.Module, feature_shape: tuple[int, ...])
     return counts | {"total": sum(counts.values())}
 
 
+def _best_seconds(call: Callable[[], object], repeats: int) -> float:
+    call()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def mlp_step_floor(models: int, width: int, layer_sizes: tuple[int, ...], repeats: int = 5) -> dict:
+    """The shortest an MLP ensemble's optimiser step could take: its batched matmuls, shaped
+    and oriented as the ensemble runs them, plus one fused Adam update of its parameters,
+    each timed alone (best of ``repeats``, inputs hot in the cache) and summed.
+
+    Everything else a step does (gathering the batch, bias, ReLU, the loss, the bookkeeping) is
+    taken as free, so no implementation of this ensemble on this machine can beat the floor.
+    ``layer_sizes`` is ``(input, hidden..., classes)``; ``width`` the ensemble's batch width.
+    """
+    generator = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator)
+
+    products: list[tuple[torch.Tensor, torch.Tensor]] = []
+    params = []
+    last = len(layer_sizes) - 2
+    for layer, (fan_in, fan_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:], strict=True)):
+        if layer < last:  # hidden: weight (M, in, out), activations (M, B, features)
+            products.append((rand(models, width, fan_in), rand(models, fan_in, fan_out)))  # forward
+            products.append((rand(models, width, fan_in).transpose(1, 2), rand(models, width, fan_out)))  # weight grad
+            if layer > 0:
+                products.append((rand(models, width, fan_out), rand(models, fan_in, fan_out).transpose(1, 2)))  # input grad
+            params.append(rand(models, fan_in, fan_out))
+        else:  # output, class-major: weight (M, C, in), logits (M, C, B)
+            products.append((rand(models, fan_out, fan_in), rand(models, width, fan_in).transpose(1, 2)))
+            products.append((rand(models, fan_out, width), rand(models, width, fan_in)))
+            if layer > 0:
+                products.append((rand(models, fan_out, width).transpose(1, 2), rand(models, fan_out, fan_in)))
+            params.append(rand(models, fan_out, fan_in))
+        params.append(rand(models, fan_out))
+    matmul_s = sum(_best_seconds(lambda a=a, b=b: torch.bmm(a, b), repeats) for a, b in products)
+    for parameter in params:
+        parameter.grad = torch.randn_like(parameter)
+    optimizer = torch.optim.Adam(params, lr=LEARNING_RATE, fused=True)
+    adam_s = _best_seconds(optimizer.step, repeats)
+    return {"matmul_s": matmul_s, "adam_s": adam_s, "step_s": matmul_s + adam_s}
+
+
 def model_factory(work: Workload, feature_shape: tuple[int, ...], num_classes: int) -> Callable[[], nn.Module]:
     """A ``make_model`` for ``work``'s architecture, as the product's training stage builds it."""
 
@@ -274,9 +331,17 @@ def benchmark_row(work: Workload, x: torch.Tensor, y: torch.Tensor, num_classes:
     ensemble_s, ensemble_loss = min(ensemble_runs)
     sequential_gflops = total_flops / sequential_s / 1e9
     ensemble_gflops = total_flops / ensemble_s / 1e9
+    width = -(-work.subset // steps)
+    floor = None
+    if work.arch == Architecture.MLP.value:
+        sizes = (int(np.prod(feature_shape)), *work.hidden_sizes, num_classes)
+        floor = mlp_step_floor(work.models, width, sizes)
+        floor["training_s"] = floor["step_s"] * steps * work.epochs
+        floor["speedup"] = sequential_s / floor["training_s"]
+        floor["gflops"] = total_flops / floor["training_s"] / 1e9
     return asdict(work) | {
         "steps_per_epoch": steps,
-        "ensemble_batch_width": -(-work.subset // steps),
+        "ensemble_batch_width": width,
         "examples_per_model": work.subset * work.epochs,
         "flops_per_example": flops,
         "total_training_gflop": total_flops / 1e9,
@@ -290,6 +355,7 @@ def benchmark_row(work: Workload, x: torch.Tensor, y: torch.Tensor, num_classes:
         "ensemble_gflops": ensemble_gflops,
         "sequential_final_loss": sequential_loss,
         "ensemble_final_loss": ensemble_loss,
+        "floor": floor,
     }
 
 
@@ -325,6 +391,14 @@ def print_table(rows: list[dict], peak: dict, threads: int) -> None:
                  f"{row['speedup']:.2f}x", f"{row['sequential_gflops']:.2f}", f"{row['ensemble_gflops']:.2f}",
                  f"{row['ensemble_pct_of_peak']:.1f}")
         print("  ".join(f"{c:>{max(6, len(h))}}" for c, h in zip(cells, header, strict=True)))
+    floors = [row for row in rows if row["floor"] is not None]
+    if floors:
+        print("MLP floor (the ensemble's matmuls and Adam update alone, everything else free):")
+        print("  models  matmuls ms/step  Adam ms/step  floor s  speed-up at most  % of peak at most")
+        for row in floors:
+            floor = row["floor"]
+            print(f"  {row['models']:>6}  {1e3 * floor['matmul_s']:>15.2f}  {1e3 * floor['adam_s']:>12.2f}  "
+                  f"{floor['training_s']:>7.2f}  {floor['speedup']:>15.2f}x  {floor['pct_of_peak']:>17.1f}")
     if rows:
         first = rows[0]
         print(f"each model: {first['epochs']} epochs x {first['steps_per_epoch']} Adam steps, "
@@ -388,6 +462,8 @@ def main() -> None:
     for row in rows:
         for contestant in ("sequential", "ensemble"):
             row[f"{contestant}_pct_of_peak"] = 100.0 * row[f"{contestant}_gflops"] / peak["peak_gflops"]
+        if row["floor"] is not None:
+            row["floor"]["pct_of_peak"] = 100.0 * row["floor"]["gflops"] / peak["peak_gflops"]
     print_table(rows, peak, threads)
 
     record = {

@@ -238,3 +238,38 @@ def test_tuning_a_works_with_a_single_target_and_four_models():
                                       keep=keep, targets=np.array([0]))
     scores = score_attacks(inputs, [AttackName.RMIA_OFFLINE], AttackOptions(rmia_offline_a="tune"))
     assert scores[AttackName.RMIA_OFFLINE].shape == (4, 1)
+
+
+@pytest.mark.parametrize("offline", [False, True])
+@pytest.mark.parametrize("balanced", [False, True])
+def test_downdated_reference_sums_equal_direct_sums(offline, balanced):
+    """Without a shadow budget RMIA sums each point's references once over every model (or
+    every OUT model) and takes the target model's left-out shadows away. It must give the
+    scores of summing each target model's shadows directly, also where one model holds nearly
+    all of a point's probability, so that the subtraction cancels (summed directly instead)."""
+    from truthserum.attacks.rmia import _log_ratios, rmia_scores
+
+    rng = np.random.default_rng(4)
+    num_models, num_points, num_targets = 12, 60, 25
+    keep = (rng.random((num_models, num_points)).argsort(axis=0) < 6) if balanced else rng.random((num_models, num_points)) < 0.5
+    models = np.arange(num_models)
+    keep[:, :10] = ((models >= 4) & (models < 10))[:, None]  # 6 IN; OUT: models 0-3, 10 and 11
+    keep[:, 10:] &= ~keep[:, 10:].all(axis=0)  # offline needs an OUT model in every column
+    keep[:, 10:] |= ~keep[:, 10:].any(axis=0)  # and online an IN one, for the balance below
+    log_p = rng.normal(scale=3.0, size=(num_models, num_points, 2)) - 3.0
+    # model 3 holds almost all the probability of the first 10 points: 1 against 1e-15 for each
+    # other model, so a sum less model 3 keeps 2 of float64's 16 digits
+    log_p[:, :10] = np.where(models == 3, 0.0, np.log(1e-15))[:, None, None]
+    plan = ShadowPlan(keep=keep)
+    assert plan.balanced == balanced
+    a = [0.3] * num_models if offline else None
+    mask = lambda m, positions: plan.mask(m, positions)  # noqa: E731
+    fast = rmia_scores(log_p, keep, mask, num_targets=num_targets, gamma=2.0, offline_a=a, downdate=True)
+    direct = rmia_scores(log_p, keep, mask, num_targets=num_targets, gamma=2.0, offline_a=a, downdate=False)
+    np.testing.assert_array_equal(fast, direct)
+    assert np.ptp(fast) > 0
+    positions = np.arange(num_points)
+    ratios = [dict(_log_ratios(log_p, keep, mask, positions, num_targets=num_targets, offline_a=a, downdate=d))
+              for d in (True, False)]
+    for m in range(num_models):
+        np.testing.assert_allclose(ratios[0][m], ratios[1][m], rtol=1e-9, atol=1e-9)

@@ -14,7 +14,7 @@ from truthserum import seeding
 from truthserum.attacks.inputs import AttackInputs
 from truthserum.attacks.label_only import label_only
 from truthserum.attacks.lira import global_threshold, lira
-from truthserum.attacks.rmia import rmia_row, tune_offline_a
+from truthserum.attacks.rmia import rmia_scores, tune_offline_a
 from truthserum.attacks.shadows import ShadowPlan
 from truthserum.attacks.signals import label_is_correct, log_true_probability, phi_from_logits
 from truthserum.errors import SignalsError
@@ -154,17 +154,13 @@ class _Scoring:
                     rng=seeding.rng(self.options.seed, "tune-a", int(side)),
                 )
             self.details[AttackName.RMIA_OFFLINE] = {"tuned_offline_a": [half_a[True], half_a[False]]}
-        scores = np.empty(self.keep.shape)
-        for m in range(num_models):
-            mask = self.plan.mask(m, columns)
-            a = self.options.rmia_offline_a if offline else None
-            if tune:
-                a = half_a[bool(half[m])]
-            scores[m] = rmia_row(
-                log_p, keep, mask, target_model=m, num_targets=num_targets,
-                gamma=self.options.rmia_gamma, offline_a=a,
-            )
-        return scores
+        offline_a = None
+        if offline:
+            offline_a = [half_a[bool(half[m])] if tune else self.options.rmia_offline_a for m in range(num_models)]
+        return rmia_scores(
+            log_p, keep, lambda m, positions: self.plan.mask(m, columns[positions]), num_targets=num_targets,
+            gamma=self.options.rmia_gamma, offline_a=offline_a, downdate=self.plan.count is None,
+        )
 
 
 # The derived signal each attack reads; attacks run grouped by it, and each signal is freed

@@ -20,9 +20,18 @@ the highest mean AUC on the target points wins. The models are split at random i
 and each half's a is tuned on the other half, so the target models of one half share one a
 (their scores stay comparable in the pooled ROC; an a per target model would not be). A shadow
 budget limits the shadows each score uses, not the models a is tuned on.
+
+Computation (:func:`rmia_scores`): P(p) for target model m averages over m's shadows, which
+without a shadow budget are every model (offline: every OUT model) less one or two. The sum
+over all of them is taken once per chunk of points and the few left-out terms subtracted for
+each m, so scoring M target models costs O(M N) exponentials rather than O(M^2 N); points whose
+subtraction would cancel, and every score under a shadow budget, are summed directly.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from scipy.special import logsumexp
@@ -56,9 +65,7 @@ def log_reference_probability(
     log_mean = np.empty((columns.size, log_p.shape[2]))
     for start in range(0, columns.size, chunk_points()):  # bounds the (M, chunk, A) temporaries
         part = columns[start:start + chunk_points()]
-        chosen = group[:, part]
-        masked = np.where(chosen[:, :, None], log_p[:, part], -np.inf)
-        log_mean[start:start + part.size] = logsumexp(masked, axis=0) - np.log(chosen.sum(axis=0))[:, None]
+        log_mean[start:start + part.size] = _direct_log_mean(log_p[:, part], group[:, part])
     if offline_a is None:
         return log_mean
     return _interpolate(log_mean, offline_a)
@@ -93,10 +100,11 @@ def fraction_dominated(log_ratio: np.ndarray, num_targets: int, gamma: float) ->
     return per_query.mean(axis=1) / population.shape[0]
 
 
-def _check_references(group: np.ndarray, num_targets: int, target_model: int) -> None:
+def _check_references(group: np.ndarray, positions: np.ndarray, num_targets: int, target_model: int) -> None:
+    """``group`` is ``(M, len(positions))``; ``positions`` index the targets, then the population."""
     counts = group.sum(axis=0)
     if counts.min() < 1:
-        column = int(np.argmin(counts))
+        column = int(positions[np.argmin(counts)])
         what = (f"the target at position {column} of targets" if column < num_targets
                 else f"population point {column - num_targets}")
         raise SignalsError(
@@ -105,28 +113,108 @@ def _check_references(group: np.ndarray, num_targets: int, target_model: int) ->
         )
 
 
-def rmia_row(
-    log_p: np.ndarray, keep: np.ndarray, mask: np.ndarray, *, target_model: int, num_targets: int,
-    gamma: float, offline_a: float | None,
+ShadowMask = Callable[[int, np.ndarray], np.ndarray]
+
+# A downdated reference sum that keeps less than this fraction of the full sum has lost too many
+# digits to cancellation (float64: below about 1e-10 relative); such points are summed directly.
+_CANCELLATION = 1e-6
+
+
+def _log_ratios(
+    log_p: np.ndarray, keep: np.ndarray, shadow_mask: ShadowMask, positions: np.ndarray, *,
+    num_targets: int, offline_a: Sequence[float] | None, downdate: bool,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """log P(p | theta_m) - log P(p) of every target model m on the points ``positions``.
+
+    The reference set of point p for target model m is its shadows, and offline only those
+    that did not train on p: a subset of a set F that does not depend on m (every model, or
+    offline every model that did not train on p). Without a shadow budget that subset is F
+    less one or two models (the target model, and on a balanced design one more; see
+    :mod:`truthserum.attacks.shadows`), so the sum over it is the sum over F, computed once,
+    less those few terms: O(M P) work for all M target models instead of O(M^2 P). Points
+    whose sum would lose digits to the subtraction are summed directly, as is everything
+    under a shadow budget (``downdate`` False).
+
+    Yields:
+        ``(m, (len(positions), A) log-ratios)`` for m = 0, 1, ...
+    """
+    num_models = log_p.shape[0]
+    chunk = log_p[:, positions]  # (M, P', A)
+    full = ~keep[:, positions] if offline_a is not None else np.ones((num_models, positions.size), dtype=bool)
+    if downdate:
+        shift = np.max(np.where(full[:, :, None], chunk, -np.inf), axis=0)
+        shift[~np.isfinite(shift)] = 0.0  # a point no model of F saw: checked below, per group
+        scaled = np.where(full[:, :, None], np.exp(chunk - shift), 0.0)
+        total = scaled.sum(axis=0)
+    for m in range(num_models):
+        group = shadow_mask(m, positions) & full
+        _check_references(group, positions, num_targets, m)
+        count = group.sum(axis=0)
+        if downdate:
+            rows, columns = np.nonzero(full & ~group)  # the few models of F left out
+            left_out = np.zeros(total.shape)
+            np.add.at(left_out, columns, scaled[rows, columns])
+            kept = total - left_out
+            lossy = np.nonzero((kept <= _CANCELLATION * total).any(axis=1))[0]
+            with np.errstate(divide="ignore"):
+                log_mean = np.log(kept) + shift - np.log(count)[:, None]
+            if lossy.size:
+                log_mean[lossy] = _direct_log_mean(chunk[:, lossy], group[:, lossy])
+        else:
+            log_mean = _direct_log_mean(chunk, group)
+        if offline_a is not None:
+            log_mean = _interpolate(log_mean, offline_a[m])
+        yield m, chunk[m] - log_mean
+
+
+def _direct_log_mean(log_p: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """log of the mean of exp(``log_p``) (``(M, P, A)``) over the models in ``group`` (``(M, P)``)."""
+    masked = np.where(group[:, :, None], log_p, -np.inf)
+    return logsumexp(masked, axis=0) - np.log(group.sum(axis=0))[:, None]
+
+
+def rmia_scores(
+    log_p: np.ndarray, keep: np.ndarray, shadow_mask: ShadowMask, *, num_targets: int, gamma: float,
+    offline_a: Sequence[float] | None, downdate: bool,
 ) -> np.ndarray:
-    """RMIA scores of one target model on the targets (the first ``num_targets`` columns).
+    """RMIA scores of every target model on the targets (the first ``num_targets`` columns).
+
+    The population's log-ratios are computed first, a chunk of points at a time, and sorted
+    per target model and query; then each chunk of targets is counted against them. Memory
+    is the population's ratios, ``(M, A, P - T)``, plus a chunk's temporaries.
 
     Args:
         log_p: ``(M, P, A)`` log P(p | theta), targets first, then population points.
         keep: ``(M, P)`` membership.
-        mask: ``(M, P)`` the target model's shadows for each point.
-        target_model: whose scores.
+        shadow_mask: ``shadow_mask(m, positions)`` is the ``(M, len(positions))`` bool mask of
+            target model m's shadows for those points (positions index the P columns).
         num_targets: T.
         gamma: the LR threshold.
-        offline_a: None for online, else the offline interpolation parameter.
+        offline_a: per target model, the offline interpolation parameter; None for online.
+        downdate: the shadows are every model but a few (no shadow budget); see
+            :func:`_log_ratios`.
 
     Returns:
-        ``(T,)`` scores in [0, 1].
+        ``(M, T)`` scores in [0, 1].
     """
-    group = mask if offline_a is None else mask & ~keep
-    _check_references(group, num_targets, target_model)
-    log_reference = log_reference_probability(log_p, group, offline_a=offline_a)
-    return fraction_dominated(log_p[target_model] - log_reference, num_targets, gamma)
+    num_models, num_points, num_queries = log_p.shape
+    ratios = functools.partial(_log_ratios, log_p, keep, shadow_mask, num_targets=num_targets,
+                               offline_a=offline_a, downdate=downdate)
+    population = np.empty((num_models, num_queries, num_points - num_targets))
+    for start in range(num_targets, num_points, chunk_points()):
+        positions = np.arange(start, min(start + chunk_points(), num_points))
+        for m, ratio in ratios(positions):
+            population[m, :, start - num_targets:start - num_targets + positions.size] = ratio.T
+    population.sort(axis=2)
+    scores = np.empty((num_models, num_targets))
+    # LR(x, z) >= gamma  <=>  log_ratio[z] <= log_ratio[x] - log(gamma)
+    for start in range(0, num_targets, chunk_points()):
+        positions = np.arange(start, min(start + chunk_points(), num_targets))
+        for m, ratio in ratios(positions):
+            bound = ratio - np.log(gamma)
+            dominated = sum(np.searchsorted(population[m, a], bound[:, a], side="right") for a in range(num_queries))
+            scores[m, positions] = dominated / num_queries / population.shape[2]
+    return scores
 
 
 def _auc(scores: np.ndarray, members: np.ndarray) -> float:
