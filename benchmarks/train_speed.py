@@ -413,7 +413,7 @@ def parse_args() -> argparse.Namespace:
                         help="architecture family to run (repeatable; default both)")
     parser.add_argument("--models", type=int, nargs="+", default=[8, 32, 64], help="ensemble sizes M")
     parser.add_argument("--epochs", type=int, default=2,
-                        help="epochs per model (default 2: the default grid then takes 7-8 minutes on 2 cores)")
+                        help="epochs per model (default 2: the default grid then takes about 20 minutes on 2 cores, 7 with --repeats 1)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--subset", type=int, default=2_500, help="training points per model (default half the pool)")
     parser.add_argument("--hidden", type=int, nargs="+", default=[256], help="MLP hidden widths")
