@@ -35,8 +35,9 @@ What is timed
     Before timing, each approach is run once on a tiny case to warm up allocators and kernels.
     Each row then runs the two contestants ``--repeats`` times (default 3), alternating, and
     keeps each one's fastest run (the JSON has every run): timings on a shared 2-core machine
-    vary by about 10% from run to run, and the minimum is the least disturbed measurement of
-    either contestant.
+    vary by 10% within one invocation and by up to a third between invocations (the
+    sequential loop far more than the ensemble), and the minimum is the least disturbed
+    measurement of either contestant.
 
 FLOP counting (``training_flops_per_example``)
     A dummy forward of one example walks the module with forward hooks on every ``nn.Linear``
@@ -65,8 +66,10 @@ Floor (MLP rows)
     step, shaped and oriented as the ensemble runs them, and one fused Adam update of its
     parameters. Their sum times the number of steps is the shortest the ensemble could train
     if gathering batches, biases, ReLUs, the loss and the loop's bookkeeping cost nothing: the
-    table's "speed-up at most" and "% of peak at most" are bounds on what any implementation
-    of this ensemble reaches on this machine against this sequential loop.
+    table's "speed-up at most" and "% of peak at most" bound what this ensemble's kernels, in
+    these layouts, with this machine's BLAS, can reach against this sequential loop. (Other
+    layouts, fused kernels or lower precision could move it: the class-major output layer
+    made one product 3-4 times faster.)
 
 Peak
     ``torch.mm`` of square float32 matrices (default n = 1024, 2048, 4096): one warm-up, then
@@ -199,7 +202,7 @@ def mlp_step_floor(models: int, width: int, layer_sizes: tuple[int, ...], repeat
     each timed alone (best of ``repeats``, inputs hot in the cache) and summed.
 
     Everything else a step does (gathering the batch, bias, ReLU, the loss, the bookkeeping) is
-    taken as free, so no implementation of this ensemble on this machine can beat the floor.
+    taken as free, so the ensemble as implemented cannot beat the floor on this machine.
     ``layer_sizes`` is ``(input, hidden..., classes)``; ``width`` the ensemble's batch width.
     """
     generator = torch.Generator().manual_seed(0)
@@ -213,9 +216,10 @@ def mlp_step_floor(models: int, width: int, layer_sizes: tuple[int, ...], repeat
     for layer, (fan_in, fan_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:], strict=True)):
         if layer < last:  # hidden: weight (M, in, out), activations (M, B, features)
             products.append((rand(models, width, fan_in), rand(models, fan_in, fan_out)))  # forward
-            products.append((rand(models, width, fan_in).transpose(1, 2), rand(models, width, fan_out)))  # weight grad
-            if layer > 0:
-                products.append((rand(models, width, fan_out), rand(models, fan_in, fan_out).transpose(1, 2)))  # input grad
+            activations = rand(models, width, fan_in).transpose(1, 2)
+            products.append((activations, rand(models, width, fan_out)))  # weight gradient
+            if layer > 0:  # input gradient
+                products.append((rand(models, width, fan_out), rand(models, fan_in, fan_out).transpose(1, 2)))
             params.append(rand(models, fan_in, fan_out))
         else:  # output, class-major: weight (M, C, in), logits (M, C, B)
             products.append((rand(models, fan_out, fan_in), rand(models, width, fan_in).transpose(1, 2)))
@@ -413,7 +417,8 @@ def parse_args() -> argparse.Namespace:
                         help="architecture family to run (repeatable; default both)")
     parser.add_argument("--models", type=int, nargs="+", default=[8, 32, 64], help="ensemble sizes M")
     parser.add_argument("--epochs", type=int, default=2,
-                        help="epochs per model (default 2: the default grid then takes about 20 minutes on 2 cores, 7 with --repeats 1)")
+                        help="epochs per model (default 2: the default grid then takes about 20 minutes "
+                             "on 2 cores, 7 with --repeats 1)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--subset", type=int, default=2_500, help="training points per model (default half the pool)")
     parser.add_argument("--hidden", type=int, nargs="+", default=[256], help="MLP hidden widths")

@@ -247,11 +247,14 @@ def test_downdated_reference_sums_equal_direct_sums(offline, balanced):
     every OUT model) and takes the target model's left-out shadows away. It must give the
     scores of summing each target model's shadows directly, also where one model holds nearly
     all of a point's probability, so that the subtraction cancels (summed directly instead)."""
-    from truthserum.attacks.rmia import _log_ratios, rmia_scores
+    from truthserum.attacks.rmia import rmia_scores, target_model_log_ratios
 
     rng = np.random.default_rng(4)
     num_models, num_points, num_targets = 12, 60, 25
-    keep = (rng.random((num_models, num_points)).argsort(axis=0) < 6) if balanced else rng.random((num_models, num_points)) < 0.5
+    if balanced:
+        keep = rng.random((num_models, num_points)).argsort(axis=0) < 6
+    else:
+        keep = rng.random((num_models, num_points)) < 0.5
     models = np.arange(num_models)
     keep[:, :10] = ((models >= 4) & (models < 10))[:, None]  # 6 IN; OUT: models 0-3, 10 and 11
     keep[:, 10:] &= ~keep[:, 10:].all(axis=0)  # offline needs an OUT model in every column
@@ -262,14 +265,24 @@ def test_downdated_reference_sums_equal_direct_sums(offline, balanced):
     log_p[:, :10] = np.where(models == 3, 0.0, np.log(1e-15))[:, None, None]
     plan = ShadowPlan(keep=keep)
     assert plan.balanced == balanced
-    a = [0.3] * num_models if offline else None
+    # a = 1: P(p) is the OUT mean itself, so an error in it is not hidden under (1 - a)/2
+    a = [1.0] * num_models if offline else None
     mask = lambda m, positions: plan.mask(m, positions)  # noqa: E731
     fast = rmia_scores(log_p, keep, mask, num_targets=num_targets, gamma=2.0, offline_a=a, downdate=True)
     direct = rmia_scores(log_p, keep, mask, num_targets=num_targets, gamma=2.0, offline_a=a, downdate=False)
     np.testing.assert_array_equal(fast, direct)
     assert np.ptp(fast) > 0
-    positions = np.arange(num_points)
-    ratios = [dict(_log_ratios(log_p, keep, mask, positions, num_targets=num_targets, offline_a=a, downdate=d))
-              for d in (True, False)]
     for m in range(num_models):
-        np.testing.assert_allclose(ratios[0][m], ratios[1][m], rtol=1e-9, atol=1e-9)
+        ratios = [
+            target_model_log_ratios(log_p, keep, mask, m, num_targets=num_targets, offline_a=a and a[m],
+                                    totals=totals)
+            for totals in (_totals(log_p, keep, offline=offline), None)
+        ]
+        np.testing.assert_allclose(ratios[0], ratios[1], rtol=1e-9, atol=1e-9)
+
+
+def _totals(log_p, keep, *, offline):
+    from truthserum.attacks.rmia import _shifted_totals
+
+    candidates = ~keep if offline else np.ones(keep.shape, dtype=bool)
+    return [_shifted_totals(log_p, candidates)]  # one chunk: fewer points than chunk_points()

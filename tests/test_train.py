@@ -156,3 +156,19 @@ def test_the_class_major_output_layer_passes_gradcheck():
     h, weight, bias = (torch.randn(*shape, generator=generator, dtype=torch.float64, requires_grad=True)
                        for shape in [(2, 4, 5), (2, 3, 5), (2, 3)])
     assert torch.autograd.gradcheck(_ClassMajorOutput.apply, (h, weight, bias))
+
+
+def test_a_linear_layer_without_relu_stays_linear_in_the_batched_matmul_path():
+    """``Flatten, Linear, Linear`` also runs as batched matmuls: no ReLU may appear between."""
+    models = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        models.append(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 7), torch.nn.Linear(7, 3)))
+    ensemble = Ensemble(models, torch.device("cpu"))
+    assert ensemble._mlp is not None
+    x, y = torch.randn(2, 5, 1, 4, 4), torch.randint(0, 3, (2, 5))
+    losses = ensemble.example_losses(x, y)
+    for m, model in enumerate(models):
+        torch.testing.assert_close(ensemble.forward_per_model(x)[m], model(x[m]), rtol=1e-5, atol=1e-6)
+        expected = torch.nn.functional.cross_entropy(model(x[m]), y[m], reduction="none")
+        torch.testing.assert_close(losses[m], expected, rtol=1e-5, atol=1e-6)

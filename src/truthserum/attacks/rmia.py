@@ -22,7 +22,7 @@ and each half's a is tuned on the other half, so the target models of one half s
 budget limits the shadows each score uses, not the models a is tuned on.
 
 Computation (:func:`rmia_scores`): P(p) for target model m averages over m's shadows, which
-without a shadow budget are every model (offline: every OUT model) less one or two. The sum
+without a shadow budget are every model (offline: every OUT model) less at most two. The sum
 over all of them is taken once per chunk of points and the few left-out terms subtracted for
 each m, so scoring M target models costs O(M N) exponentials rather than O(M^2 N); points whose
 subtraction would cancel, and every score under a shadow budget, are summed directly.
@@ -30,8 +30,7 @@ subtraction would cancel, and every score under a shadow budget, are summed dire
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.special import logsumexp
@@ -44,31 +43,22 @@ TUNING_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 TUNING_PSEUDO_TARGETS = 8
 
 
-def log_reference_probability(
-    log_p: np.ndarray, group: np.ndarray, *, offline_a: float | None, columns: np.ndarray | None = None,
-) -> np.ndarray:
-    """log P(p) for every point and query.
+def log_reference_probability(log_p: np.ndarray, group: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """log of the mean of P(p | theta) over ``group`` for the points ``columns``.
 
     Args:
         log_p: ``(M, P, A)`` log P(p | theta) of every model.
-        group: ``(M, P)`` the reference shadows of each point (online: all of them; offline:
-            those that did not train on the point). Every column must be non-empty.
-        offline_a: None for the online mean; the interpolation parameter a for offline.
-        columns: only these points of ``log_p`` and ``group`` (read a chunk at a time, never
-            copied whole); None for all.
+        group: ``(M, P)`` the reference models of each point. Every column must be non-empty.
+        columns: the points (read a chunk at a time, never copied whole).
 
     Returns:
-        ``(P, A)`` log P(p), or ``(len(columns), A)``.
+        ``(len(columns), A)``.
     """
-    if columns is None:
-        columns = np.arange(log_p.shape[1])
     log_mean = np.empty((columns.size, log_p.shape[2]))
     for start in range(0, columns.size, chunk_points()):  # bounds the (M, chunk, A) temporaries
         part = columns[start:start + chunk_points()]
         log_mean[start:start + part.size] = _direct_log_mean(log_p[:, part], group[:, part])
-    if offline_a is None:
-        return log_mean
-    return _interpolate(log_mean, offline_a)
+    return log_mean
 
 
 def _interpolate(log_mean_out: np.ndarray, a: float) -> np.ndarray:
@@ -116,55 +106,10 @@ def _check_references(group: np.ndarray, positions: np.ndarray, num_targets: int
 ShadowMask = Callable[[int, np.ndarray], np.ndarray]
 
 # A downdated reference sum that keeps less than this fraction of the full sum has lost too many
-# digits to cancellation (float64: below about 1e-10 relative); such points are summed directly.
+# digits to cancellation (the sum of M terms carries an error of up to about M * 1e-16 of the
+# total, so what remains above the threshold keeps a relative error below M * 1e-10); such
+# points are summed directly.
 _CANCELLATION = 1e-6
-
-
-def _log_ratios(
-    log_p: np.ndarray, keep: np.ndarray, shadow_mask: ShadowMask, positions: np.ndarray, *,
-    num_targets: int, offline_a: Sequence[float] | None, downdate: bool,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """log P(p | theta_m) - log P(p) of every target model m on the points ``positions``.
-
-    The reference set of point p for target model m is its shadows, and offline only those
-    that did not train on p: a subset of a set F that does not depend on m (every model, or
-    offline every model that did not train on p). Without a shadow budget that subset is F
-    less one or two models (the target model, and on a balanced design one more; see
-    :mod:`truthserum.attacks.shadows`), so the sum over it is the sum over F, computed once,
-    less those few terms: O(M P) work for all M target models instead of O(M^2 P). Points
-    whose sum would lose digits to the subtraction are summed directly, as is everything
-    under a shadow budget (``downdate`` False).
-
-    Yields:
-        ``(m, (len(positions), A) log-ratios)`` for m = 0, 1, ...
-    """
-    num_models = log_p.shape[0]
-    chunk = log_p[:, positions]  # (M, P', A)
-    full = ~keep[:, positions] if offline_a is not None else np.ones((num_models, positions.size), dtype=bool)
-    if downdate:
-        shift = np.max(np.where(full[:, :, None], chunk, -np.inf), axis=0)
-        shift[~np.isfinite(shift)] = 0.0  # a point no model of F saw: checked below, per group
-        scaled = np.where(full[:, :, None], np.exp(chunk - shift), 0.0)
-        total = scaled.sum(axis=0)
-    for m in range(num_models):
-        group = shadow_mask(m, positions) & full
-        _check_references(group, positions, num_targets, m)
-        count = group.sum(axis=0)
-        if downdate:
-            rows, columns = np.nonzero(full & ~group)  # the few models of F left out
-            left_out = np.zeros(total.shape)
-            np.add.at(left_out, columns, scaled[rows, columns])
-            kept = total - left_out
-            lossy = np.nonzero((kept <= _CANCELLATION * total).any(axis=1))[0]
-            with np.errstate(divide="ignore"):
-                log_mean = np.log(kept) + shift - np.log(count)[:, None]
-            if lossy.size:
-                log_mean[lossy] = _direct_log_mean(chunk[:, lossy], group[:, lossy])
-        else:
-            log_mean = _direct_log_mean(chunk, group)
-        if offline_a is not None:
-            log_mean = _interpolate(log_mean, offline_a[m])
-        yield m, chunk[m] - log_mean
 
 
 def _direct_log_mean(log_p: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -173,15 +118,94 @@ def _direct_log_mean(log_p: np.ndarray, group: np.ndarray) -> np.ndarray:
     return logsumexp(masked, axis=0) - np.log(group.sum(axis=0))[:, None]
 
 
+def _candidates(keep: np.ndarray, part: slice, *, offline: bool) -> np.ndarray:
+    """``(M, len(part))``: the models any target model's references may come from, every model
+    online and offline those that did not train on the point."""
+    return ~keep[:, part] if offline else np.ones((keep.shape[0], part.stop - part.start), dtype=bool)
+
+
+def _shifted_totals(log_p: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per point and query, the largest log P(p | theta) among ``candidates`` (``(M, P)``) and
+    the sum of P(p | theta) over them divided by its exponential: ``(P, A)`` each."""
+    shift = np.max(np.where(candidates[:, :, None], log_p, -np.inf), axis=0)
+    shift[~np.isfinite(shift)] = 0.0  # a point with no candidate: refused per target model
+    total = np.where(candidates[:, :, None], np.exp(log_p - shift), 0.0).sum(axis=0)
+    return shift, total
+
+
+def _log_mean(
+    log_p: np.ndarray, group: np.ndarray, candidates: np.ndarray,
+    totals: tuple[np.ndarray, np.ndarray] | None,
+) -> np.ndarray:
+    """log of the mean of P(p | theta) over ``group``, a subset of ``candidates``, for a chunk
+    of points: ``log_p`` is ``(M, P, A)``, the masks ``(M, P)``; returns ``(P, A)``.
+
+    With ``totals`` (:func:`_shifted_totals` of the candidates) the sum over the group is the
+    candidates' total less the few candidates the group leaves out; without, or where that
+    subtraction cancels, it is summed directly."""
+    if totals is None:
+        return _direct_log_mean(log_p, group)
+    shift, total = totals
+    rows, columns = np.nonzero(candidates & ~group)
+    left_out = np.zeros(total.shape)
+    np.add.at(left_out, columns, np.exp(log_p[rows, columns] - shift[columns]))
+    kept = total - left_out
+    with np.errstate(divide="ignore"):
+        log_mean = np.log(kept) + shift - np.log(group.sum(axis=0))[:, None]
+    lossy = np.nonzero((kept <= _CANCELLATION * total).any(axis=1))[0]
+    if lossy.size:
+        log_mean[lossy] = _direct_log_mean(log_p[:, lossy], group[:, lossy])
+    return log_mean
+
+
+def target_model_log_ratios(
+    log_p: np.ndarray, keep: np.ndarray, shadow_mask: ShadowMask, target_model: int, *,
+    num_targets: int, offline_a: float | None, totals: list[tuple[np.ndarray, np.ndarray]] | None,
+) -> np.ndarray:
+    """log P(p | theta_m) - log P(p) of target model m on every point, a chunk at a time.
+
+    Args:
+        log_p: ``(M, P, A)`` log P(p | theta), targets first, then population points.
+        keep: ``(M, P)`` membership.
+        shadow_mask: ``shadow_mask(m, positions)`` is the ``(M, len(positions))`` bool mask of
+            target model m's shadows for those points (positions index the P columns).
+        target_model: m.
+        num_targets: T (for error messages).
+        offline_a: the offline interpolation parameter; None for online.
+        totals: per chunk of :func:`truthserum.logit_store.chunk_points` points,
+            :func:`_shifted_totals` over every model (offline: every model that did not train
+            on the point); None to sum each point's references directly.
+
+    Returns:
+        ``(P, A)`` log-ratios.
+    """
+    _, num_points, num_queries = log_p.shape
+    ratios = np.empty((num_points, num_queries))
+    for index, start in enumerate(range(0, num_points, chunk_points())):
+        part = slice(start, min(start + chunk_points(), num_points))
+        positions = np.arange(part.start, part.stop)
+        candidates = _candidates(keep, part, offline=offline_a is not None)
+        group = shadow_mask(target_model, positions) & candidates
+        _check_references(group, positions, num_targets, target_model)
+        log_mean = _log_mean(log_p[:, part], group, candidates, None if totals is None else totals[index])
+        if offline_a is not None:
+            log_mean = _interpolate(log_mean, offline_a)
+        ratios[part] = log_p[target_model, part] - log_mean
+    return ratios
+
+
 def rmia_scores(
     log_p: np.ndarray, keep: np.ndarray, shadow_mask: ShadowMask, *, num_targets: int, gamma: float,
     offline_a: Sequence[float] | None, downdate: bool,
 ) -> np.ndarray:
     """RMIA scores of every target model on the targets (the first ``num_targets`` columns).
 
-    The population's log-ratios are computed first, a chunk of points at a time, and sorted
-    per target model and query; then each chunk of targets is counted against them. Memory
-    is the population's ratios, ``(M, A, P - T)``, plus a chunk's temporaries.
+    Without a shadow budget (``downdate``), target model m's shadows are every model
+    (offline: every OUT model of the point) less at most two: m itself, and on a balanced
+    design one more (:mod:`truthserum.attacks.shadows`). The sum over all of them is then
+    taken once per point, and for each m only the left-out terms are subtracted: O(M N)
+    exponentials for all M target models instead of O(M^2 N). Beyond ``log_p`` this holds two
+    ``(P, A)`` arrays and one model's ratios at a time.
 
     Args:
         log_p: ``(M, P, A)`` log P(p | theta), targets first, then population points.
@@ -191,29 +215,25 @@ def rmia_scores(
         num_targets: T.
         gamma: the LR threshold.
         offline_a: per target model, the offline interpolation parameter; None for online.
-        downdate: the shadows are every model but a few (no shadow budget); see
-            :func:`_log_ratios`.
+        downdate: the shadows are every model but a few (no shadow budget).
 
     Returns:
         ``(M, T)`` scores in [0, 1].
     """
-    num_models, num_points, num_queries = log_p.shape
-    ratios = functools.partial(_log_ratios, log_p, keep, shadow_mask, num_targets=num_targets,
-                               offline_a=offline_a, downdate=downdate)
-    population = np.empty((num_models, num_queries, num_points - num_targets))
-    for start in range(num_targets, num_points, chunk_points()):
-        positions = np.arange(start, min(start + chunk_points(), num_points))
-        for m, ratio in ratios(positions):
-            population[m, :, start - num_targets:start - num_targets + positions.size] = ratio.T
-    population.sort(axis=2)
+    num_models, num_points, _ = log_p.shape
+    totals = None
+    if downdate:
+        totals = []
+        for start in range(0, num_points, chunk_points()):
+            part = slice(start, min(start + chunk_points(), num_points))
+            totals.append(_shifted_totals(log_p[:, part], _candidates(keep, part, offline=offline_a is not None)))
     scores = np.empty((num_models, num_targets))
-    # LR(x, z) >= gamma  <=>  log_ratio[z] <= log_ratio[x] - log(gamma)
-    for start in range(0, num_targets, chunk_points()):
-        positions = np.arange(start, min(start + chunk_points(), num_targets))
-        for m, ratio in ratios(positions):
-            bound = ratio - np.log(gamma)
-            dominated = sum(np.searchsorted(population[m, a], bound[:, a], side="right") for a in range(num_queries))
-            scores[m, positions] = dominated / num_queries / population.shape[2]
+    for m in range(num_models):
+        ratios = target_model_log_ratios(
+            log_p, keep, shadow_mask, m, num_targets=num_targets,
+            offline_a=None if offline_a is None else offline_a[m], totals=totals,
+        )
+        scores[m] = fraction_dominated(ratios, num_targets, gamma)
     return scores
 
 
@@ -276,7 +296,7 @@ def _pseudo_target_aucs(
     if members.all() or not members.any() or population.size == 0:
         return None
     columns = np.r_[evaluated, population]
-    log_mean_out = log_reference_probability(log_p, group, offline_a=None, columns=columns)
+    log_mean_out = log_reference_probability(log_p, group, columns)
     return np.array([
         _auc(fraction_dominated(log_p[r, columns] - _interpolate(log_mean_out, a), evaluated.size, gamma), members)
         for a in grid

@@ -137,14 +137,14 @@ class Ensemble:
         """The hidden layers. ``h`` is ``(M, B, D)`` or, for a batch shared by every model,
         ``(B, D)``; returns ``(M, B, hidden)``, or ``h`` itself for logistic regression."""
         assert self._mlp is not None
-        for name, _ in self._mlp[:-1]:
+        for name, relu in self._mlp[:-1]:
             weight, bias = self.params[f"{name}.weight"], self.params[f"{name}.bias"]  # (M, in, out)
             if h.dim() == 2:  # the first layer of a shared batch: one matmul broadcast over models
                 h = torch.matmul(h, weight) + bias.unsqueeze(1)
             else:
                 h = torch.baddbmm(bias.unsqueeze(1), h, weight)
-            # in place: baddbmm's backward needs its inputs, not its output
-            h = torch.relu_(h)
+            if relu:  # in place: baddbmm's backward needs its inputs, not its output
+                h = torch.relu_(h)
         return h
 
     def _mlp_output(self) -> tuple[torch.Tensor, torch.Tensor]:
