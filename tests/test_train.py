@@ -102,17 +102,21 @@ def test_divergence_is_reported_not_saved_as_nan_signals():
         train(Architecture.MLP, [0], [np.arange(120)], wild, x=x * 1e3, y=y)
 
 
-@pytest.mark.parametrize("hidden", [(), (7,), (5, 6)])
-def test_the_batched_matmul_mlp_computes_each_models_own_function(hidden):
-    """An MLP (or logistic regression) runs as baddbmm over transposed stacked weights, not
-    through vmap; per model it must be the ordinary module's forward."""
-    from truthserum.train.ensemble import Ensemble
-
+def small_mlps(hidden):
+    """Three MLPs on 4x4 images with 3 classes (logistic regression when ``hidden`` is empty)."""
     arch = Architecture.LOGREG if not hidden else Architecture.MLP
     models = []
     for seed in range(3):
         torch.manual_seed(seed)
         models.append(build_model(arch, feature_shape=(1, 4, 4), num_classes=3, hidden_sizes=hidden or (1,)))
+    return models
+
+
+@pytest.mark.parametrize("hidden", [(), (7,), (5, 6)])
+def test_the_batched_matmul_mlp_computes_each_models_own_function(hidden):
+    """An MLP (or logistic regression) runs as batched matmuls over stacked weights, not
+    through vmap; per model it must be the ordinary module's forward."""
+    models = small_mlps(hidden)
     ensemble = Ensemble(models, torch.device("cpu"))
     assert ensemble._mlp is not None
     x = torch.randn(3, 5, 1, 4, 4)
@@ -128,11 +132,7 @@ def test_the_batched_matmul_mlp_has_each_models_own_gradients(hidden):
     """Training goes through ``example_losses``, whose output layer has a hand-written backward
     (class-major logits); every stacked gradient must equal the ordinary module's, taken by
     autograd on that model's own batch."""
-    arch = Architecture.LOGREG if not hidden else Architecture.MLP
-    models = []
-    for seed in range(3):
-        torch.manual_seed(seed)
-        models.append(build_model(arch, feature_shape=(1, 4, 4), num_classes=3, hidden_sizes=hidden or (1,)))
+    models = small_mlps(hidden)
     ensemble = Ensemble(models, torch.device("cpu"))
     x, y = torch.randn(3, 5, 1, 4, 4), torch.randint(0, 3, (3, 5))
     losses = ensemble.example_losses(x, y)
