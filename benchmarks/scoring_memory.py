@@ -98,6 +98,13 @@ def child(args: argparse.Namespace) -> None:
     }))
 
 
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Each value's position in the sorted flattened ``values`` (ties in storage order)."""
+    ranks = np.empty(values.size, dtype=np.int64)
+    ranks[np.argsort(values.ravel(), kind="stable")] = np.arange(values.size)
+    return ranks
+
+
 def compare(float32_scores: Path, float16_scores: Path) -> dict:
     """How far float16 storage moves each attack's scores from float32's."""
     from truthserum.metrics import roc_curve, tpr_at_fpr, area_under_curve
@@ -110,11 +117,7 @@ def compare(float32_scores: Path, float16_scores: Path) -> dict:
                 continue
             x, y = a[name], b[name]
             finite = np.isfinite(x) & np.isfinite(y)
-            order_x, order_y = np.argsort(x.ravel(), kind="stable"), np.argsort(y.ravel(), kind="stable")
-            ranks_x = np.empty(x.size, dtype=np.int64)
-            ranks_x[order_x] = np.arange(x.size)
-            ranks_y = np.empty(y.size, dtype=np.int64)
-            ranks_y[order_y] = np.arange(y.size)
+            ranks_x, ranks_y = _ranks(x), _ranks(y)
             roc_x, roc_y = roc_curve(x, members), roc_curve(y, members)
             out[name] = {
                 "max_abs_difference": float(np.abs(x - y)[finite].max()),

@@ -118,6 +118,12 @@ def _direct_log_mean(log_p: np.ndarray, group: np.ndarray) -> np.ndarray:
     return logsumexp(masked, axis=0) - np.log(group.sum(axis=0))[:, None]
 
 
+def _point_slices(num_points: int) -> list[slice]:
+    """The chunks of :func:`~truthserum.logit_store.chunk_points` points every RMIA pass
+    visits, as slices (views of ``log_p``, never copies of it)."""
+    return [slice(start, min(start + chunk_points(), num_points)) for start in range(0, num_points, chunk_points())]
+
+
 def _candidates(keep: np.ndarray, part: slice, *, offline: bool) -> np.ndarray:
     """``(M, len(part))``: the models any target model's references may come from, every model
     online and offline those that did not train on the point."""
@@ -172,17 +178,16 @@ def target_model_log_ratios(
         target_model: m.
         num_targets: T (for error messages).
         offline_a: the offline interpolation parameter; None for online.
-        totals: per chunk of :func:`truthserum.logit_store.chunk_points` points,
-            :func:`_shifted_totals` over every model (offline: every model that did not train
-            on the point); None to sum each point's references directly.
+        totals: per chunk of :func:`_point_slices`, :func:`_shifted_totals` over every model
+            (offline: every model that did not train on the point); None to sum each point's
+            references directly.
 
     Returns:
         ``(P, A)`` log-ratios.
     """
     _, num_points, num_queries = log_p.shape
     ratios = np.empty((num_points, num_queries))
-    for index, start in enumerate(range(0, num_points, chunk_points())):
-        part = slice(start, min(start + chunk_points(), num_points))
+    for index, part in enumerate(_point_slices(num_points)):
         positions = np.arange(part.start, part.stop)
         candidates = _candidates(keep, part, offline=offline_a is not None)
         group = shadow_mask(target_model, positions) & candidates
@@ -223,10 +228,9 @@ def rmia_scores(
     num_models, num_points, _ = log_p.shape
     totals = None
     if downdate:
-        totals = []
-        for start in range(0, num_points, chunk_points()):
-            part = slice(start, min(start + chunk_points(), num_points))
-            totals.append(_shifted_totals(log_p[:, part], _candidates(keep, part, offline=offline_a is not None)))
+        offline = offline_a is not None
+        totals = [_shifted_totals(log_p[:, part], _candidates(keep, part, offline=offline))
+                  for part in _point_slices(num_points)]
     scores = np.empty((num_models, num_targets))
     for m in range(num_models):
         ratios = target_model_log_ratios(
