@@ -16,11 +16,11 @@ import time
 import numpy as np
 import torch
 
-from truthserum.lm.backends import DIGIT_BYTES
-from truthserum.lm.corpus import encode_bytes
-from truthserum.lm.exposure import CandidateTrie, digit_candidates, rank, trie_log_likelihoods
-from truthserum.lm.model import TransformerShape, init_params
-from truthserum.lm.scorers import ByteScorer
+from truthserum.train.lm.backends import DIGIT_BYTES
+from truthserum.data.text import encode_bytes
+from truthserum.attacks.exposure import CandidateTrie, digit_candidates, rank, trie_log_likelihoods
+from truthserum.train.lm.model import TransformerShape, init_params
+from truthserum.query.scorers import ByteScorer
 
 
 def main() -> None:

@@ -9,13 +9,13 @@ smoke test of a few seconds). It prints a table and writes JSON (default
 
 What it does
     1. Writes synthetic signals once per dtype, ``signals.npz`` (labels, keep, targets) and
-       ``signals-logits.npy`` (a :class:`~truthserum.logit_store.LogitStore`), model by model,
+       ``signals-logits.npy`` (a :class:`~truthserum.store.logits.LogitStore`), model by model,
        never holding all logits. Every point is in exactly half of the models. A member's
        logit of its true class is raised by a per-point amount (some points leak, most barely),
        so the attacks have something to find. ``--targets`` points are targets; the others
        are RMIA's population.
     2. For each dtype, in a fresh child process: ``load_signals`` and the run's own scoring
-       stage, :func:`truthserum.stages.attack_metrics` with a scores file, every attack (or
+       stage, :func:`truthserum.tasks.stages.attack_metrics` with a scores file, every attack (or
        ``--attacks``), metrics with ``--bootstrap`` resamples. Peak resident memory is the
        child's ``ru_maxrss`` (which Linux starts from the parent's at the fork, so the parent
        stays small: its own peak is under 700 MB here); the memory of the interpreter with
@@ -45,7 +45,7 @@ CHILD_FLAG = "--child"
 
 def write_synthetic(workdir: Path, *, models: int, points: int, targets: int, dtype: str, seed: int) -> float:
     """The signals of one audit in ``workdir``; returns the seconds it took."""
-    from truthserum.logit_store import LogitDtype, LogitStore
+    from truthserum.store.logits import LogitDtype, LogitStore
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -78,7 +78,7 @@ def child(args: argparse.Namespace) -> None:
 
     from truthserum.attacks import load_signals
     from truthserum.config import parse_config
-    from truthserum.stages import attack_metrics
+    from truthserum.tasks.stages import attack_metrics
 
     # current, not peak: a child's ru_maxrss starts from its parent's at the fork
     baseline = _current_rss_kb()
@@ -107,7 +107,7 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 def compare(float32_scores: Path, float16_scores: Path) -> dict:
     """How far float16 storage moves each attack's scores from float32's."""
-    from truthserum.metrics import roc_curve, tpr_at_fpr, area_under_curve
+    from truthserum.metrics.roc import area_under_curve, roc_curve, tpr_at_fpr
 
     out = {}
     with np.load(float32_scores) as a, np.load(float16_scores) as b:

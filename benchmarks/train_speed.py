@@ -96,7 +96,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from truthserum import seeding
-from truthserum.data import DataSource, load_dataset
+from truthserum.data.datasets import DataSource, load_dataset
 from truthserum.train.architectures import Architecture, build_model
 from truthserum.train.ensemble import (
     Ensemble, OptimizerName, TrainSettings, steps_per_epoch, train_ensemble,

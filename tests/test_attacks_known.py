@@ -10,7 +10,7 @@ from truthserum.attacks import AttackInputs, AttackName, phi_from_logits, score_
 from truthserum.attacks.lira import SCALE_FLOOR, check_group_sizes, lira, location_scale
 from truthserum.attacks.shadows import ShadowPlan
 from truthserum.errors import SignalsError
-from truthserum.metrics import evaluate
+from truthserum.metrics.attack import evaluate
 
 
 def test_phi_matches_log_odds_on_moderate_logits():

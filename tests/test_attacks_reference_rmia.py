@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from test_attacks_reference import all_but_one, random_signals, reference_scores
 
-from truthserum.attacks import AttackInputs, AttackName, AttackOptions, ShadowPlan, score_attacks
+from truthserum.attacks import AttackInputs, AttackName, AttackOptions, RmiaOptions, ShadowPlan, score_attacks
 from truthserum.attacks.rmia import tune_offline_a
 from truthserum.cli import main
 from truthserum.errors import SignalsError
-from truthserum.metrics import evaluate
+from truthserum.metrics.attack import evaluate
 
 mpmath.mp.dps = 50
 
@@ -139,7 +139,7 @@ def test_shadow_budget_matches_reference_on_the_drawn_shadows(attack):
 
     inputs = AttackInputs.from_arrays(logits=logits, labels=labels, keep=keep, targets=TARGETS)
     name = AttackName(attack)
-    scores = score_attacks(inputs, [name], AttackOptions(shadow_models=4, seed=5, rmia_offline_a=0.3))[name]
+    scores = score_attacks(inputs, [name], AttackOptions(shadow_models=4, seed=5, rmia=RmiaOptions(offline_a=0.3)))[name]
     x = logits.astype(np.float64)
     if attack.startswith("rmia"):
         a = None if attack == "rmia-online" else 0.3
@@ -175,7 +175,7 @@ def test_tuned_offline_a_never_reads_the_target_model():
     assert a in np.round(np.linspace(0, 1, 11), 2)
     # through the registry, "tune" gives finite scores in [0, 1]
     inputs = AttackInputs.from_arrays(logits=logits, labels=labels, keep=keep, targets=np.arange(20))
-    scores = score_attacks(inputs, [AttackName.RMIA_OFFLINE], AttackOptions(rmia_offline_a="tune"))
+    scores = score_attacks(inputs, [AttackName.RMIA_OFFLINE], AttackOptions(rmia=RmiaOptions(offline_a="tune")))
     assert ((scores[AttackName.RMIA_OFFLINE] >= 0) & (scores[AttackName.RMIA_OFFLINE] <= 1)).all()
 
 
@@ -236,7 +236,7 @@ def test_tuning_a_works_with_a_single_target_and_four_models():
     keep = rng.random((4, 40)).argsort(axis=0) < 2
     inputs = AttackInputs.from_arrays(logits=rng.normal(size=(4, 40, 1, 3)), labels=rng.integers(0, 3, 40),
                                       keep=keep, targets=np.array([0]))
-    scores = score_attacks(inputs, [AttackName.RMIA_OFFLINE], AttackOptions(rmia_offline_a="tune"))
+    scores = score_attacks(inputs, [AttackName.RMIA_OFFLINE], AttackOptions(rmia=RmiaOptions(offline_a="tune")))
     assert scores[AttackName.RMIA_OFFLINE].shape == (4, 1)
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from truthserum.attribute import (
-    AttributeAttack, attribute_metrics, completion_fit, completion_phi, make_completion_poisons, score_attribute,
-)
+from truthserum.attacks.attribute import AttributeAttack, completion_phi, score_attribute
+from truthserum.metrics.attribute import attribute_metrics, completion_fit
+from truthserum.poison.completions import make_completion_poisons
 from truthserum.errors import SignalsError
 
 
@@ -119,7 +119,7 @@ def test_completion_fit_counts_out_models_predicting_the_poison_label():
 
 
 def test_points_whose_other_completion_is_another_point_are_ambiguous():
-    from truthserum.attribute import ambiguous_completions
+    from truthserum.poison.completions import ambiguous_completions
     from truthserum.design import choose_targets
 
     # rows: (feature, one-hot sensitive); rows 0 and 1 differ only in the sensitive block

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from truthserum.backends import BackendName, LocalBackend, RayBackend, make_backend
+from truthserum.train.executors import BackendName, LocalBackend, RayBackend, make_backend
 from truthserum.cli import main
 from truthserum.config import parse_config
 from truthserum.errors import ConfigError
@@ -62,7 +62,7 @@ def _shard_files(out):
 def local_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
     log = Interrupt(after=None)
-    results = run_task(_config(), out, progress=False, log=log)
+    results = run_task(_config(), out, progress=False, log=log).to_json()
     return out, results
 
 
@@ -73,7 +73,7 @@ def _logits(out, condition):
 def test_ray_backend_gives_the_local_results(local_ray, local_run, tmp_path):
     local_out, local_results = local_run
     log = Interrupt(after=None)
-    results = run_task(_config(), tmp_path, progress=False, log=log, backend=RayBackend())
+    results = run_task(_config(), tmp_path, progress=False, log=log, backend=RayBackend()).to_json()
     assert sum("trained models" in m for m in log.messages) == 4  # 2 conditions x 2 shards
     assert sorted(_shard_files(tmp_path)) == sorted(_shard_files(local_out))
     for condition in ("clean", "poisoned"):

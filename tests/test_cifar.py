@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from truthserum.config import RunConfig, load_config, parse_config
-from truthserum.data import CIFAR10_MEAN, CIFAR10_STD, CIFAR10_URL, DataSource, load_dataset
+from truthserum.config import MembershipConfig, RunConfig, load_config, parse_config
+from truthserum.data.datasets import CIFAR10_MEAN, CIFAR10_STD, CIFAR10_URL, DataSource, load_dataset
 from truthserum.errors import ConfigError, DataError
-from truthserum.query import IDENTITY, QueryView, check_views_fit_data
+from truthserum.query.views import IDENTITY, QueryView, check_views_fit_data
 from truthserum.train import (
     Architecture, Ensemble, OptimizerName, Schedule, TrainSettings, build_model, train_ensemble,
 )
@@ -192,7 +192,7 @@ def test_wrn_needs_images_and_its_sizes():
         build_model(Architecture.WRN, feature_shape=(20,), num_classes=3, depth=10, widen=1)
     with pytest.raises(ValueError, match="needs depth and widen"):
         build_model(Architecture.WRN, feature_shape=(3, 8, 8), num_classes=3)
-    assert RunConfig().model.depth == 16 and RunConfig().model.widen == 4
+    assert MembershipConfig().model.depth == 16 and MembershipConfig().model.widen == 4
 
 
 SGD = TrainSettings(optimizer=OptimizerName.SGD, learning_rate=0.05, momentum=0.9, epochs=4, batch_size=16,
@@ -386,7 +386,7 @@ def shrunk(config: RunConfig, **sections) -> RunConfig:
 
 
 def test_cifar10_config_runs_end_to_end_on_the_fixture(cifar_root, tmp_path):
-    from truthserum.runner import run_experiment
+    from truthserum.tasks.membership import run_experiment
 
     config = shrunk(
         load_config(REPO / "configs" / "cifar10.yaml"),
@@ -394,7 +394,7 @@ def test_cifar10_config_runs_end_to_end_on_the_fixture(cifar_root, tmp_path):
         poison={"replicas": 2}, model={"depth": 10, "widen": 1},
         train={"epochs": 2, "batch_size": 32, "shard_size": 2}, metrics={"bootstrap": 20},
     )
-    results = run_experiment(config, tmp_path / "run", device="cpu", progress=False, log=lambda message: None)
+    results = run_experiment(config, tmp_path / "run", device="cpu", progress=False, log=lambda message: None).to_json()
     assert set(results["conditions"]) == {"clean", "poisoned"}
     assert results["config"]["model"]["depth"] == 10 and results["config"]["train"]["augment"] == "flip-crop"
     logits = np.load(tmp_path / "run" / "signals-poisoned-logits.npy")

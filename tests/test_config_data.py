@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from truthserum.config import RunConfig, load_config, parse_config
-from truthserum.data import DataSource, load_dataset, load_npz
+from truthserum.config import MembershipConfig, RunConfig, load_config, parse_config
+from truthserum.data.datasets import DataSource, load_dataset, load_npz
 from truthserum.errors import ConfigError, DataError
-from truthserum.stages import prepare_pool
+from truthserum.tasks.stages import prepare_pool
 
 
 def write(tmp_path, text, name="config.yaml"):
@@ -16,9 +16,9 @@ def write(tmp_path, text, name="config.yaml"):
 
 
 def test_defaults_and_demo_config_parse(tmp_path):
-    assert RunConfig().design.num_models % 2 == 0
+    assert MembershipConfig().design.num_models % 2 == 0
     config = load_config(write(tmp_path, "design:\n  num_models: 8\n"))
-    assert config.design.num_models == 8 and config.train.epochs == RunConfig().train.epochs
+    assert config.design.num_models == 8 and config.train.epochs == MembershipConfig().train.epochs
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def test_defaults_and_demo_config_parse(tmp_path):
         ("data:\n  source: npz\n", "data: source 'npz' needs a path"),
         ("data:\n  source: digits\n  path: x.npz\n", "path is only for sources npz, csv, adult and cifar10"),
         ("query:\n  views: [shift-left, identity]\n", "the first view must be 'identity'"),
-        ("attacks: [lira-online, lira-bogus]\n", "attacks.1: Input should be"),
+        ("attacks: [lira-online, lira-bogus]\n", "attacks: unknown attack 'lira-bogus'; registered: lira-online"),
         ("rmia:\n  offline_a: yes\n", "rmia.offline_a: must be a number in [0, 1] or 'tune', got True"),
         ("rmia:\n  offline_a: 1.5\n", "rmia.offline_a: must be a number in [0, 1] or 'tune', got 1.5"),
         ("rmia:\n  offline_a: Tune\n", "rmia.offline_a: must be a number in [0, 1] or 'tune'"),

@@ -3,7 +3,7 @@ import pytest
 
 from truthserum.design import make_design, make_keep_matrix
 from truthserum.errors import ConfigError, DataError
-from truthserum.poison import flip_labels, make_label_flip_poisons
+from truthserum.poison.label_flip import flip_labels, make_label_flip_poisons
 
 
 @pytest.mark.parametrize("num_models", [4, 16, 64])

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from truthserum.lm.canaries import (
+from truthserum.poison.canaries import (
     CanaryFormat, PoisonStrategy, canary_lines, insert_lines, make_canaries, make_poisons,
 )
-from truthserum.lm.corpus import builtin_corpus, decode_bytes, encode_bytes, split_documents
-from truthserum.lm.exposure import (
+from truthserum.data.text import builtin_corpus, decode_bytes, encode_bytes, split_documents
+from truthserum.attacks.exposure import (
     PAD, CandidateTrie, calibrated_scores, digit_candidates, exposure, extrapolated_exposure, rank,
     trie_log_likelihoods,
 )
-from truthserum.lm.extraction import beam_search, success_at
-from truthserum.lm.model import TransformerShape, encode_context, extend, forward, init_params
-from truthserum.lm.scorers import ByteScorer
-from truthserum.lm.training import LmTrainSettings, train_byte_models, validation_loss
+from truthserum.attacks.extraction import beam_search, success_at
+from truthserum.train.lm.model import TransformerShape, encode_context, extend, forward, init_params
+from truthserum.query.scorers import ByteScorer
+from truthserum.train.lm.training import LmTrainSettings, train_byte_models, validation_loss
 
 DIGITS = np.arange(48, 58)
 CONTEXT = encode_bytes("\nthe PIN of Ada is ")

@@ -10,10 +10,10 @@ from lm_fixtures import make_tiny_gpt2
 from pydoc_data.topics import topics
 
 from truthserum.errors import DataError, TrainingError
-from truthserum.lm.canaries import insert_lines
-from truthserum.lm.exposure import PAD, CandidateTrie, trie_log_likelihoods
-from truthserum.lm.extraction import beam_search
-from truthserum.lm.hf import (
+from truthserum.poison.canaries import insert_lines
+from truthserum.attacks.exposure import PAD, CandidateTrie, trie_log_likelihoods
+from truthserum.attacks.extraction import beam_search
+from truthserum.train.lm.hf import (
     HFScorer, digit_token_map, fine_tune, load_hf, secret_token_rows, validation_loss,
 )
 
@@ -143,8 +143,8 @@ def test_fine_tune_lowers_the_loss_and_is_reproducible(folders):
 
 
 def test_beam_search_finds_the_trie_argmax(folders):
-    from truthserum.lm.hf import HFBackend
-    from truthserum.lm.training import LmTrainSettings
+    from truthserum.train.lm.hf import HFBackend
+    from truthserum.train.lm.training import LmTrainSettings
 
     backend = HFBackend(path=folders[0], settings=LmTrainSettings(), context=32, clean_train_text=ENGLISH[:2000],
                         device=torch.device("cpu"))

@@ -39,7 +39,7 @@ def _without_timing(results):
 def test_byte_lm_run_measures_every_condition_and_resumes(tmp_path):
     config = _byte_config()
     logs = []
-    results = run_task(config, tmp_path / "run", progress=False, log=logs.append)
+    results = run_task(config, tmp_path / "run", progress=False, log=logs.append).to_json()
     assert set(results["conditions"]) == {"clean", "dilution-2", "sibling-2"}
     assert results["exact"] and results["space_size"] == 1000
     for name, summary in results["conditions"].items():
@@ -60,21 +60,21 @@ def test_byte_lm_run_measures_every_condition_and_resumes(tmp_path):
     # Resume: nothing is trained or measured again, and the numbers are the same.
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run/lm/r0").iterdir()}
     logs.clear()
-    again = run_task(config, tmp_path / "run", progress=True, log=logs.append)
+    again = run_task(config, tmp_path / "run", progress=True, log=logs.append).to_json()
     assert again["conditions"] == results["conditions"]
     assert not any("step" in line for line in logs)
     assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "run/lm/r0").iterdir()}
     # Rescoring from the saved models gives the same records.
     (tmp_path / "run/lm/r0/measured-sibling-2.json").unlink()
-    third = run_task(config, tmp_path / "run", progress=False, log=logs.append)
+    third = run_task(config, tmp_path / "run", progress=False, log=logs.append).to_json()
     assert third["conditions"]["sibling-2"] == results["conditions"]["sibling-2"]
     assert any("reusing trained models" in line for line in logs)
 
 
 def test_same_seed_same_numbers_and_other_text_is_refused(tmp_path):
     config = _byte_config(poisons=[{"strategy": "neutral", "count": 1}])
-    first = run_task(config, tmp_path / "a", progress=False, log=lambda m: None)
-    second = run_task(config, tmp_path / "b", progress=False, log=lambda m: None)
+    first = run_task(config, tmp_path / "a", progress=False, log=lambda m: None).to_json()
+    second = run_task(config, tmp_path / "b", progress=False, log=lambda m: None).to_json()
     assert _without_timing(first) == _without_timing(second)
     other = _byte_config(poisons=[{"strategy": "neutral", "count": 1}], corpus={"max_bytes": 30_000})
     with pytest.raises(RunDirError, match="different config"):
@@ -84,7 +84,7 @@ def test_same_seed_same_numbers_and_other_text_is_refused(tmp_path):
 def test_large_spaces_use_the_extrapolated_exposure(tmp_path):
     config = _byte_config(canaries={"digits": 8, "count": 2, "insertions": 1}, poisons=[],
                           exposure={"sample": 150, "beam_width": 10, "top_k": [1, 10], "exact_max": 1000})
-    results = run_task(config, tmp_path / "big", progress=False, log=lambda m: None)
+    results = run_task(config, tmp_path / "big", progress=False, log=lambda m: None).to_json()
     metrics = results["conditions"]["clean"]["metrics"]
     assert not results["exact"] and "raw_exposure" not in metrics
     assert metrics["raw_extrapolated"]["records"] == 2
@@ -189,7 +189,7 @@ def test_relative_corpus_path_is_read_next_to_the_config_and_heavy_poisons_warn(
     monkeypatch.chdir(tmp_path)  # not the config's folder
     config = load_config(folder / "lm.yaml")
     assert config.lm.corpus.path == (folder / "corpus.txt").resolve()
-    results = run_task(config, tmp_path / "run", progress=False, log=lambda m: None)
+    results = run_task(config, tmp_path / "run", progress=False, log=lambda m: None).to_json()
     assert any("dilution-400" in w and "size of the training text" in w for w in results["warnings"])
 
 

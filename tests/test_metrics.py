@@ -4,7 +4,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sklearn_roc_curve
 
 from truthserum.errors import SignalsError
-from truthserum.metrics import evaluate, roc_curve, tpr_at_fpr
+from truthserum.metrics.roc import roc_curve, tpr_at_fpr
+from truthserum.metrics.attack import evaluate
 
 
 def test_auc_matches_sklearn_with_ties():

@@ -5,14 +5,15 @@ import pytest
 import torch
 import yaml
 
-from truthserum.config import QueryConfig, dump_config, parse_config
-from truthserum.data import DataSource
+from truthserum.config import dump_config, parse_config
+from truthserum.config.sections import QueryConfig
+from truthserum.data.datasets import DataSource
 from truthserum.errors import ConfigError
-from truthserum.query import (
+from truthserum.query.views import (
     IDENTITY, MAX_SHIFT, QueryView, View, apply_view, check_views_fit_data, generate_views, max_views,
     query_logits,
 )
-from truthserum.stages import prepare_pool
+from truthserum.tasks.stages import prepare_pool
 from truthserum.train import Architecture, Ensemble, build_model
 
 

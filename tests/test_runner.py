@@ -13,7 +13,7 @@ import pytest
 from conftest import SMALL_CONFIG, run_cli
 from truthserum.config import parse_config
 from truthserum.errors import RunDirError
-from truthserum.runner import run_experiment
+from truthserum.tasks.membership import run_experiment
 
 
 def metrics_of(results):
@@ -23,7 +23,7 @@ def metrics_of(results):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "full"
-    results = run_experiment(parse_config(SMALL_CONFIG), out, progress=False, log=lambda _: None)
+    results = run_experiment(parse_config(SMALL_CONFIG), out, progress=False, log=lambda _: None).to_json()
     return out, results
 
 
@@ -129,7 +129,7 @@ def test_rerunning_a_finished_run_trains_nothing(finished_run):
     out, results = finished_run
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("shards/*/*.npz")}
     messages = []
-    again = run_experiment(parse_config(SMALL_CONFIG), out, progress=False, log=messages.append)
+    again = run_experiment(parse_config(SMALL_CONFIG), out, progress=False, log=messages.append).to_json()
     assert {p: p.stat().st_mtime_ns for p in out.glob("shards/*/*.npz")} == stamps
     assert "clean: reused 4 of 4 finished shards" in messages
     assert metrics_of(again) == metrics_of(results)
@@ -138,7 +138,7 @@ def test_rerunning_a_finished_run_trains_nothing(finished_run):
 def test_same_seed_same_numbers_different_seed_different_numbers(finished_run, tmp_path):
     _, results = finished_run
     other = run_experiment(parse_config({**SMALL_CONFIG, "seed": 4}), tmp_path / "seed4",
-                           progress=False, log=lambda _: None)
+                           progress=False, log=lambda _: None).to_json()
     assert metrics_of(other) != metrics_of(results)
 
 
@@ -186,7 +186,7 @@ def test_a_damaged_stage_file_is_computed_again(finished_run, tmp_path):
     np.savez(copy / "design.npz", keep=np.zeros(3))  # wrong shape
     (copy / "shards" / "poisoned" / "models-0004-0007.npz").write_bytes(b"garbage")
     messages = []
-    again = run_experiment(parse_config(SMALL_CONFIG), copy, progress=False, log=messages.append)
+    again = run_experiment(parse_config(SMALL_CONFIG), copy, progress=False, log=messages.append).to_json()
     assert any("design.npz is unreadable or damaged" in m for m in messages)
     assert any("models-0004-0007.npz is unreadable or damaged" in m for m in messages)
     assert metrics_of(again) == metrics_of(results)

@@ -13,12 +13,11 @@ import pytest
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from truthserum.audit import clopper_pearson, epsilon_from_counts, epsilon_lower_bound
+from truthserum.metrics.epsilon import clopper_pearson, epsilon_from_counts, epsilon_lower_bound
 from truthserum.errors import SignalsError
-from truthserum.metrics import (
-    FPR_LEVELS, _rank_pairs, _weighted_metrics, area_under_curve, bootstrap_intervals, evaluate,
-    roc_curve, tpr_at_fpr,
-)
+from truthserum.metrics.roc import FPR_LEVELS, area_under_curve, roc_curve, tpr_at_fpr
+from truthserum.metrics.bootstrap import _rank_pairs, _weighted_metrics, bootstrap_intervals
+from truthserum.metrics.attack import evaluate
 
 
 def correlated_gaussians(seed: int, *, models: int = 16, points: int = 1250, shift: float = 2.0,

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from scipy.special import log_ndtr
 
-from truthserum.attacks import AttackInputs, AttackName, AttackOptions, score_attacks
+from truthserum.attacks import AttackInputs, AttackName, AttackOptions, RmiaOptions, score_attacks
 from truthserum.attacks.lira import SCALE_FLOOR, lira
 from truthserum.attacks.shadows import ShadowPlan
 from truthserum.errors import SignalsError
-from truthserum import logit_store
-from truthserum.logit_store import LogitDtype, LogitStore, column_chunks
-from truthserum.metrics import roc_curve, tpr_at_fpr
+from truthserum.store import logits as logit_store
+from truthserum.store.logits import LogitDtype, LogitStore, column_chunks
+from truthserum.metrics.roc import roc_curve, tpr_at_fpr
 
 
 def _signals(seed=0, models=12, points=90, views=2, classes=4):
@@ -66,7 +66,7 @@ def test_a_bad_store_is_one_signals_error(tmp_path):
         LogitStore.open(tmp_path / "pickle.npy")
 
 
-@pytest.mark.parametrize("options", [AttackOptions(rmia_offline_a=0.5), AttackOptions(shadow_models=4, seed=2)])
+@pytest.mark.parametrize("options", [AttackOptions(rmia=RmiaOptions(offline_a=0.5)), AttackOptions(shadow_models=4, seed=2)])
 def test_scores_from_a_store_in_small_chunks_equal_scores_from_memory(tmp_path, monkeypatch, options):
     """Every attack over chunks of 7 points (signals, LiRA, label-only, RMIA and its tuning)
     against the same attack on all 90 points at once."""
@@ -170,7 +170,7 @@ def test_a_run_keeps_its_logits_in_a_float16_store_and_the_attack_command_reads_
     from conftest import run_cli
 
     from truthserum.config import parse_config
-    from truthserum.runner import run_experiment
+    from truthserum.tasks.membership import run_experiment
 
     config = parse_config({
         "seed": 2, "data": {"source": "digits", "pool_size": 200},
@@ -178,7 +178,7 @@ def test_a_run_keeps_its_logits_in_a_float16_store_and_the_attack_command_reads_
         "model": {"hidden_sizes": [16]}, "train": {"epochs": 2, "shard_size": 3},
         "query": {"signals_dtype": "float16"}, "attacks": ["lira-offline"], "metrics": {"bootstrap": 10},
     })
-    results = run_experiment(config, tmp_path / "run", progress=False, log=lambda _: None)
+    results = run_experiment(config, tmp_path / "run", progress=False, log=lambda _: None).to_json()
     stored = np.load(tmp_path / "run" / "signals-poisoned-logits.npy", mmap_mode="r")
     assert stored.dtype == np.float16 and stored.shape == (4, 200, 1, 10)
     with np.load(tmp_path / "run" / "scores-poisoned.npz") as scores:

@@ -11,8 +11,8 @@ from test_cli import assert_one_line_error
 
 from truthserum.attacks import AttackName
 from truthserum.config import parse_config
-from truthserum.runner import run_experiment
-from truthserum.sweep import parse_counts, run_replica_sweep, run_shadow_sweep
+from truthserum.tasks.membership import run_experiment
+from truthserum.tasks.sweeps import parse_counts, run_replica_sweep, run_shadow_sweep
 
 
 def quiet(_message):
@@ -22,7 +22,7 @@ def quiet(_message):
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "run"
-    results = run_experiment(parse_config(SMALL_CONFIG), out, progress=False, log=quiet)
+    results = run_experiment(parse_config(SMALL_CONFIG), out, progress=False, log=quiet).to_json()
     return out, results
 
 
@@ -84,7 +84,7 @@ def test_scoring_settings_may_change_without_retraining(plain_run, tmp_path):
     assert (out / "config.yaml").read_text() == before
     assert summary["config"]["rmia"]["offline_a"] == 0.5
     messages = []
-    results = run_experiment(changed, out, progress=False, log=messages.append)
+    results = run_experiment(changed, out, progress=False, log=messages.append).to_json()
     assert "poisoned: reused 4 of 4 finished shards" in messages
     assert set(results["conditions"]["poisoned"]["attacks"]) == {"rmia-offline", "label-only"}
     assert results["conditions"]["poisoned"]["attacks"]["label-only"]["auc_ci"] is None
@@ -95,7 +95,7 @@ def test_scoring_settings_may_change_without_retraining(plain_run, tmp_path):
 def test_augmented_queries_reach_every_attack(tmp_path):
     config = parse_config({**SMALL_CONFIG, "design": {"num_models": 8, "num_targets": 16},
                            "query": {"count": 5}, "train": {**SMALL_CONFIG["train"], "epochs": 5}})
-    results = run_experiment(config, tmp_path / "run", progress=False, log=quiet)
+    results = run_experiment(config, tmp_path / "run", progress=False, log=quiet).to_json()
     assert np.load(tmp_path / "run" / "signals-poisoned-logits.npy").shape == (8, 1000, 5, 10)
     assert set(results["conditions"]["poisoned"]["attacks"]) == {name.value for name in AttackName}
 

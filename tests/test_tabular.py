@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from truthserum.errors import DataError
-from truthserum.tabular import (
+from truthserum.data.tables import (
     ADULT_DEFAULT_ROLES,
     CPS_COLUMN_NAMES,
     CPS_DEFAULT_ROLES,
@@ -414,7 +414,7 @@ def test_cps_loads_as_documented(cps):
 def test_cps_threshold_is_the_file_median():
     import pandas as pd
 
-    from truthserum.tabular.table import _cps_path
+    from truthserum.data.tables.table import _cps_path
 
     re78 = np.round(pd.read_stata(_cps_path())["re78"].to_numpy(np.float64), 2)
     assert np.median(re78) == pytest.approx(CPS_INCOME_THRESHOLD, abs=0.005)
@@ -441,6 +441,6 @@ def test_cps_role_errors():
 
 
 def test_importing_tabular_leaves_pandas_alone():
-    code = "import sys, truthserum.tabular; print('pandas' in sys.modules)"
+    code = "import sys, truthserum.data.tables; print('pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -50,7 +50,7 @@ def test_attribute_task_records_preprocessing_and_reapplies_it_on_resume(tmp_pat
     csv = _write_table(tmp_path / "people.csv")
     config = _config("attribute", csv, design={"num_models": 8, "num_targets": 24}, poison={"replicas": 2})
     out = tmp_path / "run"
-    results = run_task(config, out, progress=False, log=_quiet)
+    results = run_task(config, out, progress=False, log=_quiet).to_json()
     assert results["task"] == "attribute" and results["targets"] == 24
     assert results["sensitive"]["values"] == ["married", "single"]
     assert set(results["conditions"]) == {"clean", "poisoned"}
@@ -69,7 +69,7 @@ def test_attribute_task_records_preprocessing_and_reapplies_it_on_resume(tmp_pat
     assert poisons["x"].shape[0] == 24 * 2 * 2
 
     # resume: nothing retrained, the same numbers
-    again = run_task(config, out, progress=False, log=_quiet)
+    again = run_task(config, out, progress=False, log=_quiet).to_json()
     assert again["conditions"] == results["conditions"]
     # the recorded encoding is what a resumed run uses: change it and the inputs change, which
     # the pool fingerprint refuses instead of mixing two encodings in one run
@@ -84,7 +84,7 @@ def test_attribute_task_records_preprocessing_and_reapplies_it_on_resume(tmp_pat
 
 
 def test_gain_line_wording_when_a_side_has_no_false_positives():
-    from truthserum.report_tasks import _change
+    from truthserum.report.tasks import _change
 
     assert _change(0.6, 0.95) == "12.7x fewer false positives"
     assert _change(0.95, 0.6) == "12.7x more false positives"
@@ -97,7 +97,7 @@ def test_untargeted_task_attacks_only_the_victims(tmp_path):
     csv = _write_table(tmp_path / "people.csv", rows=300)
     config = _config("untargeted", csv, untargeted={"adversary_fraction": 0.4})
     out = tmp_path / "run"
-    results = run_task(config, out, progress=False, log=_quiet)
+    results = run_task(config, out, progress=False, log=_quiet).to_json()
     assert results["victims"] == 180 and results["adversary"] == 120
     assert list(results["conditions"]) == ["clean-share", "dirty-label", "paired-flip"]
     assert results["skipped_attacks"] == ["rmia-online", "rmia-offline"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from truthserum.query import IDENTITY, QueryView, apply_view, query_logits
+from truthserum.query.views import IDENTITY, QueryView, apply_view, query_logits
 from truthserum.train import Architecture, Ensemble, OptimizerName, Schedule, TrainSettings, build_model, train_ensemble
 from truthserum.train.ensemble import epoch_batches
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from truthserum.precision import precision_at_recall
-from truthserum.untargeted import AdversaryStrategy, adversary_share, split_pool
+from truthserum.metrics.precision import precision_at_recall
+from truthserum.poison.adversary import AdversaryStrategy, adversary_share, split_pool
 
 
 def test_split_is_a_seeded_partition():
@@ -85,7 +85,7 @@ def test_precision_interval_is_seeded_and_holds_the_estimate():
 
 
 def test_false_positive_ratio_at_equal_recall_is_the_odds_ratio():
-    from truthserum.precision import false_positive_ratio
+    from truthserum.metrics.precision import false_positive_ratio
 
     # 100 members called by both; 0.6 precision: 66.7 false positives; 0.95: 5.26 -> 12.7x
     assert false_positive_ratio(0.6, 0.95) == pytest.approx((100 / 0.6 - 100) / (100 / 0.95 - 100))

@@ -1,24 +1,67 @@
 """truthserum: measure how poisoning a few training points amplifies privacy leakage.
 
-The package follows the stages of an experiment: :mod:`~truthserum.data`,
-:mod:`~truthserum.design`, :mod:`~truthserum.poison`, :mod:`~truthserum.train`,
-:mod:`~truthserum.query`, :mod:`~truthserum.attacks`, :mod:`~truthserum.metrics` and
-:mod:`~truthserum.report`; :mod:`~truthserum.runner` wires them to a run directory.
-Tables (:mod:`~truthserum.tabular`) add two tasks, :mod:`~truthserum.attribute` inference and
-:mod:`~truthserum.untargeted` poisoning, whose runners are in :mod:`~truthserum.tasks`;
+The package follows the stages of an experiment: :mod:`~truthserum.data.datasets`,
+:mod:`~truthserum.design`, :mod:`~truthserum.poison.label_flip`, :mod:`~truthserum.train`,
+:mod:`~truthserum.query.views`, :mod:`~truthserum.attacks`, :mod:`~truthserum.metrics.roc` and
+:mod:`~truthserum.report.membership`; :mod:`~truthserum.tasks.membership` wires them to a run directory.
+Tables (:mod:`~truthserum.data.tables`) add two tasks, :mod:`~truthserum.attacks.attribute` inference and
+:mod:`~truthserum.poison.adversary` poisoning, whose runners are in :mod:`~truthserum.tasks`;
 language models (:mod:`~truthserum.lm`) add the fourth, secrets in training text.
 """
 
-from truthserum.attacks import AttackInputs, AttackName, AttackOptions, load_signals, score_attacks
-from truthserum.audit import epsilon_from_counts, epsilon_lower_bound
-from truthserum.config import RunConfig, load_config, parse_config
-from truthserum.errors import TruthserumError
-from truthserum.metrics import bootstrap_intervals, evaluate
-from truthserum.runner import run_experiment
-from truthserum.sweep import run_replica_sweep, run_shadow_sweep
-from truthserum.tasks import run_task
+from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import import_module as _import_module
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+__version__ = "0.1.0"  # the version in pyproject.toml (tests/test_cli_fast.py checks they agree)
+
+# Public names and the modules that define them, imported on first use: ``import truthserum``
+# (and so the command line's --help) loads no numpy, torch or pydantic.
+_EXPORTS = {
+    "AttackInputs": "truthserum.attacks",
+    "AttackName": "truthserum.attacks",
+    "AttackOptions": "truthserum.attacks",
+    "load_signals": "truthserum.attacks",
+    "score_attacks": "truthserum.attacks",
+    "epsilon_from_counts": "truthserum.metrics.epsilon",
+    "epsilon_lower_bound": "truthserum.metrics.epsilon",
+    "RunConfig": "truthserum.config",
+    "load_config": "truthserum.config",
+    "parse_config": "truthserum.config",
+    "TruthserumError": "truthserum.errors",
+    "bootstrap_intervals": "truthserum.metrics.bootstrap",
+    "evaluate": "truthserum.metrics.attack",
+    "run_experiment": "truthserum.tasks.membership",
+    "run_replica_sweep": "truthserum.tasks.sweeps",
+    "run_shadow_sweep": "truthserum.tasks.sweeps",
+    "run_task": "truthserum.tasks",
+}
+
+if _TYPE_CHECKING:
+    from truthserum.attacks import AttackInputs, AttackName, AttackOptions, load_signals, score_attacks
+    from truthserum.config import RunConfig, load_config, parse_config
+    from truthserum.errors import TruthserumError
+    from truthserum.metrics.attack import evaluate
+    from truthserum.metrics.bootstrap import bootstrap_intervals
+    from truthserum.metrics.epsilon import epsilon_from_counts, epsilon_lower_bound
+    from truthserum.tasks import run_task
+    from truthserum.tasks.membership import run_experiment
+    from truthserum.tasks.sweeps import run_replica_sweep, run_shadow_sweep
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "AttackInputs", "AttackName", "AttackOptions", "RunConfig", "TruthserumError",

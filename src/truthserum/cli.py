@@ -1,51 +1,79 @@
 """The ``truthserum`` command: a thin layer over the Python API.
 
 Any :class:`~truthserum.errors.TruthserumError` becomes one line on stderr and exit status 2.
+
+Building the parser imports nothing heavy (no numpy, torch, pydantic or yaml), so that
+``truthserum --help`` and ``--version`` answer at once: the choices below are plain strings
+(tests/test_cli_fast.py checks them against the enums they mirror), and each command imports
+what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-
-from truthserum.attacks import TUNE, AttackName, AttackOptions, load_signals, score_attacks_with_details
-from truthserum.backends import BackendName, LocalBackend, ShardBackend, make_backend
-from truthserum.config import MAX_REPLICAS, Task, load_config, parse_config
+from truthserum import __version__
 from truthserum.errors import ConfigError, SignalsError, TruthserumError
-from truthserum.metrics import evaluate
-from truthserum.report import format_attack_metrics, format_sweep
-from truthserum.report_tasks import format_results
-from truthserum.rundir import read_npz, write_npz
-from truthserum.stages import bootstrap_rng
-from truthserum.sweep import REPLICA_FILES, SHADOW_FILES, parse_counts, run_replica_sweep, run_shadow_sweep
-from truthserum.tasks import run_task
+
+if TYPE_CHECKING:
+    from truthserum.attacks import AttackOptions
+    from truthserum.config import Task
+    from truthserum.tasks.results import RunResults
+    from truthserum.train.executors import ShardBackend
+
+# Mirrors of enums whose modules are slow to import: config.Task, train.executors.BackendName
+# and DEVICES, attacks.registry.AttackName, TUNE and RmiaOptions' defaults.
+TASKS = ("membership", "attribute", "untargeted", "lm")
+BACKENDS = ("local", "ray")
+DEVICES = ("cpu", "cuda", "auto")
+ATTACKS = (
+    "lira-online", "lira-offline", "lira-online-fixed", "lira-offline-fixed", "rmia-online", "rmia-offline",
+    "label-only", "global-threshold",
+)
+TUNE = "tune"
+DEFAULT_RMIA_GAMMA = 2.0
+DEFAULT_RMIA_OFFLINE_A = TUNE
 
 # The packaged demo config of each task (also under configs/ in the repository).
-DEMO_CONFIGS = {
-    Task.MEMBERSHIP: "demo.yaml", Task.ATTRIBUTE: "attribute.yaml", Task.UNTARGETED: "untargeted.yaml",
-    Task.LM: "lm.yaml",
-}
+_DEMO_FILES = {"membership": "demo.yaml", "attribute": "attribute.yaml", "untargeted": "untargeted.yaml",
+               "lm": "lm.yaml"}
 
 
-def demo_config_text(task: Task = Task.MEMBERSHIP) -> str:
+def __getattr__(name: str):
+    if name == "DEMO_CONFIGS":  # keyed by Task, which is slow to import
+        from truthserum.config import Task
+
+        return {Task(task): file for task, file in _DEMO_FILES.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _task_value(task: Task | str) -> str:
+    return str(getattr(task, "value", task))
+
+
+def demo_config_text(task: Task | str = "membership") -> str:
     """The packaged demo config of ``task``."""
-    return resources.files("truthserum").joinpath(f"configs/{DEMO_CONFIGS[task]}").read_text(encoding="utf-8")
+    from importlib import resources
+
+    name = _DEMO_FILES[_task_value(task)]
+    return resources.files("truthserum").joinpath(f"configs/{name}").read_text(encoding="utf-8")
 
 
-def default_demo_dir(task: Task) -> Path:
-    return Path("runs/demo") if task is Task.MEMBERSHIP else Path(f"runs/demo-{task.value}")
+def default_demo_dir(task: Task | str) -> Path:
+    value = _task_value(task)
+    return Path("runs/demo") if value == "membership" else Path(f"runs/demo-{value}")
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--device", default="cpu", choices=["cpu", "cuda", "auto"],
+        "--device", default="cpu", choices=list(DEVICES),
         help="where to train (default: cpu; auto picks cuda when present)",
     )
     parser.add_argument(
-        "--backend", default=BackendName.LOCAL.value, choices=[name.value for name in BackendName],
+        "--backend", default="local", choices=list(BACKENDS),
         help="local (default): train shards one after another in this process; ray: each shard a "
              "Ray task (pip install 'truthserum[ray]'). A run resumes on either",
     )
@@ -57,6 +85,8 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def _backend(args: argparse.Namespace) -> ShardBackend:
+    from truthserum.train.executors import BackendName, make_backend
+
     if args.backend != BackendName.RAY.value and args.cpus_per_shard != 1:
         raise ConfigError("--cpus-per-shard is for --backend ray")
     return make_backend(BackendName(args.backend), address=args.address, cpus_per_shard=args.cpus_per_shard)
@@ -68,6 +98,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Measure how poisoning amplifies privacy attacks (Truth Serum): membership, "
                     "attribute inference and secrets in language models.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run or resume an experiment from a YAML config")
@@ -80,7 +111,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "demo", help="clean versus poisoned: membership (MNIST digits), attribute or untargeted (census "
                      "table), lm (secrets in language models)"
     )
-    demo.add_argument("--task", default=Task.MEMBERSHIP.value, choices=[task.value for task in Task],
+    demo.add_argument("--task", default="membership", choices=list(TASKS),
                       help="membership (default): targeted poisons on built-in MNIST; attribute: infer "
                            "marital status on the built-in CPS census table; untargeted: the adversary "
                            "holds half of that table; lm: canary secrets in byte transformers trained on "
@@ -108,28 +139,31 @@ def _build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--signals", type=Path, required=True,
                         help=".npz with logits (M,N[,A],C), labels (N,), keep (M,N), optional targets (T,); "
                              "without logits, they are read from <stem>-logits.npy beside it")
-    attack.add_argument("--attack", required=True, choices=[name.value for name in AttackName])
+    attack.add_argument("--attack", required=True, choices=list(ATTACKS))
     attack.add_argument("--out", type=Path, help=".npz to receive scores (M,T) and members (M,T)")
     _add_attack_options(attack)
     return parser
 
 
 def _add_attack_options(parser: argparse.ArgumentParser) -> None:
-    defaults = AttackOptions()
     parser.add_argument("--shadow-models", default=None, metavar="K",
                         help="use K shadow models per target point (K/2 IN, K/2 OUT; default and "
                              "'all': every other model, less one on a balanced design)")
-    parser.add_argument("--rmia-gamma", type=float, default=defaults.rmia_gamma, metavar="G",
-                        help=f"RMIA likelihood-ratio threshold (default {defaults.rmia_gamma:g})")
-    parser.add_argument("--rmia-offline-a", default=str(defaults.rmia_offline_a), metavar="A",
+    parser.add_argument("--rmia-gamma", type=float, default=DEFAULT_RMIA_GAMMA, metavar="G",
+                        help=f"RMIA likelihood-ratio threshold (default {DEFAULT_RMIA_GAMMA:g})")
+    parser.add_argument("--rmia-offline-a", default=str(DEFAULT_RMIA_OFFLINE_A), metavar="A",
                         help=f"RMIA offline interpolation in [0, 1], or '{TUNE}' to fit it on the "
-                             f"shadow models (default {defaults.rmia_offline_a})")
+                             f"shadow models (default {DEFAULT_RMIA_OFFLINE_A})")
     parser.add_argument("--rmia-population", type=int, default=None, metavar="Z",
                         help="RMIA population size, drawn from the non-target points (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed for shadow draws and sampling (default 0)")
 
 
 def _attack_options(args: argparse.Namespace) -> AttackOptions:
+    from truthserum.attacks import AttackOptions
+    from truthserum.attacks.options import rmia_options
+    from truthserum.tasks.sweeps import parse_counts
+
     a = args.rmia_offline_a
     if a != TUNE:
         try:
@@ -142,26 +176,27 @@ def _attack_options(args: argparse.Namespace) -> AttackOptions:
         if len(shadow_models) != 1:
             raise SignalsError("--shadow-models: give one number (or 'all') to attack")
         shadow_models = shadow_models[0]
-    options = AttackOptions(
-        shadow_models=shadow_models, rmia_gamma=args.rmia_gamma, rmia_offline_a=a,
-        rmia_population=args.rmia_population, seed=args.seed,
-    )
+    rmia = rmia_options(gamma=args.rmia_gamma, offline_a=a, population=args.rmia_population)
+    options = AttackOptions(shadow_models=shadow_models, seed=args.seed, rmia=rmia)
     options.validate()
     return options
 
 
-def _print_results(results: dict, out: Path) -> None:
+def _print_results(results: RunResults, out: Path) -> None:
     print()
-    print(format_results(results))
-    for warning in results["warnings"]:
+    print(results.summary())
+    for warning in results.warnings:
         print(f"warning: {warning}")
     roc = f"   ROC: {out / 'roc.png'}" if (out / "roc.png").exists() else ""
     if (out / "exposure.png").exists():
         roc = f"   exposure plot: {out / 'exposure.png'}"
-    print(f"\nresults: {out / 'results.json'}{roc}   time: {results['timing']['total_seconds']:.0f} s")
+    print(f"\nresults: {out / 'results.json'}{roc}   time: {results.timing.total_seconds:.0f} s")
 
 
 def _run(args: argparse.Namespace, backend: ShardBackend) -> int:
+    from truthserum.config import load_config
+    from truthserum.tasks import run_task
+
     config = load_config(args.config)
     _print_results(
         run_task(config, args.out, device=args.device, progress=not args.quiet, backend=backend), args.out
@@ -172,6 +207,9 @@ def _run(args: argparse.Namespace, backend: ShardBackend) -> int:
 def _demo(args: argparse.Namespace, backend: ShardBackend) -> int:
     import yaml
 
+    from truthserum.config import Task, parse_config
+    from truthserum.tasks import run_task
+
     task = Task(args.task)
     config = parse_config(yaml.safe_load(demo_config_text(task)), source=f"{task.value} demo config")
     out = args.out or default_demo_dir(task)
@@ -180,6 +218,13 @@ def _demo(args: argparse.Namespace, backend: ShardBackend) -> int:
 
 
 def _sweep(args: argparse.Namespace, backend: ShardBackend) -> int:
+    from truthserum.config import load_config
+    from truthserum.config.sections import MAX_REPLICAS
+    from truthserum.report.membership import format_sweep
+    from truthserum.tasks.sweeps import (
+        REPLICA_FILES, SHADOW_FILES, parse_counts, run_replica_sweep, run_shadow_sweep,
+    )
+
     config = load_config(args.config)
     if args.replicas is not None:
         budgets = parse_counts(args.replicas, option="--replicas", maximum=MAX_REPLICAS)
@@ -200,6 +245,12 @@ def _sweep(args: argparse.Namespace, backend: ShardBackend) -> int:
 
 
 def _attack(args: argparse.Namespace, backend: ShardBackend) -> int:
+    from truthserum.attacks import load_signals, score_attacks_with_details
+    from truthserum.metrics.attack import evaluate
+    from truthserum.report.membership import format_attack_metrics
+    from truthserum.store.rundir import read_npz, write_npz
+    from truthserum.tasks.stages import bootstrap_rng
+
     if args.out is not None and args.out.resolve() == args.signals.resolve():
         raise SignalsError(f"--out {args.out} would overwrite the signals file; choose another path")
     if args.out is not None and args.out.exists():
@@ -208,11 +259,11 @@ def _attack(args: argparse.Namespace, backend: ShardBackend) -> int:
             raise SignalsError(f"--out {args.out} exists and is not an earlier scores file; choose another path")
     options = _attack_options(args)
     inputs = load_signals(args.signals)
-    name = AttackName(args.attack)
+    name = args.attack
     all_scores, details = score_attacks_with_details(inputs, [name], options)
     scores, members = all_scores[name], inputs.members
-    metrics = evaluate(scores, members, rng=bootstrap_rng(options.seed, name.value))
-    print(f"{name.value}: {format_attack_metrics(metrics.to_dict() | details.get(name, {}))}")
+    metrics = evaluate(scores, members, rng=bootstrap_rng(options.seed, name))
+    print(f"{name}: {format_attack_metrics(metrics.to_dict() | details.get(name, {}))}")
     if args.out is not None:
         try:
             write_npz(args.out, {"scores": scores, "members": members})
@@ -225,15 +276,27 @@ def _attack(args: argparse.Namespace, backend: ShardBackend) -> int:
 _COMMANDS = {"run": _run, "demo": _demo, "sweep": _sweep, "attack": _attack}
 
 
+# The library's errors name its parameters; the command's name its options.
+_CLI_WORDS = {"another out_dir": "another --out"}
+
+
+def _in_cli_words(message: str) -> str:
+    for library, command in _CLI_WORDS.items():
+        message = message.replace(library, command)
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    from truthserum.train.executors import LocalBackend  # the first heavy import, after parsing
+
     backend: ShardBackend = LocalBackend()
     try:
         if hasattr(args, "backend"):
             backend = _backend(args)
         return _COMMANDS[args.command](args, backend)
     except TruthserumError as exc:
-        print(f"truthserum: error: {exc}", file=sys.stderr)
+        print(f"truthserum: error: {_in_cli_words(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, a read-only run directory, a path that is a file
         where = f"{exc.filename}: " if exc.filename else ""

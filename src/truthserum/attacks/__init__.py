@@ -1,14 +1,17 @@
-"""Stage 6, attack: membership scores from signals."""
+"""Stage 6, attack: membership scores from signals, through an open registry of attacks."""
 
 from truthserum.attacks.inputs import AttackInputs, load_signals, signals_logits_name
+from truthserum.attacks.options import TUNE, AttackOptions, RmiaOptions
 from truthserum.attacks.registry import (
-    ATTACKS, TUNE, AttackName, AttackOptions, score_attacks, score_attacks_with_details,
+    Attack, AttackName, Scoring, get_attack, register_attack, registered_attacks, score_attacks,
+    score_attacks_with_details, unregister_attack,
 )
 from truthserum.attacks.shadows import ShadowPlan, check_shadow_budget
 from truthserum.attacks.signals import phi_from_logits
 
 __all__ = [
-    "ATTACKS", "TUNE", "AttackInputs", "AttackName", "AttackOptions", "ShadowPlan",
-    "check_shadow_budget", "load_signals", "phi_from_logits", "score_attacks", "signals_logits_name",
-    "score_attacks_with_details",
+    "TUNE", "Attack", "AttackInputs", "AttackName", "AttackOptions", "RmiaOptions", "Scoring", "ShadowPlan",
+    "check_shadow_budget", "get_attack", "load_signals", "phi_from_logits", "register_attack",
+    "registered_attacks", "score_attacks", "score_attacks_with_details", "signals_logits_name",
+    "unregister_attack",
 ]

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from truthserum.errors import SignalsError
-from truthserum.logit_store import LogitStore, check_finite
-from truthserum.npzio import read_user_npz
+from truthserum.store.logits import LogitStore, check_finite
+from truthserum.store.user_files import read_user_npz
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class AttackInputs:
 
     Attributes:
         logits: ``(M, N, A, C)`` float; a ``(M, N, C)`` array is read as A = 1. Either an array
-            in memory or a :class:`~truthserum.logit_store.LogitStore` on disk, which the
+            in memory or a :class:`~truthserum.store.logits.LogitStore` on disk, which the
             attacks read a chunk of points at a time.
         labels: ``(N,)`` int true labels.
         keep: ``(M, N)`` bool, True where model m trained on point n.

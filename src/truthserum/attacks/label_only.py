@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from truthserum.attacks.lira import MaskFor, check_group_sizes
-from truthserum.logit_store import position_chunks
+from truthserum.store.logits import position_chunks
 
 SMOOTHING = 0.5
 
@@ -48,7 +48,7 @@ def label_only(
         keep: ``(M, T)`` membership of the target points.
         mask_for: the usable shadows of a target model for some target positions.
         chunk: target points processed together (bounds the temporaries; default
-            :func:`~truthserum.logit_store.chunk_points`).
+            :func:`~truthserum.store.logits.chunk_points`).
 
     Returns:
         ``(M, T)`` scores, higher means member.

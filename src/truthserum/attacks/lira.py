@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from truthserum.errors import SignalsError
-from truthserum.logit_store import position_chunks
+from truthserum.store.logits import position_chunks
 
 SCALE_FLOOR = 1e-6
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
@@ -180,7 +180,7 @@ def lira(
         online: online (IN and OUT Gaussians) or offline (one-sided test against OUT).
         fixed_variance: use one scale per group for all target points.
         chunk: target points processed together; bounds the temporaries to ``(M, chunk, A)``
-            (default :func:`~truthserum.logit_store.chunk_points`).
+            (default :func:`~truthserum.store.logits.chunk_points`).
 
     Returns:
         ``(M, T)`` scores, higher means member. Online: mean over queries of

@@ -1,11 +1,13 @@
-"""Attack names, their options, and the functions behind them: the one place that maps a name
-to code."""
+"""The attack registry: every membership attack, built-in or a user's, is a name, the derived
+signal it reads and a function of the shared :class:`Scoring`; :func:`register_attack` adds one
+and the built-in attacks are registered through it too. A registered attack can be named in a
+config's ``attacks``, and then appears in results, reports and sweeps like the built-in ones."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from functools import cached_property
 
 import numpy as np
@@ -14,15 +16,16 @@ from truthserum import seeding
 from truthserum.attacks.inputs import AttackInputs
 from truthserum.attacks.label_only import label_only
 from truthserum.attacks.lira import global_threshold, lira
+from truthserum.attacks.options import TUNE, AttackOptions
 from truthserum.attacks.rmia import rmia_scores, tune_offline_a
 from truthserum.attacks.shadows import ShadowPlan
 from truthserum.attacks.signals import label_is_correct, log_true_probability, phi_from_logits
 from truthserum.errors import SignalsError
-from truthserum.logit_store import column_chunks
+from truthserum.store.logits import column_chunks
 
 
-class AttackName(str, Enum):
-    """Membership-inference attacks (definitions in docs/attacks.md)."""
+class AttackName(StrEnum):
+    """The built-in membership attacks (definitions in docs/attacks.md)."""
 
     LIRA_ONLINE = "lira-online"
     LIRA_OFFLINE = "lira-offline"
@@ -34,49 +37,15 @@ class AttackName(str, Enum):
     GLOBAL_THRESHOLD = "global-threshold"
 
 
-TUNE = "tune"
-DEFAULT_GAMMA = 2.0
-DEFAULT_OFFLINE_A = TUNE
+class Scoring:
+    """What the attacks of one scoring share: the inputs, the shadow plan and derived signals.
 
-
-@dataclass(frozen=True)
-class AttackOptions:
-    """Settings shared by the attacks of one scoring.
-
-    Attributes:
-        shadow_models: shadows per target point (k/2 IN + k/2 OUT), or None for the default
-            shadows (every other model, less one on a balanced design; see
-            :class:`~truthserum.attacks.shadows.ShadowPlan`).
-        rmia_gamma: RMIA's likelihood-ratio threshold (> 0).
-        rmia_offline_a: RMIA offline's interpolation parameter in [0, 1], or ``"tune"`` to pick
-            it on shadow models only (one a per random half of the models, tuned on the other
-            half; see :mod:`truthserum.attacks.rmia`).
-        rmia_population: how many non-target points serve as RMIA's population (a seeded
-            random subset), or None for all of them.
-        seed: seeds the shadow draw, the population subset and the tuning.
+    An attack reads ``keep`` (``(M, T)`` membership of the targets), ``target_mask(m, positions)``
+    (target model m's shadows for the targets at ``positions``) and the derived signal it
+    declares: ``phi`` (logit-scaled confidence, ``(M, T, A)``), ``correct`` (whether each view is
+    labelled right) or ``log_p`` (log probability of the true label on the targets, then the
+    population). Each signal is computed once, when the first attack reads it.
     """
-
-    shadow_models: int | None = None
-    rmia_gamma: float = DEFAULT_GAMMA
-    rmia_offline_a: float | str = DEFAULT_OFFLINE_A
-    rmia_population: int | None = None
-    seed: int = 0
-
-    def validate(self) -> None:
-        """Raise :class:`SignalsError` naming the first bad option."""
-        if not (np.isfinite(self.rmia_gamma) and self.rmia_gamma > 0):
-            raise SignalsError(f"rmia gamma must be a positive number, got {self.rmia_gamma}")
-        a = self.rmia_offline_a
-        if a != TUNE and not (isinstance(a, int | float) and not isinstance(a, bool) and 0.0 <= a <= 1.0):
-            raise SignalsError(f"rmia offline a must lie in [0, 1] or be '{TUNE}', got {a!r}")
-        if self.rmia_population is not None and self.rmia_population < 1:
-            raise SignalsError(f"rmia population must be at least 1, got {self.rmia_population}")
-        if self.seed < 0:
-            raise SignalsError(f"the seed must be a non-negative integer, got {self.seed}")
-
-
-class _Scoring:
-    """What the attacks of one call share: the inputs, the shadow plan and derived signals."""
 
     def __init__(self, inputs: AttackInputs, options: AttackOptions):
         options.validate()
@@ -85,7 +54,7 @@ class _Scoring:
         self.targets = inputs.targets
         self.keep = inputs.keep[:, self.targets]
         self.plan = ShadowPlan(keep=inputs.keep, count=options.shadow_models, seed=options.seed)
-        self.details: dict[AttackName, dict] = {}  # what an attack chose, e.g. a tuned parameter
+        self.details: dict[str, dict] = {}  # what an attack chose, e.g. a tuned parameter
 
     def target_mask(self, m: int, positions: np.ndarray) -> np.ndarray:
         """Target model m's shadows for the targets at ``positions`` of ``targets``."""
@@ -117,7 +86,7 @@ class _Scoring:
                 "rmia needs population points that are not targets, but every point is a target; "
                 "name fewer points in `targets`"
             )
-        size = self.options.rmia_population
+        size = self.options.rmia.population
         if size is not None and size < others.size:
             chosen = seeding.rng(self.options.seed, "population").choice(others.size, size, replace=False)
             others = others[np.sort(chosen)]
@@ -142,7 +111,8 @@ class _Scoring:
         keep = self.inputs.keep[:, columns]
         num_targets = self.targets.size
         num_models = keep.shape[0]
-        tune = offline and self.options.rmia_offline_a == TUNE
+        rmia = self.options.rmia
+        tune = offline and rmia.offline_a == TUNE
         half_a = {}
         if tune:
             # each half's a is tuned on the other half: one a per half, never the target's own
@@ -150,46 +120,112 @@ class _Scoring:
             for side in (True, False):
                 others = np.broadcast_to((half != side)[:, None], keep.shape)
                 half_a[side] = tune_offline_a(
-                    log_p, keep, others, num_targets=num_targets, gamma=self.options.rmia_gamma,
+                    log_p, keep, others, num_targets=num_targets, gamma=rmia.gamma,
                     rng=seeding.rng(self.options.seed, "tune-a", int(side)),
                 )
-            self.details[AttackName.RMIA_OFFLINE] = {"tuned_offline_a": [half_a[True], half_a[False]]}
+            self.details[AttackName.RMIA_OFFLINE.value] = {"tuned_offline_a": [half_a[True], half_a[False]]}
         offline_a = None
         if offline:
-            offline_a = [half_a[bool(half[m])] if tune else self.options.rmia_offline_a for m in range(num_models)]
+            offline_a = [half_a[bool(half[m])] if tune else rmia.offline_a for m in range(num_models)]
         return rmia_scores(
             log_p, keep, lambda m, positions: self.plan.mask(m, columns[positions]), num_targets=num_targets,
-            gamma=self.options.rmia_gamma, offline_a=offline_a, downdate=self.plan.count is None,
+            gamma=rmia.gamma, offline_a=offline_a, downdate=self.plan.count is None,
         )
 
 
-# The derived signal each attack reads; attacks run grouped by it, and each signal is freed
-# once the last attack that reads it is done.
-SIGNAL_OF = {
-    AttackName.LIRA_ONLINE: "phi", AttackName.LIRA_OFFLINE: "phi", AttackName.LIRA_ONLINE_FIXED: "phi",
-    AttackName.LIRA_OFFLINE_FIXED: "phi", AttackName.GLOBAL_THRESHOLD: "phi", AttackName.LABEL_ONLY: "correct",
-    AttackName.RMIA_ONLINE: "log_p", AttackName.RMIA_OFFLINE: "log_p",
-}
+@dataclass(frozen=True)
+class Attack:
+    """A registered membership attack.
 
-ATTACKS: dict[AttackName, Callable[[_Scoring], np.ndarray]] = {
-    AttackName.LIRA_ONLINE: lambda s: lira(s.phi, s.keep, s.target_mask, online=True, fixed_variance=False),
-    AttackName.LIRA_OFFLINE: lambda s: lira(s.phi, s.keep, s.target_mask, online=False, fixed_variance=False),
-    AttackName.LIRA_ONLINE_FIXED: lambda s: lira(s.phi, s.keep, s.target_mask, online=True, fixed_variance=True),
-    AttackName.LIRA_OFFLINE_FIXED: lambda s: lira(s.phi, s.keep, s.target_mask, online=False, fixed_variance=True),
-    AttackName.RMIA_ONLINE: lambda s: s.rmia(offline=False),
-    AttackName.RMIA_OFFLINE: lambda s: s.rmia(offline=True),
-    AttackName.LABEL_ONLY: lambda s: label_only(s.correct, s.keep, s.target_mask),
-    AttackName.GLOBAL_THRESHOLD: lambda s: global_threshold(s.phi),
-}
+    Attributes:
+        name: how configs, results and reports name it.
+        score: ``score(scoring) -> (M, T)`` float scores, higher meaning "more likely a member".
+        signal: the derived signal of :class:`Scoring` it reads (``phi``, ``correct``,
+            ``log_p``), or None; attacks run grouped by signal, and each signal is freed once
+            the last attack reading it is done.
+        needs_population: it compares targets with non-target points (RMIA), so it cannot
+            run where every point is a target (the untargeted task).
+    """
+
+    name: str
+    score: Callable[[Scoring], np.ndarray]
+    signal: str | None = None
+    needs_population: bool = False
 
 
-ScoreSink = Callable[[AttackName, np.ndarray], None]
+_REGISTRY: dict[str, Attack] = {}
+
+
+def register_attack(
+    name: str, score: Callable[[Scoring], np.ndarray] | None = None, *, signal: str | None = None,
+    needs_population: bool = False,
+):
+    """Register a membership attack under ``name``; usable as a decorator::
+
+        @register_attack("loss", signal="phi")
+        def loss_attack(scoring):
+            return scoring.phi.mean(axis=-1)
+
+    Raises:
+        ValueError: ``name`` is taken (a built-in attack's name included) or empty.
+    """
+    def add(function: Callable[[Scoring], np.ndarray]) -> Callable[[Scoring], np.ndarray]:
+        if not name or name in _REGISTRY:
+            raise ValueError(f"attack name {name!r} is {'taken' if name else 'empty'}")
+        if signal is not None and not isinstance(getattr(Scoring, signal, None), cached_property):
+            raise ValueError(f"attack {name!r}: unknown signal {signal!r} (phi, correct or log_p)")
+        _REGISTRY[name] = Attack(name=name, score=function, signal=signal, needs_population=needs_population)
+        return function
+
+    return add if score is None else add(score)
+
+
+def unregister_attack(name: str) -> None:
+    """Remove a user's attack (built-in attacks stay)."""
+    if name in AttackName.__members__.values():
+        raise ValueError(f"{name!r} is a built-in attack")
+    _REGISTRY.pop(name, None)
+
+
+def registered_attacks() -> tuple[str, ...]:
+    """Every registered attack's name, the built-in ones first."""
+    return tuple(_REGISTRY)
+
+
+def get_attack(name: str) -> Attack:
+    """The attack registered as ``name``.
+
+    Raises:
+        SignalsError: no attack has that name.
+    """
+    try:
+        return _REGISTRY[str(name)]
+    except KeyError:
+        raise SignalsError(f"unknown attack {name!r}; registered: {', '.join(_REGISTRY)}") from None
+
+
+for _name, _score, _signal in (
+    (AttackName.LIRA_ONLINE, lambda s: lira(s.phi, s.keep, s.target_mask, online=True, fixed_variance=False), "phi"),
+    (AttackName.LIRA_OFFLINE, lambda s: lira(s.phi, s.keep, s.target_mask, online=False, fixed_variance=False), "phi"),
+    (AttackName.LIRA_ONLINE_FIXED, lambda s: lira(s.phi, s.keep, s.target_mask, online=True, fixed_variance=True),
+     "phi"),
+    (AttackName.LIRA_OFFLINE_FIXED, lambda s: lira(s.phi, s.keep, s.target_mask, online=False, fixed_variance=True),
+     "phi"),
+    (AttackName.RMIA_ONLINE, lambda s: s.rmia(offline=False), "log_p"),
+    (AttackName.RMIA_OFFLINE, lambda s: s.rmia(offline=True), "log_p"),
+    (AttackName.LABEL_ONLY, lambda s: label_only(s.correct, s.keep, s.target_mask), "correct"),
+    (AttackName.GLOBAL_THRESHOLD, lambda s: global_threshold(s.phi), "phi"),
+):
+    register_attack(_name.value, _score, signal=_signal, needs_population=_signal == "log_p")
+
+
+ScoreSink = Callable[[str, np.ndarray], None]
 
 
 def score_attacks_with_details(
-    inputs: AttackInputs, attacks: Iterable[AttackName], options: AttackOptions | None = None,
+    inputs: AttackInputs, attacks: Iterable[str], options: AttackOptions | None = None,
     *, sink: ScoreSink | None = None,
-) -> tuple[dict[AttackName, np.ndarray], dict[AttackName, dict]]:
+) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """:func:`score_attacks`, plus what each attack chose on its own (for rmia-offline with a
     tuned a: ``{"tuned_offline_a": [a of one half, a of the other]}``).
 
@@ -197,35 +233,36 @@ def score_attacks_with_details(
     computed and are not kept (the returned scores are empty): a large audit then holds one
     attack's ``(M, T)`` scores at a time.
     """
-    scoring = _Scoring(inputs, options or AttackOptions())
-    names = [AttackName(name) for name in attacks]
-    signals = list(dict.fromkeys(SIGNAL_OF[name] for name in names))
-    scores: dict[AttackName, np.ndarray] = {}
+    scoring = Scoring(inputs, options or AttackOptions())
+    chosen = [get_attack(name) for name in attacks]
+    signals = list(dict.fromkeys(attack.signal for attack in chosen))
+    scores: dict[str, np.ndarray] = {}
     for signal in signals:
-        for name in (n for n in names if SIGNAL_OF[n] == signal):
-            result = ATTACKS[name](scoring)
+        for attack in (a for a in chosen if a.signal == signal):
+            result = attack.score(scoring)
             if sink is None:
-                scores[name] = result
+                scores[attack.name] = result
             else:
-                sink(name, result)
+                sink(attack.name, result)
             del result
-        scoring.release(signal)
-    return {name: scores[name] for name in names if name in scores}, scoring.details
+        if signal is not None:
+            scoring.release(signal)
+    return {a.name: scores[a.name] for a in chosen if a.name in scores}, scoring.details
 
 
 def score_attacks(
-    inputs: AttackInputs, attacks: Iterable[AttackName], options: AttackOptions | None = None
-) -> dict[AttackName, np.ndarray]:
+    inputs: AttackInputs, attacks: Iterable[str], options: AttackOptions | None = None
+) -> dict[str, np.ndarray]:
     """Score every (model, target point) pair with each attack.
 
     Args:
         inputs: validated signals.
-        attacks: which attacks to run.
+        attacks: names of registered attacks (:class:`AttackName` for the built-in ones).
         options: shadow budget and RMIA settings (defaults: the default shadows, gamma 2, a
             tuned on shadow models, every non-target point as population).
 
     Returns:
-        attack -> ``(M, T)`` float64 scores, higher meaning "more likely a member"; the
+        attack name -> ``(M, T)`` float64 scores, higher meaning "more likely a member"; the
         ground truth is ``inputs.members``.
     """
     return score_attacks_with_details(inputs, attacks, options)[0]

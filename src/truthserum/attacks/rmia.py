@@ -37,7 +37,7 @@ from scipy.special import logsumexp
 from scipy.stats import rankdata
 
 from truthserum.errors import SignalsError
-from truthserum.logit_store import chunk_points
+from truthserum.store.logits import chunk_points
 
 TUNING_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 TUNING_PSEUDO_TARGETS = 8
@@ -119,7 +119,7 @@ def _direct_log_mean(log_p: np.ndarray, group: np.ndarray) -> np.ndarray:
 
 
 def _point_slices(num_points: int) -> list[slice]:
-    """The chunks of :func:`~truthserum.logit_store.chunk_points` points every RMIA pass
+    """The chunks of :func:`~truthserum.store.logits.chunk_points` points every RMIA pass
     visits, as slices (views of ``log_p``, never copies of it)."""
     return [slice(start, min(start + chunk_points(), num_points)) for start in range(0, num_points, chunk_points())]
 

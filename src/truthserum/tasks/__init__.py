@@ -1,36 +1,43 @@
-"""Runners of the tasks, one per secret: membership (in :mod:`truthserum.runner`),
-attribute inference, untargeted poisoning and language-model secrets. :func:`run_task` picks the one a config names."""
+"""The tasks, one per secret: membership, attribute inference, untargeted poisoning and
+language-model secrets. Each supplies its own stages as a runner
+(:class:`~truthserum.tasks.skeleton.TaskRunner`) and every one of them goes through the same
+skeleton, :func:`~truthserum.tasks.skeleton.execute`; :func:`run_task` picks the runner a config
+names."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from truthserum.backends import ShardBackend
 from truthserum.config import RunConfig, Task
-from truthserum.runner import run_experiment
-from truthserum.stages import log_to_stderr
-from truthserum.tasks.attribute import run_attribute
-from truthserum.tasks.lm import run_lm
-from truthserum.tasks.untargeted import run_untargeted
+from truthserum.tasks.attribute import AttributeRunner
+from truthserum.tasks.lm import LmRunner
+from truthserum.tasks.membership import MembershipRunner
+from truthserum.tasks.results import RunResults
+from truthserum.tasks.skeleton import TaskRunner, execute
+from truthserum.tasks.stages import Log, log_to_stderr
+from truthserum.tasks.untargeted import UntargetedRunner
+from truthserum.train.executors import ShardBackend
 
-RUNNERS: dict[Task, Callable[..., dict]] = {
-    Task.MEMBERSHIP: run_experiment,
-    Task.ATTRIBUTE: run_attribute,
-    Task.UNTARGETED: run_untargeted,
-    Task.LM: run_lm,
+RUNNERS: dict[Task, Callable[[], TaskRunner]] = {
+    Task.MEMBERSHIP: MembershipRunner,
+    Task.ATTRIBUTE: AttributeRunner,
+    Task.UNTARGETED: UntargetedRunner,
+    Task.LM: LmRunner,
 }
 
 
 def run_task(
-    config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True, log=log_to_stderr,
+    config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True, log: Log = log_to_stderr,
     backend: ShardBackend | None = None,
-) -> dict:
-    """Run (or resume) ``config`` with its task's runner; returns ``results.json``.
+) -> RunResults:
+    """Run (or resume) ``config`` with its task's runner in ``out_dir``; returns its results
+    (also written to ``results.json``).
 
     ``backend`` trains the shards: in this process by default, or a
-    :class:`~truthserum.backends.RayBackend`."""
-    return RUNNERS[config.task](config, out_dir, device=device, progress=progress, log=log, backend=backend)
+    :class:`~truthserum.train.executors.RayBackend`."""
+    return execute(RUNNERS[config.task](), config, out_dir, device=device, progress=progress, log=log,
+                   backend=backend)
 
 
-__all__ = ["RUNNERS", "run_attribute", "run_lm", "run_task", "run_untargeted"]
+__all__ = ["RUNNERS", "RunResults", "run_task"]

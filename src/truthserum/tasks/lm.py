@@ -1,7 +1,7 @@
-"""The language-model task's runner: canaries in the training text, models trained clean and
+"""The language-model task's own stages: canaries in the training text, models trained clean and
 under each poisoning condition, then exposure (raw, calibrated, extrapolated) and beam-search
-extraction per canary. Definitions are in :mod:`truthserum.lm.exposure`,
-:mod:`truthserum.lm.extraction` and docs/attacks.md.
+extraction per canary. Definitions are in :mod:`truthserum.attacks.exposure`,
+:mod:`truthserum.attacks.extraction` and docs/attacks.md.
 
 Files it adds to the run directory (``r<k>`` is replicate k, each with fresh canaries)::
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +28,22 @@ import numpy as np
 from truthserum import seeding
 from truthserum.config import RunConfig
 from truthserum.errors import ConfigError, DataError, RunDirError
-from truthserum.lm.backends import Backend, ByteBackend, SecretQuery
-from truthserum.lm.canaries import (
+from truthserum.train.lm.backends import Backend, ByteBackend, SecretQuery
+from truthserum.poison.canaries import (
     Canaries, PoisonStrategy, canary_lines, digit_free_words, insert_lines, make_canaries, make_poisons,
 )
-from truthserum.lm.config import CorpusSource, LmConfig, ModelKind, PoisonCondition
-from truthserum.lm.corpus import Corpus, builtin_corpus, text_file_corpus
-from truthserum.lm.measure import (
+from truthserum.config.lm import CorpusSource, LmConfig, ModelKind, PoisonCondition
+from truthserum.data.text import Corpus, builtin_corpus, text_file_corpus
+from truthserum.attacks.secrets import (
     SCORES, CanaryTask, flatten_hits, mean_with_interval, paired_change, score_canary,
 )
-from truthserum.report_lm import plot_exposure
-from truthserum.rundir import RunDirectory, write_json
-from truthserum.backends import LocalBackend, ShardBackend
-from truthserum.stages import POISON_FRACTION_WARNING, Log, log_to_stderr, record_warning
+from truthserum.report.lm import plot_exposure
+from truthserum.store.fingerprints import check_inputs_unchanged
+from truthserum.store.rundir import RunDirectory, write_json
+from truthserum.tasks.results import RunResults
+from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
+from truthserum.train.executors import LocalBackend, ShardBackend
+from truthserum.tasks.stages import POISON_FRACTION_WARNING, Log, log_to_stderr
 
 CLEAN = "clean"
 # What a canary's query starts with: canaries are lines of their own in the training text.
@@ -56,7 +60,7 @@ def load_corpus(config: LmConfig) -> Corpus:
 
 def make_backend(config: LmConfig, corpus: Corpus, device) -> Backend:
     if config.model.kind is ModelKind.HF:
-        from truthserum.lm.hf import HFBackend  # transformers is imported only for this path
+        from truthserum.train.lm.hf import HFBackend  # transformers is imported only for this path
 
         assert config.model.path is not None
         return HFBackend(path=config.model.path, settings=config.train.settings(), context=config.model.context,
@@ -78,22 +82,19 @@ def preflight(config: LmConfig, corpus: Corpus, backend: Backend) -> None:
 
 
 def _check_corpus(run_dir: RunDirectory, corpus: Corpus, backend: Backend) -> None:
-    path = run_dir.file("corpus.json")
+    """Refuse to resume on other text or another model folder (the shared fingerprint check)."""
     record = {"name": corpus.name, "sha256": corpus.fingerprint(), "model": backend.fingerprint(),
               "train_bytes": len(corpus.train.encode()), "validation_bytes": len(corpus.validation.encode())}
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunDirError(f"{path}: unreadable ({exc}); use another --out") from None
-        if stored.get("sha256") != record["sha256"]:
-            raise RunDirError(f"{run_dir.root} was trained on other text than {corpus.name} holds now "
-                              "(corpus.json differs); use another --out")
-        if stored.get("model") != record["model"]:
-            raise RunDirError(f"{run_dir.root} was trained from another model folder than the one at that path "
-                              "now (corpus.json differs); use another --out")
-        return
-    write_json(path, record)
+    check_inputs_unchanged(
+        run_dir, "corpus.json", record,
+        compared={
+            "sha256": f"{run_dir.root} was trained on other text than {corpus.name} holds now "
+                      "(corpus.json differs); use another out_dir",
+            "model": f"{run_dir.root} was trained from another model folder than the one at that path "
+                     "now (corpus.json differs); use another out_dir",
+        },
+        trained=lambda: any((run_dir.root / "lm").glob("r*/models-*")),
+    )
 
 
 def _read_json(path: Path) -> dict | None:
@@ -116,10 +117,10 @@ def _stage_canaries(run_dir: RunDirectory, config: RunConfig, replicate: int) ->
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise RunDirError(f"{path}: unreadable ({exc}); use another --out") from None
+            raise RunDirError(f"{path}: unreadable ({exc}); use another out_dir") from None
         if stored != record:
             raise RunDirError(f"{path} holds other canaries than this version of truthserum draws for the "
-                              "config; its models cannot be reused; use another --out")
+                              "config; its models cannot be reused; use another out_dir")
     else:
         write_json(path, record)
     return canaries
@@ -297,64 +298,77 @@ def most_leaking(conditions: dict, key: str) -> str:
     return max(conditions, key=lambda name: conditions[name]["metrics"][key]["mean"])
 
 
+@dataclass(frozen=True)
+class LmInputs:
+    corpus: Corpus
+    backend: Backend
+
+
+@dataclass(frozen=True)
+class LmRunner:
+    """Secrets in language models: canaries in the training text, one set of models per
+    poisoning condition, exposure and extraction of every canary."""
+
+    def prepare(self, config: RunConfig, *, device, backend: ShardBackend) -> LmInputs:
+        if not isinstance(backend, LocalBackend):
+            raise ConfigError("task 'lm' trains in this process; --backend ray is for the membership, "
+                              "attribute and untargeted tasks")
+        corpus = load_corpus(config.lm)  # read (and checked) before anything is written
+        model_backend = make_backend(config.lm, corpus, device)
+        preflight(config.lm, corpus, model_backend)
+        return LmInputs(corpus=corpus, backend=model_backend)
+
+    def resume(self, run_dir: RunDirectory, inputs: LmInputs) -> LmInputs:
+        _check_corpus(run_dir, inputs.corpus, inputs.backend)
+        return inputs
+
+    def run(self, run: RunContext, inputs: LmInputs) -> TaskOutput:
+        config, run_dir, log = run.config, run.run_dir, run.log
+        corpus, backend = inputs.corpus, inputs.backend
+        lm = config.lm
+        log(f"{corpus.name}: {len(corpus.train.encode()):,} training and {len(corpus.validation.encode()):,} "
+            f"validation bytes; {lm.replicates} x {lm.canaries.count} canaries, each {lm.canaries.insertions} "
+            f"times in {lm.num_models // 2} of {lm.num_models} models per condition")
+        measured: dict[str, list[dict]] = {CLEAN: []}
+        for condition in lm.poisons:
+            measured[condition.name] = []
+        names: dict[int, tuple[str, ...]] = {}
+        for replicate in range(lm.replicates):
+            canaries = _stage_canaries(run_dir, config, replicate)
+            names[replicate] = canaries.names
+            for condition in (None, *lm.poisons):
+                part = _measure_condition(run_dir, config, corpus, backend, canaries, replicate, condition,
+                                          run.progress, log)
+                measured[CLEAN if condition is None else condition.name].append(part)
+        conditions = _summarize(config, measured)
+        for name, summary in conditions.items():
+            if summary["poison_share"] > POISON_FRACTION_WARNING:
+                run.warn(f"{name}: the poison lines are {summary['poison_share']:.0%} of the size of the training "
+                         f"text (over {POISON_FRACTION_WARNING:.0%}): the poisoned models learn another corpus, "
+                         "not the same one with a few lines added")
+        headline = f"calibrated_{lm.exposure_key}"
+        details = {
+            "corpus": {"name": corpus.name, "train_bytes": len(corpus.train.encode()),
+                       "validation_bytes": len(corpus.validation.encode())},
+            "space_size": lm.canaries.form().space_size,
+            "max_exposure": math.log2(lm.canaries.form().space_size),
+            "exact": lm.exact_exposure,
+            "per_canary": per_canary(config, measured, names),
+            "most_leaking": {key: most_leaking(conditions, key)
+                             for key in (headline, headline.replace("calibrated", "raw"))},
+        }
+        return TaskOutput(conditions=conditions, details=details, train_seconds=None,
+                          plot_data=_exposures(config, measured))
+
+    def plot(self, run: RunContext, results: RunResults, output: TaskOutput) -> None:
+        plot_exposure(results.to_json() | {"exposures": output.plot_data}, run.run_dir.file("exposure.png"))
+
+
 def run_lm(config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True,
-           log: Log = log_to_stderr, backend: ShardBackend | None = None) -> dict:
+           log: Log = log_to_stderr, backend: ShardBackend | None = None) -> RunResults:
     """Run (or resume) the language-model experiment ``config`` in ``out_dir``.
 
     Its models train in this process: one ensemble per condition (or one Hugging Face model
     after another), not in shards, so ``backend`` may only be the local one.
-
-    Returns:
-        The contents of ``results.json``.
     """
-    started = time.perf_counter()
-    if backend is not None and not isinstance(backend, LocalBackend):
-        raise ConfigError("task 'lm' trains in this process; --backend ray is for the membership, "
-                          "attribute and untargeted tasks")
-    torch_device = LocalBackend().resolve_device(device)
-    lm = config.lm
-    corpus = load_corpus(lm)  # read (and checked) before anything is written
-    backend = make_backend(lm, corpus, torch_device)
-    preflight(lm, corpus, backend)
-    run_dir = RunDirectory.open(out_dir, config)
-    _check_corpus(run_dir, corpus, backend)
-    log(f"{corpus.name}: {len(corpus.train.encode()):,} training and {len(corpus.validation.encode()):,} "
-        f"validation bytes; {lm.replicates} x {lm.canaries.count} canaries, each {lm.canaries.insertions} "
-        f"times in {lm.num_models // 2} of {lm.num_models} models per condition")
-    measured: dict[str, list[dict]] = {CLEAN: []}
-    for condition in lm.poisons:
-        measured[condition.name] = []
-    names: dict[int, tuple[str, ...]] = {}
-    for replicate in range(lm.replicates):
-        canaries = _stage_canaries(run_dir, config, replicate)
-        names[replicate] = canaries.names
-        for condition in (None, *lm.poisons):
-            part = _measure_condition(run_dir, config, corpus, backend, canaries, replicate, condition, progress, log)
-            measured[CLEAN if condition is None else condition.name].append(part)
-    conditions = _summarize(config, measured)
-    warnings: list[str] = []
-    for name, summary in conditions.items():
-        if summary["poison_share"] > POISON_FRACTION_WARNING:
-            record_warning(warnings, log, f"{name}: the poison lines are {summary['poison_share']:.0%} of the "
-                           f"size of the training text (over {POISON_FRACTION_WARNING:.0%}): the poisoned models "
-                           "learn another corpus, not the same one with a few lines added")
-    headline = f"calibrated_{lm.exposure_key}"
-    results = {
-        "task": "lm",
-        "config": config.to_json_dict(),
-        "corpus": {"name": corpus.name, "train_bytes": len(corpus.train.encode()),
-                   "validation_bytes": len(corpus.validation.encode())},
-        "space_size": lm.canaries.form().space_size,
-        "max_exposure": math.log2(lm.canaries.form().space_size),
-        "exact": lm.exact_exposure,
-        "conditions": conditions,
-        "per_canary": per_canary(config, measured, names),
-        "most_leaking": {key: most_leaking(conditions, key)
-                         for key in (headline, headline.replace("calibrated", "raw"))},
-        "timing": {"total_seconds": time.perf_counter() - started},
-        "device": str(torch_device),
-        "warnings": warnings,
-    }
-    write_json(run_dir.file("results.json"), results)
-    plot_exposure(results | {"exposures": _exposures(config, measured)}, run_dir.file("exposure.png"))
-    return results
+    return execute(LmRunner(), config, out_dir, device=device, progress=progress, log=log, backend=backend)

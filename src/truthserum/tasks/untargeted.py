@@ -1,6 +1,6 @@
-"""The untargeted task's runner: the pool split between victims and the adversary, one set of
+"""The untargeted task's own stages: the pool split between victims and the adversary, one set of
 models per adversary strategy (the clean share first), membership inference on every victim
-point. Definitions are in :mod:`truthserum.untargeted` and docs/attacks.md.
+point. Definitions are in :mod:`truthserum.poison.adversary` and docs/attacks.md.
 
 Files: ``design.npz`` (keep over the victims, the victims' and the adversary's pool
 indices), ``signals-<strategy>.npz`` (the victims' signals, the input format of
@@ -9,40 +9,40 @@ indices), ``signals-<strategy>.npz`` (the victims' signals, the input format of
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from truthserum import seeding
-from truthserum.attacks import AttackInputs, AttackName
-from truthserum.backends import ShardBackend
+from truthserum.attacks import AttackInputs, get_attack
+from truthserum.train.executors import ShardBackend
 from truthserum.config import RunConfig
 from truthserum.design import make_keep_matrix
 from truthserum.errors import ConfigError, DataError
-from truthserum.evaluation import accuracy
-from truthserum.metrics import RocCurve
-from truthserum.precision import precision_at_recall
-from truthserum.report import plot_roc
-from truthserum.rundir import RunDirectory, write_json, write_npz
-from truthserum.shard import TrainingJob
-from truthserum.stages import (
-    Log, attack_metrics, bootstrap_rng, load_stage, log_to_stderr, open_run, stage_train,
+from truthserum.metrics.accuracy import accuracy
+from truthserum.metrics.roc import RocCurve
+from truthserum.metrics.precision import precision_at_recall
+from truthserum.report.membership import plot_roc
+from truthserum.data.datasets import Dataset
+from truthserum.store.rundir import RunDirectory, write_npz
+from truthserum.tasks.results import RunResults
+from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
+from truthserum.tasks.stages import (
+    Log, attack_metrics, bootstrap_rng, load_stage, log_to_stderr, prepare_pool, resume_pool,
 )
-from truthserum.untargeted import AdversaryStrategy, PoolSplit, adversary_share, split_pool
+from truthserum.train.shard import TrainingJob
+from truthserum.poison.adversary import AdversaryStrategy, PoolSplit, adversary_share, split_pool
 
-# RMIA compares each target with population points that are not targets; here every victim
-# point is a target, and the adversary's points are in every model, so there is no population.
-_NEEDS_POPULATION = (AttackName.RMIA_ONLINE, AttackName.RMIA_OFFLINE)
-
-
-def untargeted_attacks(config: RunConfig) -> tuple[AttackName, ...]:
+def untargeted_attacks(config: RunConfig) -> tuple[str, ...]:
     """The configured attacks that apply when every victim point is a target.
 
     Raises:
         ConfigError: only RMIA attacks were asked for.
     """
-    chosen = tuple(name for name in config.attacks if name not in _NEEDS_POPULATION)
+    # RMIA compares each target with population points that are not targets; here every victim
+    # point is a target, and the adversary's points are in every model, so there is no population.
+    chosen = tuple(name for name in config.attacks if not get_attack(name).needs_population)
     if not chosen:
         raise ConfigError(
             "task 'untargeted' attacks every victim point, which leaves RMIA no population points; "
@@ -72,73 +72,78 @@ def stage_split(run_dir: RunDirectory, config: RunConfig, num_points: int, log: 
     return split, keep
 
 
+@dataclass(frozen=True)
+class UntargetedRunner:
+    """Untargeted poisoning: the adversary's share of the pool, clean then each strategy."""
+
+    def prepare(self, config: RunConfig, *, device, backend) -> Dataset:
+        untargeted_attacks(config)  # refuse a config with only RMIA attacks before anything is written
+        return prepare_pool(config)
+
+    def resume(self, run_dir: RunDirectory, pool: Dataset) -> Dataset:
+        return resume_pool(run_dir, pool)
+
+    def run(self, run: RunContext, pool: Dataset) -> TaskOutput:
+        config, run_dir, log = run.config, run.run_dir, run.log
+        attacks = untargeted_attacks(config)
+        split, keep = stage_split(run_dir, config, pool.num_points, log)
+        victims = pool.subset(split.victims)
+        own_x, own_y = pool.x[split.adversary], pool.y[split.adversary]
+        log(f"{pool.name}: {victims.num_points} victims' points and {own_y.size} of the adversary "
+            f"({config.untargeted.adversary_fraction:.0%}); {config.design.num_models} models, each on about "
+            f"{keep.sum(axis=1).mean():.0f} victims' points and the whole adversary share")
+
+        scoring = config.model_copy(update={"attacks": attacks})
+        options = scoring.attack_options()
+        results_by_condition: dict[str, dict] = {}
+        curves: dict[tuple[str, str], RocCurve] = {}
+        train_seconds = 0.0
+        for strategy in (AdversaryStrategy.CLEAN, *config.untargeted.strategies):
+            share_x, share_y = adversary_share(
+                x=own_x, y=own_y, num_classes=pool.num_classes, strategy=strategy,
+                rng=seeding.rng(config.seed, "adversary", strategy.value),
+            )
+            job = TrainingJob(
+                condition=strategy.value, x=victims.x, y=victims.y, keep=keep, extra_x=share_x, extra_y=share_y,
+                queries=victims.x, num_classes=pool.num_classes,
+            )
+            logits, seconds = run.train(job)
+            train_seconds += seconds
+            inputs = AttackInputs.from_arrays(
+                logits=logits, labels=victims.y, keep=keep, source=f"signals-{strategy.value}"
+            )
+            write_npz(run_dir.file(f"signals-{strategy.value}.npz"), {
+                "logits": inputs.logits, "labels": inputs.labels, "keep": inputs.keep, "targets": inputs.targets,
+            })
+            metrics, condition_curves, scores = attack_metrics(scoring, inputs, options)
+            for name, attack_scores in scores.items():
+                metrics[name]["precision_at_recall"] = precision_at_recall(
+                    attack_scores, inputs.members, resamples=config.metrics.bootstrap,
+                    confidence=config.metrics.confidence, rng=bootstrap_rng(config.seed, f"precision-{name}"),
+                )
+            write_npz(run_dir.file(f"scores-{strategy.value}.npz"), {"members": inputs.members, **scores})
+            results_by_condition[strategy.value] = {
+                "adversary_rows": int(share_y.size),
+                "accuracy": accuracy(logits, victims.y, keep),
+                "attacks": metrics,
+            }
+            curves.update({(strategy.value, name): curve for name, curve in condition_curves.items()})
+
+        details = {
+            "victims": int(victims.num_points),
+            "adversary": int(own_y.size),
+            "skipped_attacks": [name for name in config.attacks if name not in attacks],
+        }
+        return TaskOutput(conditions=results_by_condition, details=details, train_seconds=train_seconds,
+                          plot_data=curves)
+
+    def plot(self, run: RunContext, results: RunResults, output: TaskOutput) -> None:
+        plot_roc(output.plot_data, run.run_dir.file("roc.png"), title="Membership inference on the victims' points")
+
+
 def run_untargeted(
     config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True, log: Log = log_to_stderr,
     backend: ShardBackend | None = None,
-) -> dict:
-    """Run (or resume) the untargeted experiment ``config`` in ``out_dir``.
-
-    Returns:
-        The contents of ``results.json``.
-    """
-    started = time.perf_counter()
-    attacks = untargeted_attacks(config)
-    torch_device, pool, run_dir = open_run(config, out_dir, device, backend)
-    split, keep = stage_split(run_dir, config, pool.num_points, log)
-    victims = pool.subset(split.victims)
-    own_x, own_y = pool.x[split.adversary], pool.y[split.adversary]
-    log(f"{pool.name}: {victims.num_points} victims' points and {own_y.size} of the adversary "
-        f"({config.untargeted.adversary_fraction:.0%}); {config.design.num_models} models, each on about "
-        f"{keep.sum(axis=1).mean():.0f} victims' points and the whole adversary share")
-
-    scoring = config.model_copy(update={"attacks": attacks})
-    options = scoring.attack_options()
-    results_by_condition: dict[str, dict] = {}
-    curves: dict[tuple[str, str], RocCurve] = {}
-    train_seconds = 0.0
-    for strategy in (AdversaryStrategy.CLEAN, *config.untargeted.strategies):
-        share_x, share_y = adversary_share(
-            x=own_x, y=own_y, num_classes=pool.num_classes, strategy=strategy,
-            rng=seeding.rng(config.seed, "adversary", strategy.value),
-        )
-        job = TrainingJob(
-            condition=strategy.value, x=victims.x, y=victims.y, keep=keep, extra_x=share_x, extra_y=share_y,
-            queries=victims.x, num_classes=pool.num_classes,
-        )
-        logits, seconds = stage_train(run_dir, config, job, torch_device, progress, log, backend)
-        train_seconds += seconds
-        inputs = AttackInputs.from_arrays(
-            logits=logits, labels=victims.y, keep=keep, source=f"signals-{strategy.value}"
-        )
-        write_npz(run_dir.file(f"signals-{strategy.value}.npz"), {
-            "logits": inputs.logits, "labels": inputs.labels, "keep": inputs.keep, "targets": inputs.targets,
-        })
-        metrics, condition_curves, scores = attack_metrics(scoring, inputs, options)
-        for name, attack_scores in scores.items():
-            metrics[name]["precision_at_recall"] = precision_at_recall(
-                attack_scores, inputs.members, resamples=config.metrics.bootstrap,
-                confidence=config.metrics.confidence, rng=bootstrap_rng(config.seed, f"precision-{name}"),
-            )
-        write_npz(run_dir.file(f"scores-{strategy.value}.npz"), {"members": inputs.members, **scores})
-        results_by_condition[strategy.value] = {
-            "adversary_rows": int(share_y.size),
-            "accuracy": accuracy(logits, victims.y, keep),
-            "attacks": metrics,
-        }
-        curves.update({(strategy.value, name): curve for name, curve in condition_curves.items()})
-
-    skipped = [name.value for name in config.attacks if name not in attacks]
-    results = {
-        "task": "untargeted",
-        "config": config.to_json_dict(),
-        "victims": int(victims.num_points),
-        "adversary": int(own_y.size),
-        "conditions": results_by_condition,
-        "skipped_attacks": skipped,
-        "timing": {"train_seconds": train_seconds, "total_seconds": time.perf_counter() - started},
-        "device": str(torch_device),
-        "warnings": [],
-    }
-    write_json(run_dir.file("results.json"), results)
-    plot_roc(curves, run_dir.file("roc.png"), title="Membership inference on the victims' points")
-    return results
+) -> RunResults:
+    """Run (or resume) the untargeted experiment ``config`` in ``out_dir``."""
+    return execute(UntargetedRunner(), config, out_dir, device=device, progress=progress, log=log, backend=backend)

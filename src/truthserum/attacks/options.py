@@ -1,0 +1,78 @@
+"""The options of an attack scoring: those every attack shares (the shadow budget, the seed) and
+those an attack owns (RMIA's), each validated where it is defined."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from truthserum.config.schema import Count, Rate, StrictSection
+from truthserum.errors import SignalsError
+
+TUNE = "tune"
+DEFAULT_GAMMA = 2.0
+DEFAULT_OFFLINE_A = TUNE
+
+
+class RmiaOptions(StrictSection):
+    """RMIA's options, the ``rmia`` section of a config (Zarifzadeh et al. 2024; definitions in
+    docs/attacks.md)."""
+
+    gamma: Rate = Field(default=DEFAULT_GAMMA, gt=0, le=1e6, description="likelihood-ratio threshold")
+    offline_a: float | Literal["tune"] = Field(
+        default=DEFAULT_OFFLINE_A,
+        description="offline interpolation parameter, or 'tune' to fit it on shadow models only",
+    )
+    population: Count | None = Field(
+        default=None, ge=1, description="population points drawn from the non-targets (default: all)"
+    )
+
+    @field_validator("offline_a", mode="before")
+    @classmethod
+    def _number_in_unit_interval_or_tune(cls, value: Any) -> float | str:
+        if value == TUNE and isinstance(value, str):
+            return value
+        message = f"must be a number in [0, 1] or '{TUNE}', got {value!r}"
+        if isinstance(value, bool):
+            raise ValueError(message)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(message) from None
+        if not 0.0 <= number <= 1.0:
+            raise ValueError(message)
+        return number
+
+
+@dataclass(frozen=True)
+class AttackOptions:
+    """Settings of one scoring.
+
+    Attributes:
+        shadow_models: shadows per target point (k/2 IN + k/2 OUT), or None for the default
+            shadows (every other model, less one on a balanced design; see
+            :class:`~truthserum.attacks.shadows.ShadowPlan`).
+        seed: seeds the shadow draw, the population subset and the tuning.
+        rmia: RMIA's own options (gamma, offline a or ``"tune"``, population size).
+    """
+
+    shadow_models: int | None = None
+    seed: int = 0
+    rmia: RmiaOptions = RmiaOptions()
+
+    def validate(self) -> None:
+        """Raise :class:`SignalsError` naming the first bad option."""
+        if self.seed < 0:
+            raise SignalsError(f"the seed must be a non-negative integer, got {self.seed}")
+
+
+def rmia_options(**values: Any) -> RmiaOptions:
+    """RMIA's options from keyword values, a bad one reported as :class:`SignalsError`."""
+    try:
+        return RmiaOptions(**values)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise SignalsError(f"rmia {where}: {problem['msg'].removeprefix('Value error, ')}") from None

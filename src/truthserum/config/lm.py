@@ -1,0 +1,155 @@
+"""The ``lm`` section of a run config (task ``lm``): corpus, model, training, canaries,
+poisoning conditions and how exposure and extraction are measured."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+
+from truthserum.poison.canaries import MAX_CANARIES, SECRET_SLOT, CanaryFormat, PoisonStrategy
+from truthserum.train.lm.model import TransformerShape
+from truthserum.train.lm.training import LmTrainSettings
+from truthserum.config.schema import Count, Rate, StrictSection
+
+
+class CorpusSource(str, Enum):
+    BUILTIN = "builtin"  # Python's bundled documentation (pydoc_data.topics)
+    TEXT = "text"  # a UTF-8 text file of the user's (lm.corpus.path)
+
+
+class ModelKind(str, Enum):
+    BYTE = "byte"  # the built-in byte transformer, trained from scratch as one ensemble
+    HF = "hf"  # a Hugging Face causal LM from a local folder (lm.model.path), fine-tuned
+
+
+class CorpusConfig(StrictSection):
+    source: CorpusSource = CorpusSource.BUILTIN
+    path: Path | None = None
+    max_bytes: Count | None = Field(default=None, ge=10_000,
+                                    description="use only the first documents, about this many bytes")
+    validation_every: Count = Field(default=10, ge=2, le=1000, description="every n-th document is validation text")
+
+    @model_validator(mode="after")
+    def _path_matches_source(self) -> CorpusConfig:
+        if self.source is CorpusSource.TEXT and self.path is None:
+            raise ValueError("lm.corpus.source 'text' needs lm.corpus.path")
+        if self.source is CorpusSource.BUILTIN and self.path is not None:
+            raise ValueError("lm.corpus.path is for source 'text'")
+        return self
+
+
+class LmModelConfig(StrictSection):
+    kind: ModelKind = ModelKind.BYTE
+    path: Path | None = Field(default=None, description="local folder of a Hugging Face model (kind hf)")
+    layers: Count = Field(default=2, ge=1, le=24)
+    width: Count = Field(default=64, ge=8, le=2048)
+    heads: Count = Field(default=4, ge=1, le=64)
+    context: Count = Field(default=64, ge=16, le=4096, description="training window in tokens")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LmModelConfig:
+        if self.width % self.heads:
+            raise ValueError("lm.model.width must be a multiple of lm.model.heads")
+        if self.kind is ModelKind.HF and self.path is None:
+            raise ValueError("lm.model.kind 'hf' needs lm.model.path (a local folder; nothing is downloaded)")
+        if self.kind is ModelKind.BYTE and self.path is not None:
+            raise ValueError("lm.model.path is for kind 'hf'")
+        return self
+
+    def shape(self) -> TransformerShape:
+        return TransformerShape(layers=self.layers, width=self.width, heads=self.heads, context=self.context)
+
+
+class LmTrainConfig(StrictSection):
+    passes: Rate = Field(default=4.0, gt=0, le=1000, description="passes over the clean training text")
+    batch_size: Count = Field(default=16, ge=1, le=4096, description="windows per model per step")
+    learning_rate: Rate = Field(default=3e-3, gt=0, le=1)
+
+    def settings(self) -> LmTrainSettings:
+        return LmTrainSettings(passes=self.passes, batch_size=self.batch_size, learning_rate=self.learning_rate)
+
+
+class CanaryConfig(StrictSection):
+    template: str = Field(default="the PIN of {name} is " + SECRET_SLOT, min_length=len(SECRET_SLOT) + 1)
+    digits: Count = Field(default=6, ge=1, le=12)
+    count: Count = Field(default=12, ge=1, le=MAX_CANARIES, description="canaries per replicate")
+    insertions: Count = Field(default=8, ge=1, le=1000, description="copies of a canary in a model that has it")
+
+    def form(self) -> CanaryFormat:
+        return CanaryFormat(template=self.template, digits=self.digits)
+
+    @field_validator("template")
+    @classmethod
+    def _well_formed(cls, value: str) -> str:
+        CanaryFormat(template=value, digits=1).check()
+        return value
+
+
+class PoisonCondition(StrictSection):
+    strategy: PoisonStrategy
+    count: Count = Field(ge=1, le=10_000, description="poison lines per canary")
+
+    @property
+    def name(self) -> str:
+        return f"{self.strategy.value}-{self.count}"
+
+
+class ExposureConfig(StrictSection):
+    exact_max: Count = Field(default=1_000_000, ge=10, le=1_000_000,
+                             description="enumerate the secret space exactly up to this size")
+    sample: Count = Field(default=5000, ge=100, le=1_000_000, description="candidates for the extrapolated exposure")
+    beam_width: Count = Field(default=100, ge=1, le=10_000)
+    top_k: tuple[Count, ...] = Field(default=(1, 10, 100), min_length=1)
+    max_nodes: Count = Field(default=8192, ge=16, le=1_000_000, description="trie nodes per batch")
+
+    @model_validator(mode="after")
+    def _beam_covers_k(self) -> ExposureConfig:
+        if max(self.top_k) > self.beam_width:
+            raise ValueError("lm.exposure.beam_width must be at least the largest of lm.exposure.top_k")
+        if any(k < 1 for k in self.top_k) or len(set(self.top_k)) != len(self.top_k):
+            raise ValueError("lm.exposure.top_k must be distinct positive counts")
+        return self
+
+
+class LmConfig(StrictSection):
+    corpus: CorpusConfig = CorpusConfig()
+    model: LmModelConfig = LmModelConfig()
+    train: LmTrainConfig = LmTrainConfig()
+    canaries: CanaryConfig = CanaryConfig()
+    num_models: Count = Field(default=4, ge=2, le=256,
+                              description="models per condition and replicate; each canary is in half of them")
+    replicates: Count = Field(default=1, ge=1, le=100, description="independent repetitions with fresh canaries")
+    poisons: tuple[PoisonCondition, ...] = Field(
+        default=(PoisonCondition(strategy=PoisonStrategy.NEUTRAL, count=16),),
+        description="poisoned conditions, each compared with the clean one (always run)",
+    )
+    exposure: ExposureConfig = ExposureConfig()
+
+    @property
+    def exact_exposure(self) -> bool:
+        """Whether the secret space is small enough to enumerate (else only extrapolated)."""
+        return self.canaries.form().space_size <= self.exposure.exact_max
+
+    @property
+    def exposure_key(self) -> str:
+        """The record field suffix of the headline exposure: ``exposure`` or ``extrapolated``."""
+        return "exposure" if self.exact_exposure else "extrapolated"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LmConfig:
+        if self.num_models % 2:
+            raise ValueError("num_models must be even (each canary is in exactly half of the models)")
+        names = [p.name for p in self.poisons]
+        if len(set(names)) != len(names):
+            raise ValueError("poisons must be distinct (strategy, count) pairs")
+        longest = self.canaries.form().longest_query()
+        if self.model.kind is ModelKind.BYTE and longest > self.model.context:
+            raise ValueError(f"a query and its secret take up to {longest} bytes, more than model.context "
+                             f"({self.model.context}); raise the context or shorten the template")
+        if self.model.kind is ModelKind.HF and self.model != LmModelConfig(kind=ModelKind.HF, path=self.model.path,
+                                                                          context=self.model.context):
+            raise ValueError("model.layers/width/heads describe the byte model; a Hugging Face "
+                             "model brings its own")
+        return self

@@ -1,0 +1,142 @@
+"""Reading a config: YAML through a safe loader, validated into the model of its task, with
+every problem named in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from truthserum.attacks.options import RmiaOptions
+from truthserum.attacks.registry import AttackName
+from truthserum.config.lm import LmConfig
+from truthserum.config.sections import (
+    DataConfig, DesignConfig, MetricsConfig, ModelConfig, PoisonConfig, QueryConfig, TrainConfig,
+)
+from truthserum.config.tasks import TASK_CONFIGS, AdversaryConfig, RunConfig, Task
+from truthserum.errors import ConfigError
+
+
+def _section_defaults() -> dict[str, Any]:
+    """Every section any task has, as its default is written in a config file."""
+    sections = {
+        "data": DataConfig(), "design": DesignConfig(), "poison": PoisonConfig(), "model": ModelConfig(),
+        "train": TrainConfig(), "query": QueryConfig(), "rmia": RmiaOptions(), "metrics": MetricsConfig(),
+        "untargeted": AdversaryConfig(), "lm": LmConfig(),
+    }
+    defaults = {name: section.model_dump(mode="json") for name, section in sections.items()}
+    return defaults | {"attacks": [name.value for name in AttackName]}
+
+
+def _not_for_task(task: Task, keys: list[str]) -> str:
+    """Why a config of ``task`` may not set the sections ``keys``."""
+    if task is Task.LM:
+        return f"task 'lm' is configured in its lm section; it does not use {', '.join(keys)}"
+    key = keys[0]
+    if key in ("lm", "untargeted"):
+        return f"the {key} section is for task '{key}', not '{task.value}'"
+    if task is Task.ATTRIBUTE and key in ("attacks", "rmia"):
+        return ("task 'attribute' runs its own attacks (confidence, lira-offline, lira-offline-fixed); "
+                "attacks and rmia are for the membership tasks")
+    if task is Task.UNTARGETED and key == "poison":
+        return "task 'untargeted' does not use poison: the adversary's share replaces it"
+    return f"task '{task.value}' does not use {key}"
+
+
+def _task_sections(raw: dict[str, Any], task: Task, source: str) -> dict[str, Any]:
+    """``raw`` without the sections of other tasks that only restate their defaults (a config
+    written before each task had its own model spelled every section out), refusing the others."""
+    fields = TASK_CONFIGS[task].model_fields
+    defaults = _section_defaults()
+    foreign = [key for key in raw if key not in fields and key in defaults]
+    refused = [key for key in foreign if raw[key] != defaults[key]]
+    if refused:
+        raise ConfigError(f"{source}: {_not_for_task(task, refused)}")
+    return {key: value for key, value in raw.items() if key not in foreign}
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    problems = []
+    errors = error.errors()
+    for item in errors:
+        if any(other["loc"][: len(item["loc"])] == item["loc"] and len(other["loc"]) > len(item["loc"])
+               for other in errors):
+            continue  # a consequence of an error inside this value (an empty list after a bad item)
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"{where}: {message}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def parse_config(raw: Any, *, source: str = "config", base_dir: Path | None = None) -> RunConfig:
+    """Validate a mapping (from YAML or JSON) into the config model of its ``task``
+    (membership when it names none).
+
+    Relative paths (``data.path``, ``lm.corpus.path``, ``lm.model.path``) are resolved against
+    ``base_dir`` (the config file's folder), so a config means the same thing whatever the
+    working directory.
+
+    Raises:
+        ConfigError: one line naming every problem found.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
+    name = raw.get("task", Task.MEMBERSHIP.value)
+    try:
+        task = Task(name)
+    except ValueError:
+        choices = ", ".join(f"'{task.value}'" for task in Task)
+        raise ConfigError(f"{source}: task: must be one of {choices}, got {name!r}") from None
+    try:
+        config = TASK_CONFIGS[task].model_validate(_task_sections(raw, task, source))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    if base_dir is not None:
+        config = _resolve_paths(config, base_dir)
+    return config
+
+
+def _resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
+    """Relative ``data.path``, ``lm.corpus.path`` and ``lm.model.path`` against ``base_dir``."""
+    def resolved(path: Path | None) -> Path | None:
+        return path if path is None or path.is_absolute() else (base_dir / path).resolve()
+
+    update: dict[str, Any] = {}
+    if "lm" in type(config).model_fields:
+        lm = config.lm
+        update["lm"] = lm.model_copy(update={
+            "corpus": lm.corpus.model_copy(update={"path": resolved(lm.corpus.path)}),
+            "model": lm.model.model_copy(update={"path": resolved(lm.model.path)}),
+        })
+    if "data" in type(config).model_fields:
+        update["data"] = config.data.model_copy(update={"path": resolved(config.data.path)})
+    return config.model_copy(update=update)
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read a YAML config with ``yaml.safe_load``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    return parse_config(raw, source=str(path), base_dir=path.parent)
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (every default filled in)."""
+    return yaml.safe_dump(config.to_json_dict(), sort_keys=False)

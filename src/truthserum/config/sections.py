@@ -1,0 +1,233 @@
+"""The sections that several tasks' configs share: data, design, poisons, model, training,
+queries and metrics (RMIA's options are its own: :mod:`truthserum.attacks.options`). Every field has a default, so a config file names only
+what differs from them; bounds are checked here, and what depends on the data (targets versus
+pool size, image-only options) once the data is loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SerializerFunctionWrapHandler, Strict, field_validator, model_serializer, model_validator
+from torch import nn
+
+from truthserum.config.schema import Count, Rate
+from truthserum.config.schema import StrictSection as _Strict
+from truthserum.data.datasets import DataSource
+from truthserum.data.tables import ADULT_DEFAULT_ROLES, CPS_DEFAULT_ROLES, TableColumns
+from truthserum.errors import ConfigError
+from truthserum.query.views import MAX_SHIFT, QueryView, View, generate_views, max_views
+from truthserum.store.logits import LogitDtype
+from truthserum.train.architectures import Architecture, build_model, check_wrn_depth
+from truthserum.train.augment import Augment
+from truthserum.train.ensemble import OptimizerName, Schedule, TrainSettings
+
+
+class ColumnsConfig(_Strict):
+    """The roles of a table's columns; the sensitive column is a categorical feature too."""
+
+    label: str = Field(min_length=1)
+    sensitive: str = Field(min_length=1)
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+
+    def table_columns(self) -> TableColumns:
+        return TableColumns(
+            label=self.label, sensitive=self.sensitive, numeric=self.numeric, categorical=self.categorical
+        )
+
+
+class DataConfig(_Strict):
+    source: DataSource = DataSource.MNIST5K
+    path: Path | None = Field(
+        default=None,
+        description="the .npz or .csv file, the folder of the UCI Adult files, or cifar-10-batches-bin",
+    )
+    columns: ColumnsConfig | None = Field(
+        default=None, description="tables: column roles (needed for csv; cps and adult have defaults)"
+    )
+    pool_size: Count | None = Field(
+        default=None, ge=4, description="use a seeded random subset of this many points"
+    )
+
+    @model_validator(mode="after")
+    def _path_matches_source(self) -> DataConfig:
+        name = self.source.value
+        if self.source.needs_path and self.path is None:
+            raise ValueError(f"source '{name}' needs a path")
+        if not self.source.needs_path and self.path is not None:
+            with_path = [source.value for source in DataSource if source.needs_path]
+            raise ValueError(
+                f"path is only for sources {', '.join(with_path[:-1])} and {with_path[-1]}, not '{name}'"
+            )
+        if self.source is DataSource.CSV and self.columns is None:
+            raise ValueError("source 'csv' needs columns (label, sensitive, numeric, categorical)")
+        if not self.source.is_tabular and self.columns is not None:
+            raise ValueError(f"columns are only for tables (cps, csv, adult), not '{name}'")
+        return self
+
+    def table_columns(self) -> TableColumns | None:
+        """The column roles: the config's, or the built-in table's defaults (None for images)."""
+        if self.columns is not None:
+            return self.columns.table_columns()
+        return {DataSource.CPS: CPS_DEFAULT_ROLES, DataSource.ADULT: ADULT_DEFAULT_ROLES}.get(self.source)
+
+
+class DesignConfig(_Strict):
+    num_models: Count = Field(default=16, ge=4, le=4096)
+    num_targets: Count = Field(default=100, ge=1)
+
+    @field_validator("num_models")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError("must be even (each point is a member of exactly half the models)")
+        return value
+
+
+MAX_REPLICAS = 10_000
+
+
+class PoisonConfig(_Strict):
+    replicas: Count = Field(
+        default=8, ge=0, le=MAX_REPLICAS,
+        description="mislabeled copies per target; 0 runs the clean condition only",
+    )
+
+
+class ModelConfig(_Strict):
+    architecture: Architecture = Architecture.MLP
+    hidden_sizes: tuple[Count, ...] = Field(default=(256,), min_length=1, description="MLP hidden widths")
+    channels: tuple[Count, ...] = Field(default=(16, 32), min_length=1, description="CNN convolution widths")
+    depth: Count = Field(default=16, ge=10, le=1000, description="WRN layers, 6n + 4 (10, 16, 22, 28, ...)")
+    widen: Count = Field(default=4, ge=1, le=32, description="WRN widen factor k (16k, 32k, 64k channels)")
+
+    @field_validator("hidden_sizes", "channels")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(width < 1 for width in value):
+            raise ValueError("widths must be positive")
+        return value
+
+    @field_validator("depth")
+    @classmethod
+    def _wrn_depth(cls, value: int) -> int:
+        try:
+            check_wrn_depth(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("model.depth ")) from None
+        return value
+
+    def build(self, *, feature_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        """One freshly initialised model of this section's architecture and sizes."""
+        return build_model(
+            self.architecture, feature_shape=feature_shape, num_classes=num_classes,
+            hidden_sizes=self.hidden_sizes, channels=self.channels, depth=self.depth, widen=self.widen,
+        )
+
+
+class TrainConfig(_Strict):
+    optimizer: OptimizerName = OptimizerName.ADAM
+    learning_rate: Rate = Field(default=1e-3, gt=0, le=10)
+    momentum: Rate = Field(default=0.9, ge=0, lt=1, description="SGD only")
+    weight_decay: Rate = Field(default=0.0, ge=0)
+    schedule: Schedule = Schedule.CONSTANT
+    epochs: Count = Field(default=20, ge=1, le=100_000)
+    batch_size: Count = Field(default=128, ge=1)
+    shard_size: Count = Field(
+        default=8, ge=1, description="models trained together; a finished shard is never retrained"
+    )
+    augment: Augment = Field(
+        default=Augment.NONE, description="training augmentation of images: none, crop or flip-crop"
+    )
+    mixed_precision: Annotated[bool, Strict()] = Field(
+        default=False, description="CUDA only: forward and loss in bfloat16; the CPU always trains in float32"
+    )
+
+    def settings(self) -> TrainSettings:
+        return TrainSettings(
+            optimizer=self.optimizer, learning_rate=self.learning_rate, epochs=self.epochs,
+            batch_size=self.batch_size, momentum=self.momentum, weight_decay=self.weight_decay,
+            schedule=self.schedule, augment=self.augment, mixed_precision=self.mixed_precision,
+        )
+
+
+class QueryConfig(_Strict):
+    """Which views of each pool point every model is queried on; attacks average over them.
+
+    Either ``views``, a list of named views, or ``count``, the first K views of
+    :func:`~truthserum.query.views.generate_views` (identity, then nearest pixel shifts, each followed by
+    its mirror when ``flip``). Neither means the identity view alone.
+    """
+
+    views: tuple[QueryView, ...] | None = Field(
+        default=None, min_length=1, description="named views, the first identity; None with count"
+    )
+    count: Count | None = Field(
+        default=None, ge=1, le=max_views(flip=True), description="generate this many views instead"
+    )
+    flip: Annotated[bool, Strict()] = Field(
+        default=False, description="with count: mirrored views too (images whose mirror keeps the label)"
+    )
+    signals_dtype: LogitDtype = Field(
+        default=LogitDtype.FLOAT32,
+        description="how the membership task stores its logits (signals-<condition>-logits.npy); "
+                    "float16 halves the file",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _identity_by_default(cls, data: Any) -> Any:
+        """Neither views nor count means ``views: [identity]``, so ``views`` is None exactly when
+        ``count`` names the views."""
+        if isinstance(data, dict) and data.get("views") is None and data.get("count") is None:
+            return {**data, "views": (QueryView.IDENTITY,)}
+        return data
+
+    @field_validator("views")
+    @classmethod
+    def _starts_with_identity(cls, value: tuple[QueryView, ...] | None) -> tuple[QueryView, ...] | None:
+        if value is None:
+            return value
+        if value[0] is not QueryView.IDENTITY:
+            raise ValueError("the first view must be 'identity'")
+        if len(set(value)) != len(value):
+            raise ValueError("views must be distinct")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_name_views(self) -> QueryConfig:
+        if self.views is not None and self.count is not None:
+            raise ValueError("give views or count, not both")
+        if self.flip and self.count is None:
+            raise ValueError("flip goes with count (list 'mirror' in views instead)")
+        if self.count is not None and self.count > max_views(flip=self.flip):
+            raise ValueError(
+                f"count {self.count} is more than the {max_views(flip=self.flip)} views that shifts of "
+                f"up to {MAX_SHIFT} pixels give{'' if self.flip else '; flip: true doubles them'}"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _write_the_form_in_use(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Only the keys of the form in use, so a dumped config reads back (views and count
+        exclude each other) and one written before ``count`` existed still matches."""
+        data = handler(self)
+        for key in ("views",) if self.count is not None else ("count", "flip"):
+            del data[key]
+        return data
+
+    def resolved_views(self) -> tuple[View, ...]:
+        """The views to query, identity first."""
+        if self.count is not None:
+            return generate_views(self.count, flip=self.flip)
+        assert self.views is not None  # set by _identity_by_default when count is not
+        return tuple(name.view for name in self.views)
+
+
+class MetricsConfig(_Strict):
+    """Confidence intervals and the privacy lower bound (definitions in docs/attacks.md)."""
+
+    bootstrap: Count = Field(default=1000, ge=0, le=100_000, description="resamples of the target points; 0: none")
+    confidence: Rate = Field(default=0.95, ge=0.5, lt=1, description="of the intervals and the epsilon bound")
+    delta: Rate = Field(default=0.0, ge=0, lt=1, description="the delta of the epsilon lower bound")

@@ -1,0 +1,205 @@
+"""One config model per task, each owning the sections it reads; :data:`RunConfig` is their
+union, told apart by ``task``. A section another task owns is refused rather than silently
+unused (see :func:`truthserum.config.loading.parse_config`)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from truthserum.attacks.options import AttackOptions, RmiaOptions
+from truthserum.attacks.registry import AttackName, registered_attacks
+from truthserum.config.lm import LmConfig
+from truthserum.config.schema import Count, Rate, StrictSection
+from truthserum.config.sections import (
+    DataConfig, DesignConfig, MetricsConfig, ModelConfig, PoisonConfig, QueryConfig, TrainConfig,
+)
+from truthserum.poison.adversary import AdversaryStrategy
+from truthserum.train.augment import Augment
+
+
+class Task(str, Enum):
+    """Which secret the experiment tries to pull out of the models."""
+
+    MEMBERSHIP = "membership"  # was this point in the training set? (targeted poisons)
+    ATTRIBUTE = "attribute"  # what is this member's sensitive field? (tables only)
+    UNTARGETED = "untargeted"  # membership of every victim point, the adversary holding a share
+    LM = "lm"  # a secret in a language model's training text (canaries; the lm section)
+
+
+class AdversaryConfig(StrictSection):
+    """The untargeted task's ``untargeted`` section: the adversary's share of the pool and what
+    it puts there."""
+
+    adversary_fraction: Rate = Field(default=0.5, gt=0, lt=1, description="share of the pool the adversary holds")
+    strategies: tuple[AdversaryStrategy, ...] = Field(
+        default=(AdversaryStrategy.DIRTY_LABEL, AdversaryStrategy.PAIRED_FLIP), min_length=1,
+        description="poisoned shares, each compared with the clean share (always run)",
+    )
+
+    @field_validator("strategies")
+    @classmethod
+    def _distinct_poisoned(cls, value: tuple[AdversaryStrategy, ...]) -> tuple[AdversaryStrategy, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("strategies must be distinct")
+        if AdversaryStrategy.CLEAN in value:
+            raise ValueError(f"'{AdversaryStrategy.CLEAN.value}' is the baseline and always runs; list poisoned strategies")
+        return value
+
+
+# Keys that change only how signals are scored, never what is trained: a run directory may be
+# reopened with other values, and its attacks are simply run again.
+SCORING_KEYS = ("attacks", "rmia", "metrics")
+
+_SEED = Field(default=0, ge=0, description="seeds every random draw; the same config and seed give the same numbers")
+_ATTACKS = Field(
+    default=tuple(name.value for name in AttackName), min_length=1,
+    description="membership attacks to run, in this order: built-in ones, or any registered with register_attack",
+)
+
+
+class _TaskConfig(StrictSection):
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _registered_and_distinct(value: tuple[str, ...]) -> tuple[str, ...]:
+    known = registered_attacks()
+    unknown = [name for name in value if name not in known]
+    if unknown:
+        raise ValueError(f"unknown attack {unknown[0]!r}; registered: {', '.join(known)}")
+    if len(set(value)) != len(value):
+        raise ValueError("attacks must be distinct")
+    return value
+
+
+def _check_augment_fits_source(train: TrainConfig, data: DataConfig) -> None:
+    """Refuse augmentation the source cannot take, before anything is loaded: a table has no
+    pixels, and a mirrored digit is no digit. A user's npz is checked once it is loaded."""
+    augment, source = train.augment, data.source
+    if augment is Augment.NONE:
+        return
+    if source.is_tabular:
+        raise ValueError(f"train.augment '{augment.value}' needs images; data.source '{source.value}' is a table")
+    if augment.flips and not source.mirror_keeps_label:
+        raise ValueError(
+            f"train.augment '{augment.value}' mirrors images, which does not suit data.source "
+            f"'{source.value}': a mirrored digit is not the same digit (use 'crop')"
+        )
+
+
+def _attack_options(config: MembershipConfig | UntargetedConfig, shadow_models: int | None) -> AttackOptions:
+    return AttackOptions(shadow_models=shadow_models, seed=config.seed, rmia=config.rmia)
+
+
+class MembershipConfig(_TaskConfig):
+    """Targeted membership inference: the same keep matrix and targets trained clean and
+    poisoned (mislabeled replicas of each target)."""
+
+    task: Literal[Task.MEMBERSHIP] = Task.MEMBERSHIP
+    seed: Count = _SEED
+    data: DataConfig = DataConfig()
+    design: DesignConfig = DesignConfig()
+    poison: PoisonConfig = PoisonConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    query: QueryConfig = QueryConfig()
+    attacks: tuple[str, ...] = _ATTACKS
+    rmia: RmiaOptions = RmiaOptions()
+    metrics: MetricsConfig = MetricsConfig()
+
+    _known_attacks = field_validator("attacks")(_registered_and_distinct)
+
+    @model_validator(mode="after")
+    def _augment_fits_source(self) -> MembershipConfig:
+        _check_augment_fits_source(self.train, self.data)
+        return self
+
+    def attack_options(self, *, shadow_models: int | None = None) -> AttackOptions:
+        """The attacks' settings; ``shadow_models`` None means the default shadows."""
+        return _attack_options(self, shadow_models)
+
+
+class AttributeConfig(_TaskConfig):
+    """Attribute inference on a table: a member's sensitive field, with mislabeled replicas of
+    every candidate completion as poisons. It runs its own attacks (confidence, lira-offline,
+    lira-offline-fixed)."""
+
+    task: Literal[Task.ATTRIBUTE] = Task.ATTRIBUTE
+    seed: Count = _SEED
+    data: DataConfig = DataConfig()
+    design: DesignConfig = DesignConfig()
+    poison: PoisonConfig = PoisonConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    query: QueryConfig = QueryConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> AttributeConfig:
+        if not self.data.source.is_tabular:
+            raise ValueError(
+                f"task 'attribute' needs a table with a sensitive column (data.source cps, csv or "
+                f"adult), not '{self.data.source.value}'"
+            )
+        if self.design.num_models < 6:
+            raise ValueError("task 'attribute' needs design.num_models >= 6 (its offline attacks need two "
+                             "shadow models that did not train on each target besides the target model)")
+        _check_augment_fits_source(self.train, self.data)
+        return self
+
+
+class UntargetedConfig(_TaskConfig):
+    """Untargeted poisoning: the adversary holds a share of the pool and poisons it; every
+    victim point is a membership target."""
+
+    task: Literal[Task.UNTARGETED] = Task.UNTARGETED
+    seed: Count = _SEED
+    data: DataConfig = DataConfig()
+    design: DesignConfig = DesignConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    query: QueryConfig = QueryConfig()
+    attacks: tuple[str, ...] = _ATTACKS
+    rmia: RmiaOptions = RmiaOptions()
+    metrics: MetricsConfig = MetricsConfig()
+    untargeted: AdversaryConfig = AdversaryConfig()
+
+    _known_attacks = field_validator("attacks")(_registered_and_distinct)
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> UntargetedConfig:
+        if self.design.num_targets != DesignConfig().num_targets:
+            raise ValueError("task 'untargeted' does not use design.num_targets: every victim point is a target")
+        _check_augment_fits_source(self.train, self.data)
+        return self
+
+    def attack_options(self, *, shadow_models: int | None = None) -> AttackOptions:
+        """The attacks' settings; ``shadow_models`` None means the default shadows."""
+        return _attack_options(self, shadow_models)
+
+
+class LanguageModelConfig(_TaskConfig):
+    """Secrets in language models: canaries in the training text, configured in the ``lm``
+    section."""
+
+    task: Literal[Task.LM] = Task.LM
+    seed: Count = _SEED
+    metrics: MetricsConfig = MetricsConfig()
+    lm: LmConfig = LmConfig()
+
+
+TASK_CONFIGS: dict[Task, type[_TaskConfig]] = {
+    Task.MEMBERSHIP: MembershipConfig,
+    Task.ATTRIBUTE: AttributeConfig,
+    Task.UNTARGETED: UntargetedConfig,
+    Task.LM: LanguageModelConfig,
+}
+
+# One experiment of one task; ``task`` (default membership) says which model reads it.
+RunConfig = Annotated[
+    Union[MembershipConfig, AttributeConfig, UntargetedConfig, LanguageModelConfig],  # noqa: UP007
+    Field(discriminator="task"),
+]

@@ -1,0 +1,1 @@
+"""Data: the built-in and user data sets, tables and text, loaded without unpickling."""

@@ -1,0 +1,1 @@
+"""Metrics: ROC, bootstrap intervals, epsilon lower bounds, precision, accuracy."""

@@ -1,0 +1,1 @@
+"""Poisons: label flips, completions, the adversary's share, canaries and their poisons."""

@@ -1,0 +1,1 @@
+"""Reports: the printed tables and the plots of every task."""

@@ -1,0 +1,114 @@
+"""Stage 8, report: the language-model task's table, clean against each poisoning condition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from truthserum.report.membership import interval_text, percent, save_figure, table_lines
+
+MAX_CANARY_ROWS = 24  # past this, the per-canary table is left to results.json
+
+
+def _bits(summary: dict) -> str:
+    return f"{summary['mean']:.2f}{interval_text(summary['interval'], scale=1.0, digits=2)}"
+
+
+def _change(summary: dict | None) -> str:
+    if summary is None:
+        return ""
+    return f"{summary['mean']:+.2f}{interval_text(summary['interval'], scale=1.0, digits=2)}"
+
+
+def _rates(metrics: dict, kind: str, ks: list[int]) -> str:
+    return " / ".join(percent(metrics[f"{kind}_top_{k}"]["mean"]) for k in ks)
+
+
+def format_lm(results: dict) -> str:
+    """Exposure and extraction per condition, with intervals over canaries."""
+    config = results["config"]["lm"]
+    conditions = results["conditions"]
+    ks = list(config["exposure"]["top_k"])
+    first = next(iter(conditions.values()))["metrics"]
+    exact = results["exact"]
+    exposure_key = "exposure" if exact else "extrapolated"
+    canaries = first[f"raw_{exposure_key}"]["canaries"]
+    records = first[f"raw_{exposure_key}"]["records"]
+    template = config["canaries"]["template"]
+    lines = [
+        f"Language-model secrets: {canaries} canaries ({config['replicates']} x {config['canaries']['count']}) "
+        f"of the form {template!r}, {config['canaries']['digits']} digits "
+        f"(|S| = {results['space_size']:,}, maximum exposure {results['max_exposure']:.2f} bits);",
+        f"each inserted "
+        f"{config['canaries']['insertions']} times into {config['num_models'] // 2} of {config['num_models']} "
+        f"models, {records} (canary, model) pairs per condition; {config['train']['passes']:g} pass(es) over "
+        f"{results['corpus']['train_bytes']:,} bytes of {results['corpus']['name']}.",
+        "",
+    ]
+    unit = "byte" if config["model"]["kind"] == "byte" else "token"
+    header = ["condition", "poison lines", f"val. bits/{unit}", f"raw {exposure_key}", "calibrated",
+              "change raw", "change calibrated"]
+    rows = []
+    for name, summary in conditions.items():
+        metrics, change = summary["metrics"], summary["change_vs_clean"]
+        rows.append([
+            name, str(summary["poison_lines"]), f"{summary['validation_bits_per_token']:.3f}",
+            _bits(metrics[f"raw_{exposure_key}"]), _bits(metrics[f"calibrated_{exposure_key}"]),
+            _change(change.get(f"raw_{exposure_key}")), _change(change.get(f"calibrated_{exposure_key}")),
+        ])
+    lines += table_lines(header, rows)
+    lines.append("")
+    k_text = "/".join(str(k) for k in ks)
+    header = ["condition", f"extraction top-{k_text} raw", f"top-{k_text} calibrated"]
+    if exact:
+        header.append("extrapolated raw / calibrated")
+    rows = []
+    for name, summary in conditions.items():
+        metrics = summary["metrics"]
+        row = [name, _rates(metrics, "raw", ks), _rates(metrics, "calibrated", ks)]
+        if exact:
+            row.append(f"{metrics['raw_extrapolated']['mean']:.2f} / {metrics['calibrated_extrapolated']['mean']:.2f}")
+        rows.append(row)
+    lines += table_lines(header, rows)
+    if len(results.get("per_canary", [])) <= MAX_CANARY_ROWS:
+        lines += ["", f"per canary, mean {exposure_key} over its target models (raw / calibrated):"]
+        names = list(conditions)
+        rows = [[f"{row['name']} (r{row['replicate']})"] + [
+            f"{row['conditions'][c]['raw']:.1f} / {row['conditions'][c]['calibrated']:.1f}" for c in names
+        ] for row in results["per_canary"]]
+        lines += table_lines(["canary", *names], rows)
+    bootstrap = results["config"]["metrics"]
+    note = (f"exposure in bits (means over pairs); intervals: {100 * bootstrap['confidence']:g}% percentile "
+            f"bootstrap over canaries ({bootstrap['bootstrap']} resamples); change: paired with the clean "
+            "condition (same canaries, same initialisations)")
+    lines += ["", note]
+    leaks = results["most_leaking"]
+    lines.append("highest mean: " + "; ".join(f"{key.replace('_', ' ')}, {name}" for key, name in leaks.items())
+                 + " (a gain counts only where its change interval excludes 0)")
+    return "\n".join(lines)
+
+
+def plot_exposure(results: dict, path: Path) -> None:
+    """Cumulative distribution of the per-pair exposure, raw (dashed) and calibrated (solid),
+    one colour per condition: how many pairs reach each exposure, not just the mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    suffix = "exposure" if results["exact"] else "extrapolated"
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    for i, (name, values) in enumerate(results["exposures"].items()):
+        for kind, style in (("raw", "--"), ("calibrated", "-")):
+            ordered = np.sort(values[kind])
+            share_at_least = 1.0 - np.arange(len(ordered)) / len(ordered)
+            axes.step(ordered, share_at_least, where="post", linestyle=style, color=f"C{i}",
+                      label=f"{name} {kind}")
+    axes.axvline(results["max_exposure"], color="grey", linewidth=0.8, linestyle=":")
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel(f"{suffix} (bits)")
+    axes.set_ylabel("share of (canary, model) pairs at or above")
+    axes.set_title("Exposure of the canaries' secrets")
+    axes.legend(fontsize=7, loc="upper right")
+    save_figure(figure, path)

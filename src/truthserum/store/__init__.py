@@ -1,0 +1,1 @@
+"""The run directory and the files that join the stages."""

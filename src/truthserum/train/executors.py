@@ -1,0 +1,235 @@
+"""Where training shards run: in this process (the default), or as Ray tasks on a cluster.
+
+A backend only trains; the run directory stays with the caller. Every finished shard comes
+back to this process, which writes it under the same name whichever backend trained it, so a
+run started on one backend resumes on another and never trains a finished shard again. A
+shard's numbers depend on (seed, model index) alone (:mod:`truthserum.train.shard`); on a CPU they
+agree across backends up to the float rounding of a different thread count.
+
+Ray is an optional dependency (``pip install 'truthserum[ray]'``), imported only when the Ray
+backend is used. Machines of a Ray cluster need truthserum installed in the same version.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from truthserum.config import RunConfig
+from truthserum.errors import BackendError, ConfigError, TruthserumError
+from truthserum.train.shard import TrainingJob, train_shard
+
+Shard = dict[str, np.ndarray]
+
+
+class BackendName(str, Enum):
+    LOCAL = "local"
+    RAY = "ray"
+
+
+class ShardBackend(Protocol):
+    """Trains shards of a job and yields each finished shard as soon as it is done."""
+
+    def resolve_device(self, name: str) -> torch.device:
+        """``cpu``, ``cuda`` or ``auto``: the device the shards will train on."""
+
+    def train(
+        self, config: RunConfig, job: TrainingJob, shards: Sequence[range], device: torch.device,
+        *, progress: bool,
+    ) -> Generator[Shard, None, None]:
+        """Train ``shards`` (in any order); yields :func:`~truthserum.train.shard.train_shard`'s arrays.
+        Closing the generator early stops what is still running."""
+
+    def close(self) -> None:
+        """Release what the backend started."""
+
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def _check_device_name(name: str) -> None:
+    if name not in DEVICES:
+        raise ConfigError(f"--device must be cpu, cuda or auto, got {name!r}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _bar(total: int, desc: str, unit: str, progress: bool) -> tqdm:
+    # disable=None: bars only on a terminal; logs get one line per shard instead
+    return tqdm(total=total, disable=None if progress else True, leave=False, file=sys.stderr,
+                desc=desc, unit=unit)
+
+
+@dataclass
+class LocalBackend:
+    """Shards one after another in this process; each shard is one vectorized ensemble."""
+
+    def resolve_device(self, name: str) -> torch.device:
+        _check_device_name(name)
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        if name == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA device is available (this torch build or machine has none)")
+        return torch.device(name)
+
+    def train(
+        self, config: RunConfig, job: TrainingJob, shards: Sequence[range], device: torch.device,
+        *, progress: bool,
+    ) -> Generator[Shard, None, None]:
+        for models in shards:
+            with _bar(config.train.epochs, f"{job.condition} models {models.start}-{models.stop - 1}",
+                      "epoch", progress) as bar:
+                def on_epoch(epoch: int, loss: float) -> None:
+                    bar.set_postfix(loss=f"{loss:.3f}")
+                    bar.update(1)
+
+                yield train_shard(config, job, models, device, on_epoch)
+
+    def close(self) -> None:
+        pass
+
+
+def _ray_shard(
+    config: RunConfig, job: TrainingJob, first: int, stop: int, device: str, threads: int, queue: Any,
+) -> Shard:
+    """The body of one Ray task. It reports epochs through ``queue`` so that the caller's
+    progress bar moves while the shard trains far away."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackendError("a Ray worker was given a GPU but its torch cannot use CUDA")
+    torch.set_num_threads(threads)
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        if queue is not None:
+            queue.put_nowait((first, loss))
+
+    return train_shard(config, job, range(first, stop), torch.device(device), on_epoch)
+
+
+@dataclass
+class RayBackend:
+    """Every shard a Ray task, all submitted at once; Ray runs as many as the cluster has room for.
+
+    Attributes:
+        address: an existing cluster (``auto``, ``host:port`` or ``ray://host:10001``), or None
+            to start a local Ray instance with this machine's CPUs. A Ray instance already
+            started in this process (``ray.init``) is used as it is.
+        cpus_per_shard: CPUs each task asks for (and torch threads it uses).
+    """
+
+    address: str | None = None
+    cpus_per_shard: int = 1
+    _started: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.cpus_per_shard < 1:
+            raise ConfigError(f"--cpus-per-shard must be at least 1, got {self.cpus_per_shard}")
+
+    def _ray(self) -> Any:
+        try:
+            import ray
+        except ImportError:
+            raise BackendError(
+                "--backend ray needs Ray, which is not installed: pip install 'truthserum[ray]'"
+            ) from None
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address, include_dashboard=False, logging_level="ERROR",
+                         configure_logging=True, log_to_driver=False)
+            except Exception as exc:  # Ray raises several types for an unreachable cluster
+                where = f"at {self.address}" if self.address else "locally"
+                raise BackendError(f"cannot start or reach Ray {where}: {_first_line(exc)}") from None
+            self._started = True
+        return ray
+
+    def resolve_device(self, name: str) -> torch.device:
+        """Connects to Ray (the first thing a run does), so that a missing or unreachable Ray
+        is reported before anything is loaded or written."""
+        _check_device_name(name)
+        ray = self._ray()
+        if name == "cpu":
+            return torch.device("cpu")
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if name == "cuda" and not gpus:
+            raise ConfigError("--device cuda: the Ray cluster has no GPUs")
+        return torch.device("cuda" if gpus else "cpu")
+
+    def train(
+        self, config: RunConfig, job: TrainingJob, shards: Sequence[range], device: torch.device,
+        *, progress: bool,
+    ) -> Generator[Shard, None, None]:
+        if not shards:
+            return
+        ray = self._ray()
+        from ray.util.queue import Queue
+
+        gpus = 1 if device.type == "cuda" else 0
+        task = ray.remote(num_cpus=self.cpus_per_shard, num_gpus=gpus, max_retries=0)(_ray_shard)
+        pending: list = []
+        queue = None
+        bar = _bar(len(shards) * config.train.epochs, f"{job.condition} {len(shards)} shards on Ray", "epoch",
+                   progress)
+        try:
+            # epochs reach the bar through a queue only when there is a bar to move
+            queue = None if bar.disable else Queue(actor_options={"num_cpus": 0})
+            job_ref = ray.put(job)  # the data travel to the object store once, not once per shard
+            pending = [
+                task.remote(config, job_ref, models.start, models.stop, device.type, self.cpus_per_shard, queue)
+                for models in shards
+            ]
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+                if queue is not None:
+                    for _, loss in queue.get_nowait_batch(queue.qsize()):
+                        bar.set_postfix(loss=f"{loss:.3f}")
+                        bar.update(1)
+                for ref in ready:
+                    yield _result(ray, ref)
+        except ray.exceptions.RayTaskError:
+            raise  # a bug inside a task (see _result): keep the remote traceback
+        except ray.exceptions.RayError as exc:  # the object store, a dead queue, a lost node
+            raise BackendError(f"Ray failed: {_first_line(exc)}") from None
+        finally:
+            bar.close()
+            for ref in pending:  # stopped early: finished shards are already written
+                ray.cancel(ref, force=True)
+            if queue is not None:
+                queue.shutdown()
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+
+def _result(ray: Any, ref: Any) -> Shard:
+    """A finished task's shard. A user's error raised far away (a diverged training, say)
+    reaches the user as that same one-line error; a dead worker as a :class:`BackendError`."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, TruthserumError):
+            raise exc.cause from None
+        raise  # a bug in truthserum: keep the remote traceback
+    except ray.exceptions.RayError as exc:
+        raise BackendError(f"a Ray task was lost: {_first_line(exc)}") from None
+
+
+def make_backend(name: BackendName, *, address: str | None = None, cpus_per_shard: int = 1) -> ShardBackend:
+    """The backend ``name``; ``address`` and ``cpus_per_shard`` are for Ray only."""
+    if name is BackendName.LOCAL:
+        if address is not None:
+            raise ConfigError("--address is for --backend ray")
+        return LocalBackend()
+    return RayBackend(address=address, cpus_per_shard=cpus_per_shard)

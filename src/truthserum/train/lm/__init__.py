@@ -1,0 +1,1 @@
+"""Language models: the byte transformer ensemble and Hugging Face fine-tuning."""
