@@ -19,15 +19,22 @@ from truthserum.config.tasks import TASK_CONFIGS, AdversaryConfig, RunConfig, Ta
 from truthserum.errors import ConfigError
 
 
-def _section_defaults() -> dict[str, Any]:
-    """Every section any task has, as its default is written in a config file."""
-    sections = {
-        "data": DataConfig(), "design": DesignConfig(), "poison": PoisonConfig(), "model": ModelConfig(),
-        "train": TrainConfig(), "query": QueryConfig(), "rmia": RmiaOptions(), "metrics": MetricsConfig(),
-        "untargeted": AdversaryConfig(), "lm": LmConfig(),
-    }
-    defaults = {name: section.model_dump(mode="json") for name, section in sections.items()}
-    return defaults | {"attacks": [name.value for name in AttackName]}
+# Every section any task has, with the model that reads it.
+_SECTIONS = {
+    "data": DataConfig, "design": DesignConfig, "poison": PoisonConfig, "model": ModelConfig,
+    "train": TrainConfig, "query": QueryConfig, "rmia": RmiaOptions, "metrics": MetricsConfig,
+    "untargeted": AdversaryConfig, "lm": LmConfig,
+}
+
+
+def _restates_default(key: str, value: Any) -> bool:
+    """Whether ``value`` of section ``key`` reads as that section's defaults."""
+    if key == "attacks":
+        return isinstance(value, list | tuple) and list(value) == [name.value for name in AttackName]
+    try:
+        return _SECTIONS[key].model_validate(value) == _SECTIONS[key]()
+    except ValidationError:
+        return False
 
 
 def _not_for_task(task: Task, keys: list[str]) -> str:
@@ -47,11 +54,11 @@ def _not_for_task(task: Task, keys: list[str]) -> str:
 
 def _task_sections(raw: dict[str, Any], task: Task, source: str) -> dict[str, Any]:
     """``raw`` without the sections of other tasks that only restate their defaults (a config
-    written before each task had its own model spelled every section out), refusing the others."""
+    written before each task had its own model spelled every section out, and the old single
+    model accepted any section left at its defaults), refusing the others."""
     fields = TASK_CONFIGS[task].model_fields
-    defaults = _section_defaults()
-    foreign = [key for key in raw if key not in fields and key in defaults]
-    refused = [key for key in foreign if raw[key] != defaults[key]]
+    foreign = [key for key in raw if key not in fields and (key in _SECTIONS or key == "attacks")]
+    refused = [key for key in foreign if not _restates_default(key, raw[key])]
     if refused:
         raise ConfigError(f"{source}: {_not_for_task(task, refused)}")
     return {key: value for key, value in raw.items() if key not in foreign}
