@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from truthserum.config import MembershipConfig, RunConfig, load_config, parse_config
+from truthserum.config import MembershipConfig, load_config, parse_config
 from truthserum.data.datasets import DataSource, load_dataset, load_npz
 from truthserum.errors import ConfigError, DataError
 from truthserum.tasks.stages import prepare_pool

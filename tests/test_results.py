@@ -13,7 +13,7 @@ import yaml
 from truthserum.config import MembershipConfig, parse_config
 from truthserum.errors import RunDirError
 from truthserum.metrics.attack import AttackMetrics
-from truthserum.report.tasks import format_results
+from truthserum.report import format_results
 from truthserum.store.rundir import RunDirectory
 from truthserum.tasks.results import AttackResult, RunResults
 

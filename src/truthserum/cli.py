@@ -247,7 +247,7 @@ def _sweep(args: argparse.Namespace, backend: ShardBackend) -> int:
 def _attack(args: argparse.Namespace, backend: ShardBackend) -> int:
     from truthserum.attacks import load_signals, score_attacks_with_details
     from truthserum.metrics.attack import evaluate
-    from truthserum.report.membership import format_attack_metrics
+    from truthserum.report.text import format_attack_metrics
     from truthserum.store.rundir import read_npz, write_npz
     from truthserum.tasks.stages import bootstrap_rng
 

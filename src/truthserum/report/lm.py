@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from truthserum.report.membership import interval_text, percent, save_figure, table_lines
+from truthserum.report.plots import save_figure
+from truthserum.report.text import interval_text, percent, table_lines
 
 MAX_CANARY_ROWS = 24  # past this, the per-canary table is left to results.json
 

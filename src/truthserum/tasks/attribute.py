@@ -23,7 +23,7 @@ from truthserum.train.executors import ShardBackend
 from truthserum.config import RunConfig
 from truthserum.metrics.accuracy import accuracy
 from truthserum.metrics.roc import RocCurve, roc_curve
-from truthserum.report.membership import plot_roc
+from truthserum.report.plots import plot_roc
 from truthserum.data.datasets import Dataset
 from truthserum.data.tables import completions as candidate_completions
 from truthserum.store.rundir import RunDirectory, write_npz

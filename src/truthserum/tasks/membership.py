@@ -25,7 +25,7 @@ from truthserum.errors import ConfigError
 from truthserum.metrics.accuracy import accuracy, poison_fit
 from truthserum.metrics.roc import RocCurve
 from truthserum.poison.label_flip import PoisonSet, make_label_flip_poisons, replicate_poisons
-from truthserum.report.membership import plot_roc
+from truthserum.report.plots import plot_roc
 from truthserum.store.logits import LogitStore
 from truthserum.store.rundir import RunDirectory, write_npz
 from truthserum.train.shard import TrainingJob

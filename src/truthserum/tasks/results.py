@@ -138,7 +138,7 @@ class RunResults:
 
     def summary(self) -> str:
         """The printed table of this run (what ``truthserum run`` shows)."""
-        from truthserum.report.tasks import format_results  # the report needs matplotlib's helpers
+        from truthserum.report import format_results  # the report is only needed here
 
         return format_results(self.to_json())
 

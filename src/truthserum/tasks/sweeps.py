@@ -16,7 +16,7 @@ from pathlib import Path
 from truthserum.attacks import check_shadow_budget, load_signals
 from truthserum.config import RunConfig, Task
 from truthserum.errors import ConfigError, SignalsError
-from truthserum.report.membership import plot_sweep
+from truthserum.report.plots import plot_sweep
 from truthserum.store.rundir import RunDirectory, temporary_path, write_json
 from truthserum.tasks.membership import condition_for, run_experiment
 from truthserum.train.executors import ShardBackend

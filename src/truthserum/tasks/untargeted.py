@@ -23,7 +23,7 @@ from truthserum.errors import ConfigError, DataError
 from truthserum.metrics.accuracy import accuracy
 from truthserum.metrics.roc import RocCurve
 from truthserum.metrics.precision import precision_at_recall
-from truthserum.report.membership import plot_roc
+from truthserum.report.plots import plot_roc
 from truthserum.data.datasets import Dataset
 from truthserum.store.rundir import RunDirectory, write_npz
 from truthserum.tasks.results import RunResults

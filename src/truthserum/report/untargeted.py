@@ -1,81 +1,21 @@
-"""Stage 8, report: text tables of the attribute and untargeted tasks (membership is in
-:mod:`truthserum.report.membership`)."""
+"""Stage 8, report: the untargeted task's table (the clean share against each poisoned
+strategy: AUC, TPR at low FPR and precision at fixed recall on the victims' points)."""
 
 from __future__ import annotations
 
-from truthserum.config import Task
-from truthserum.metrics.roc import FPR_LEVELS
 from truthserum.metrics.precision import false_positive_ratio
-from truthserum.report.lm import format_lm
-from truthserum.report.membership import (
-    LOW_SUPPORT_MARK, accuracy_rows, format_auc, format_comparison, interval_text, percent, roc_rows, table_lines,
+from truthserum.metrics.roc import FPR_LEVELS
+from truthserum.report.text import (
+    LOW_SUPPORT_MARK, accuracy_rows, bootstrap_note, percent, roc_rows, table_lines, with_interval,
 )
 
-
-def _with_interval(value: float | None, interval: list[float] | None) -> str:
-    return f"{percent(value)}{interval_text(interval)}"
-
-
 VICTIMS = "the victims' points"
-
-
-def _bootstrap_note(results: dict, over: str) -> str:
-    metrics = results["config"]["metrics"]
-    if not metrics["bootstrap"]:
-        return "no intervals (metrics.bootstrap is 0)"
-    return (f"intervals: {100 * metrics['confidence']:g}% percentile bootstrap over {over} "
-            f"({metrics['bootstrap']} resamples)")
-
-
-def format_attribute(results: dict) -> str:
-    """Clean against poisoned: guess accuracy on member pairs with intervals, against the base
-    rate, then the non-member control."""
-    conditions = results["conditions"]
-    names = list(conditions)
-    sensitive = results["sensitive"]
-    attacks = list(next(iter(conditions.values()))["attacks"])
-    rows = [*accuracy_rows(conditions), ["poison fit", *(percent(conditions[c]["poison_fit"]) for c in names)]]
-    binary = len(sensitive["values"]) == 2
-    for attack in attacks:
-        member = {c: conditions[c]["attacks"][attack]["members"] for c in names}
-        other = {c: conditions[c]["attacks"][attack]["nonmembers"] for c in names}
-        rows.append([f"{attack}: accuracy", *(
-            _with_interval(member[c]["accuracy"], member[c]["accuracy_ci"]) for c in names)])
-        rows.append(["  balanced accuracy", *(
-            _with_interval(member[c]["balanced_accuracy"], member[c]["balanced_accuracy_ci"]) for c in names)])
-        if binary:
-            rows.append([f"  AUC ({sensitive['values'][1]} vs {sensitive['values'][0]})", *(
-                "-" if member[c].get("auc") is None else format_auc(member[c]) for c in names)])
-        rows.append(["  non-member accuracy", *(
-            _with_interval(other[c]["accuracy"], other[c]["accuracy_ci"]) for c in names)])
-    first = conditions[names[0]]["attacks"][attacks[0]]["members"]
-    lines = [
-        f"attribute inference of '{sensitive['column']}' ({len(sensitive['values'])} values: "
-        f"{', '.join(sensitive['values'])}) for {results['targets']} targets",
-        "",
-        *table_lines(["", *names], rows),
-        "",
-        f"accuracy: share of member (model, target) pairs whose value is guessed right ({first['pairs']} "
-        f"pairs); {_bootstrap_note(results, 'targets')}.",
-        f"base rate: always guessing the most common value '{sensitive['majority']}' is right on "
-        f"{_with_interval(first['base_rate'], first['base_rate_ci'])} of the member pairs "
-        f"(balanced accuracy {100 / len(sensitive['values']):.1f}%).",
-        "non-member accuracy: the same guess for targets the model never saw, a control: what it "
-        "gets right there comes from the population, not from the person.",
-    ]
-    poisoned = [c for c in names if conditions[c]["replicas"]]
-    for c in poisoned:
-        lines.append(
-            f"{c}: {conditions[c]['replicas']} mislabeled {'replica' if conditions[c]['replicas'] == 1 else 'replicas'} of every candidate completion, "
-            f"{percent(conditions[c]['poison_fraction'])} of a model's training set."
-        )
-    return "\n".join(lines)
 
 
 def _precision(metrics: dict, index: int) -> str:
     found = metrics["precision_at_recall"]
     intervals = found["precision_ci"]
-    return _with_interval(found["precision"][index], None if intervals is None else intervals[index])
+    return with_interval(found["precision"][index], None if intervals is None else intervals[index])
 
 
 def _best(attacks: dict, index: int) -> tuple[str, float]:
@@ -150,7 +90,7 @@ def format_untargeted(results: dict) -> str:
         *table_lines(["", *names], rows),
         "",
         f"{first['members']} member and {first['nonmembers']} non-member (model, victim point) pairs per "
-        f"condition; {_bootstrap_note(results, VICTIMS)}; test accuracy: on the victims' "
+        f"condition; {bootstrap_note(results, VICTIMS)}; test accuracy: on the victims' "
         "points a model did not train on; precision of a random guess: "
         f"{percent(first['precision_at_recall']['member_share'])}.",
         f"{LOW_SUPPORT_MARK} fewer than 10 non-members can be false positives at that level.",
@@ -160,14 +100,3 @@ def format_untargeted(results: dict) -> str:
         lines.append(f"not run (no population points when every victim point is a target): "
                      f"{', '.join(results['skipped_attacks'])}")
     return "\n".join(lines)
-
-
-FORMATTERS = {
-    Task.MEMBERSHIP: format_comparison, Task.ATTRIBUTE: format_attribute, Task.UNTARGETED: format_untargeted,
-    Task.LM: format_lm,
-}
-
-
-def format_results(results: dict) -> str:
-    """The table of any task's ``results.json`` (one written before tasks existed is membership)."""
-    return FORMATTERS[Task(results.get("task", Task.MEMBERSHIP.value))](results)
