@@ -1,12 +1,11 @@
 """truthserum: measure how poisoning a few training points amplifies privacy leakage.
 
-The package follows the stages of an experiment: :mod:`~truthserum.data.datasets`,
-:mod:`~truthserum.design`, :mod:`~truthserum.poison.label_flip`, :mod:`~truthserum.train`,
-:mod:`~truthserum.query.views`, :mod:`~truthserum.attacks`, :mod:`~truthserum.metrics.roc` and
-:mod:`~truthserum.report.membership`; :mod:`~truthserum.tasks.membership` wires them to a run directory.
-Tables (:mod:`~truthserum.data.tables`) add two tasks, :mod:`~truthserum.attacks.attribute` inference and
-:mod:`~truthserum.poison.adversary` poisoning, whose runners are in :mod:`~truthserum.tasks`;
-language models (:mod:`~truthserum.lm`) add the fourth, secrets in training text.
+The package is the pipeline, a subpackage per stage: :mod:`~truthserum.data`,
+:mod:`~truthserum.design`, :mod:`~truthserum.poison`, :mod:`~truthserum.train`,
+:mod:`~truthserum.query`, :mod:`~truthserum.attacks`, :mod:`~truthserum.metrics` and
+:mod:`~truthserum.report`; :mod:`~truthserum.tasks` runs every task (membership, attribute,
+untargeted, lm) through one skeleton, joining the stages by files in a run directory
+(:mod:`~truthserum.store`), configured by :mod:`~truthserum.config`.
 """
 
 from __future__ import annotations
@@ -36,10 +35,14 @@ _EXPORTS = {
     "run_replica_sweep": "truthserum.tasks.sweeps",
     "run_shadow_sweep": "truthserum.tasks.sweeps",
     "run_task": "truthserum.tasks",
+    "RunResults": "truthserum.tasks.results",
+    "register_attack": "truthserum.attacks",
 }
 
 if _TYPE_CHECKING:
-    from truthserum.attacks import AttackInputs, AttackName, AttackOptions, load_signals, score_attacks
+    from truthserum.attacks import (
+        AttackInputs, AttackName, AttackOptions, load_signals, register_attack, score_attacks,
+    )
     from truthserum.config import RunConfig, load_config, parse_config
     from truthserum.errors import TruthserumError
     from truthserum.metrics.attack import evaluate
@@ -47,6 +50,7 @@ if _TYPE_CHECKING:
     from truthserum.metrics.epsilon import epsilon_from_counts, epsilon_lower_bound
     from truthserum.tasks import run_task
     from truthserum.tasks.membership import run_experiment
+    from truthserum.tasks.results import RunResults
     from truthserum.tasks.sweeps import run_replica_sweep, run_shadow_sweep
 
 
@@ -64,8 +68,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AttackInputs", "AttackName", "AttackOptions", "RunConfig", "TruthserumError",
+    "AttackInputs", "AttackName", "AttackOptions", "RunConfig", "RunResults", "TruthserumError",
     "bootstrap_intervals", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config",
-    "load_signals", "parse_config", "run_experiment", "run_replica_sweep", "run_shadow_sweep",
-    "run_task", "score_attacks",
+    "load_signals", "parse_config", "register_attack", "run_experiment", "run_replica_sweep",
+    "run_shadow_sweep", "run_task", "score_attacks",
 ]
