@@ -84,13 +84,13 @@ def test_hf_model_without_transformers_names_the_extra(monkeypatch, tmp_path):
 
     from truthserum.config.lm import LmConfig
     from truthserum.errors import ConfigError
-    from truthserum.tasks.lm import make_backend
+    from truthserum.tasks.lm import make_model_backend
 
     config = LmConfig.model_validate({"model": {"kind": "hf", "path": str(tmp_path)}})
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
     monkeypatch.delitem(sys.modules, "truthserum.train.lm.hf", raising=False)
     with pytest.raises(ConfigError, match=r"lm\.model\.kind 'hf' needs .*pip install 'truthserum\[hf\]'"):
-        make_backend(config, None, torch.device("cpu"))
+        make_model_backend(config, None, torch.device("cpu"))
 
 
 def test_cps_without_causaldata_names_the_extra(monkeypatch):

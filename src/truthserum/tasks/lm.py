@@ -58,7 +58,10 @@ def load_corpus(config: LmConfig) -> Corpus:
     return builtin_corpus(validation_every=config.corpus.validation_every, max_bytes=config.corpus.max_bytes)
 
 
-def make_backend(config: LmConfig, corpus: Corpus, device) -> Backend:
+def make_model_backend(config: LmConfig, corpus: Corpus, device) -> Backend:
+    """The language models of ``config``: byte transformers, or a Hugging Face model (the
+    ``hf`` extra). Not to be confused with where image and table shards train
+    (:mod:`truthserum.train.executors`)."""
     if config.model.kind is ModelKind.HF:
         from truthserum.train.lm.hf import HFBackend  # transformers is imported only for this path
 
@@ -314,7 +317,7 @@ class LmRunner:
             raise ConfigError("task 'lm' trains in this process; --backend ray is for the membership, "
                               "attribute and untargeted tasks")
         corpus = load_corpus(config.lm)  # read (and checked) before anything is written
-        model_backend = make_backend(config.lm, corpus, device)
+        model_backend = make_model_backend(config.lm, corpus, device)
         preflight(config.lm, corpus, model_backend)
         return LmInputs(corpus=corpus, backend=model_backend)
 
