@@ -1,7 +1,8 @@
-"""The stages every task shares, wired to a run directory: the pool and its recorded encoding,
-the keep matrix and targets, and one training stage that trains (or reuses) shards of models
-and queries them. The task runners (:mod:`truthserum.tasks.membership` for membership,
-:mod:`truthserum.tasks`) put these together; a finished training shard is never trained again.
+"""The stages the tasks share, wired to a run directory: the pool and its recorded encoding,
+the keep matrix and targets, one training stage that trains (or reuses) shards of models and
+queries them, and measuring attacks. Each task's runner (:mod:`truthserum.tasks.membership`,
+``attribute``, ``untargeted``) puts them together and :mod:`truthserum.tasks.skeleton` runs it;
+a finished training shard is never trained again.
 """
 
 from __future__ import annotations
