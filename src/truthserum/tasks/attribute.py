@@ -26,25 +26,19 @@ from truthserum.metrics.roc import RocCurve, roc_curve
 from truthserum.report.plots import plot_roc
 from truthserum.data.datasets import Dataset
 from truthserum.data.tables import completions as candidate_completions
-from truthserum.store.rundir import RunDirectory, write_npz
+from truthserum.store.rundir import write_npz
 from truthserum.tasks.membership import conditions_for
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
 from truthserum.tasks.stages import (
-    Log, log_to_stderr, poison_fit_warning, poison_share_warning, prepare_pool, resume_pool, stage_design,
+    Log, PoolInputs, log_to_stderr, poison_fit_warning, poison_share_warning, stage_design,
 )
 from truthserum.train.shard import TrainingJob
 
 
 @dataclass(frozen=True)
-class AttributeRunner:
+class AttributeRunner(PoolInputs):
     """Attribute inference: clean and poisoned models, every candidate completion queried."""
-
-    def prepare(self, config: RunConfig, *, device, backend) -> Dataset:
-        return prepare_pool(config)
-
-    def resume(self, run_dir: RunDirectory, pool: Dataset) -> Dataset:
-        return resume_pool(run_dir, pool)
 
     def run(self, run: RunContext, pool: Dataset) -> TaskOutput:
         config, run_dir, log = run.config, run.run_dir, run.log

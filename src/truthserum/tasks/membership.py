@@ -32,8 +32,8 @@ from truthserum.train.shard import TrainingJob
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
 from truthserum.tasks.stages import (
-    Log, attack_metrics, load_stage, log_to_stderr, poison_fit_warning, poison_share_warning, prepare_pool,
-    resume_pool, stage_design,
+    Log, PoolInputs, attack_metrics, load_stage, log_to_stderr, poison_fit_warning, poison_share_warning,
+    stage_design,
 )
 
 
@@ -124,18 +124,12 @@ def _condition_results(
 
 
 @dataclass(frozen=True)
-class MembershipRunner:
+class MembershipRunner(PoolInputs):
     """Targeted membership inference: the same keep matrix and targets trained under each
     condition (clean and poisoned, or every budget of a replica sweep)."""
 
     conditions: tuple[Condition, ...] | None = None
     roc_file: str | None = "roc.png"
-
-    def prepare(self, config: RunConfig, *, device, backend) -> Dataset:
-        return prepare_pool(config)
-
-    def resume(self, run_dir: RunDirectory, pool: Dataset) -> Dataset:
-        return resume_pool(run_dir, pool)
 
     def run(self, run: RunContext, pool: Dataset) -> TaskOutput:
         config, run_dir, log = run.config, run.run_dir, run.log

@@ -162,6 +162,18 @@ def resume_pool(run_dir: RunDirectory, pool: Dataset) -> Dataset:
     return pool
 
 
+class PoolInputs:
+    """The inputs of the tasks that train on a pool (membership, attribute, untargeted): the
+    pool, loaded and checked before anything is written, then encoded as the run directory
+    recorded and checked against its fingerprint. A task's runner inherits these two stages."""
+
+    def prepare(self, config: RunConfig, *, device: torch.device, backend: ShardBackend) -> Dataset:
+        return prepare_pool(config)
+
+    def resume(self, run_dir: RunDirectory, pool: Dataset) -> Dataset:
+        return resume_pool(run_dir, pool)
+
+
 def record_warning(warnings: list[str], log: Log, message: str | None) -> None:
     """Keep a warning for results.json and say it now; None means nothing to warn about."""
     if message:

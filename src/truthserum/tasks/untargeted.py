@@ -29,7 +29,7 @@ from truthserum.store.rundir import RunDirectory, write_npz
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
 from truthserum.tasks.stages import (
-    Log, attack_metrics, bootstrap_rng, load_stage, log_to_stderr, prepare_pool, resume_pool,
+    Log, PoolInputs, attack_metrics, bootstrap_rng, load_stage, log_to_stderr,
 )
 from truthserum.train.shard import TrainingJob
 from truthserum.poison.adversary import AdversaryStrategy, PoolSplit, adversary_share, split_pool
@@ -73,15 +73,12 @@ def stage_split(run_dir: RunDirectory, config: RunConfig, num_points: int, log: 
 
 
 @dataclass(frozen=True)
-class UntargetedRunner:
+class UntargetedRunner(PoolInputs):
     """Untargeted poisoning: the adversary's share of the pool, clean then each strategy."""
 
     def prepare(self, config: RunConfig, *, device, backend) -> Dataset:
         untargeted_attacks(config)  # refuse a config with only RMIA attacks before anything is written
-        return prepare_pool(config)
-
-    def resume(self, run_dir: RunDirectory, pool: Dataset) -> Dataset:
-        return resume_pool(run_dir, pool)
+        return super().prepare(config, device=device, backend=backend)
 
     def run(self, run: RunContext, pool: Dataset) -> TaskOutput:
         config, run_dir, log = run.config, run.run_dir, run.log
