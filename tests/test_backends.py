@@ -152,9 +152,9 @@ def test_without_ray_the_ray_backend_is_one_line(monkeypatch, tmp_path, capsys):
 
 
 def test_backend_options_are_checked(tmp_path, capsys):
-    with pytest.raises(ConfigError, match="--address is for --backend ray"):
+    with pytest.raises(ConfigError, match="address is for the Ray backend"):
         make_backend(BackendName.LOCAL, address="auto")
-    with pytest.raises(ConfigError, match="--cpus-per-shard"):
+    with pytest.raises(ConfigError, match="cpus_per_shard must be at least 1"):
         RayBackend(cpus_per_shard=0)
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(yaml.safe_dump(CONFIG))

@@ -277,7 +277,10 @@ _COMMANDS = {"run": _run, "demo": _demo, "sweep": _sweep, "attack": _attack}
 
 
 # The library's errors name its parameters; the command's name its options.
-_CLI_WORDS = {"another out_dir": "another --out"}
+_CLI_WORDS = {
+    "another out_dir": "another --out", "device 'cuda'": "--device cuda", "device must be": "--device must be",
+    "cpus_per_shard": "--cpus-per-shard", "the Ray backend": "--backend ray", "address is for": "--address is for",
+}
 
 
 def _in_cli_words(message: str) -> str:

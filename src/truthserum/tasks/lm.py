@@ -27,7 +27,7 @@ import numpy as np
 
 from truthserum import seeding
 from truthserum.config import RunConfig
-from truthserum.errors import ConfigError, DataError, RunDirError
+from truthserum.errors import DataError, RunDirError
 from truthserum.train.lm.backends import Backend, ByteBackend, SecretQuery
 from truthserum.poison.canaries import (
     Canaries, PoisonStrategy, canary_lines, digit_free_words, insert_lines, make_canaries, make_poisons,
@@ -42,7 +42,7 @@ from truthserum.store.fingerprints import check_inputs_unchanged
 from truthserum.store.rundir import RunDirectory, write_json
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
-from truthserum.train.executors import LocalBackend, ShardBackend
+from truthserum.train.executors import ShardBackend
 from truthserum.tasks.stages import POISON_FRACTION_WARNING, Log, log_to_stderr
 
 CLEAN = "clean"
@@ -312,10 +312,9 @@ class LmRunner:
     """Secrets in language models: canaries in the training text, one set of models per
     poisoning condition, exposure and extraction of every canary."""
 
+    trains_shards = False  # one ensemble (or one Hugging Face model) after another, in this process
+
     def prepare(self, config: RunConfig, *, device, backend: ShardBackend) -> LmInputs:
-        if not isinstance(backend, LocalBackend):
-            raise ConfigError("task 'lm' trains in this process; --backend ray is for the membership, "
-                              "attribute and untargeted tasks")
         corpus = load_corpus(config.lm)  # read (and checked) before anything is written
         model_backend = make_model_backend(config.lm, corpus, device)
         preflight(config.lm, corpus, model_backend)

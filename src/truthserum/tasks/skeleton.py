@@ -15,6 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 
+from truthserum.errors import ConfigError
 from truthserum.store.rundir import RunDirectory, write_json
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.stages import Log, log_to_stderr, record_warning, stage_train
@@ -59,7 +60,13 @@ class TaskOutput:
 
 
 class TaskRunner(Protocol, Generic[Inputs]):
-    """A task's own stages; :func:`execute` runs them in order."""
+    """A task's own stages; :func:`execute` runs them in order.
+
+    ``trains_shards`` says whether its models train as shards on a backend (local or Ray);
+    a task that trains in this process only is refused any other backend before it starts.
+    """
+
+    trains_shards: bool
 
     def prepare(self, config: Any, *, device: torch.device, backend: ShardBackend) -> Inputs:
         """Load and check the task's inputs; nothing may be written yet."""
@@ -87,6 +94,9 @@ def execute(
     """
     started = time.perf_counter()
     backend = backend or LocalBackend()
+    if not runner.trains_shards and not isinstance(backend, LocalBackend):
+        raise ConfigError(f"task '{config.task.value}' trains in this process; the Ray backend is for the "
+                          "membership, attribute and untargeted tasks")
     torch_device = backend.resolve_device(device)
     inputs = runner.prepare(config, device=torch_device, backend=backend)
     run_dir = RunDirectory.open(out_dir, config)

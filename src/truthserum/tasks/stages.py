@@ -167,6 +167,8 @@ class PoolInputs:
     pool, loaded and checked before anything is written, then encoded as the run directory
     recorded and checked against its fingerprint. A task's runner inherits these two stages."""
 
+    trains_shards = True  # on any backend
+
     def prepare(self, config: RunConfig, *, device: torch.device, backend: ShardBackend) -> Dataset:
         return prepare_pool(config)
 

@@ -56,7 +56,7 @@ DEVICES = ("cpu", "cuda", "auto")
 
 def _check_device_name(name: str) -> None:
     if name not in DEVICES:
-        raise ConfigError(f"--device must be cpu, cuda or auto, got {name!r}")
+        raise ConfigError(f"device must be cpu, cuda or auto, got {name!r}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -79,7 +79,7 @@ class LocalBackend:
         if name == "auto":
             name = "cuda" if torch.cuda.is_available() else "cpu"
         if name == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA device is available (this torch build or machine has none)")
+            raise ConfigError("device 'cuda': no CUDA device is available (this torch build or machine has none)")
         return torch.device(name)
 
     def train(
@@ -132,14 +132,14 @@ class RayBackend:
 
     def __post_init__(self) -> None:
         if self.cpus_per_shard < 1:
-            raise ConfigError(f"--cpus-per-shard must be at least 1, got {self.cpus_per_shard}")
+            raise ConfigError(f"cpus_per_shard must be at least 1, got {self.cpus_per_shard}")
 
     def _ray(self) -> Any:
         try:
             import ray
         except ImportError:
             raise BackendError(
-                "--backend ray needs Ray, which is not installed: pip install 'truthserum[ray]'"
+                "the Ray backend needs Ray, which is not installed: pip install 'truthserum[ray]'"
             ) from None
         if not ray.is_initialized():
             try:
@@ -160,7 +160,7 @@ class RayBackend:
             return torch.device("cpu")
         gpus = ray.cluster_resources().get("GPU", 0)
         if name == "cuda" and not gpus:
-            raise ConfigError("--device cuda: the Ray cluster has no GPUs")
+            raise ConfigError("device 'cuda': the Ray cluster has no GPUs")
         return torch.device("cuda" if gpus else "cpu")
 
     def train(
@@ -230,6 +230,6 @@ def make_backend(name: BackendName, *, address: str | None = None, cpus_per_shar
     """The backend ``name``; ``address`` and ``cpus_per_shard`` are for Ray only."""
     if name is BackendName.LOCAL:
         if address is not None:
-            raise ConfigError("--address is for --backend ray")
+            raise ConfigError("address is for the Ray backend")
         return LocalBackend()
     return RayBackend(address=address, cpus_per_shard=cpus_per_shard)
