@@ -79,6 +79,8 @@ def test_attribute_attacks_are_not_roc_attacks():
 
 def test_lm_results_have_no_separate_training_time():
     results = RunResults.from_json(_old("lm"))
+    assert all(condition.attacks is None for condition in results.conditions.values())
+    assert results.conditions["clean"].measurements["metrics"]["raw_exposure"]["canaries"] == 2
     assert results.timing.train_seconds is None
     assert "train_seconds" not in results.to_json()["timing"]
 

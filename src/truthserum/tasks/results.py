@@ -74,17 +74,18 @@ class ConditionResults:
     """One training condition (clean, poisoned, a budget, an adversary's strategy).
 
     ``attacks`` holds :class:`AttackResult` for membership-style attacks and the written
-    mapping otherwise (attribute inference: guess accuracy on member and non-member pairs);
-    ``measurements`` is everything else the task wrote for the condition, in its order.
+    mapping otherwise (attribute inference: guess accuracy on member and non-member pairs), or
+    is None where the task measures no attacks (language models: exposure and extraction are
+    in ``measurements``); ``measurements`` is everything else the task wrote for the condition.
     """
 
     name: str
-    attacks: Mapping[str, AttackResult | Mapping[str, Any]]
+    attacks: Mapping[str, AttackResult | Mapping[str, Any]] | None
     measurements: Mapping[str, Any]
 
     def to_json(self) -> dict[str, Any]:
         entry = _thawed(self.measurements)
-        if self.attacks or "attacks" in entry:
+        if self.attacks is not None:  # last, where every task writes them
             entry["attacks"] = {
                 name: attack.to_json() if isinstance(attack, AttackResult) else _thawed(attack)
                 for name, attack in self.attacks.items()
@@ -93,13 +94,14 @@ class ConditionResults:
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any], *, roc_attacks: bool) -> ConditionResults:
-        attacks = {
-            attack: AttackResult.from_json(entry) if roc_attacks else _frozen(entry)
-            for attack, entry in data.get("attacks", {}).items()
-        }
-        # "attacks" stays in the measurements as a placeholder, so its position is kept
-        measurements = {key: (None if key == "attacks" else value) for key, value in data.items()}
-        return cls(name=name, attacks=MappingProxyType(attacks), measurements=_frozen(measurements))
+        attacks = None
+        if "attacks" in data:
+            attacks = MappingProxyType({
+                attack: AttackResult.from_json(entry) if roc_attacks else _frozen(entry)
+                for attack, entry in data["attacks"].items()
+            })
+        measurements = {key: value for key, value in data.items() if key != "attacks"}
+        return cls(name=name, attacks=attacks, measurements=_frozen(measurements))
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class RunResults:
 
     def attack(self, condition: str, attack: str) -> AttackResult:
         """One attack's result in one condition (membership-style tasks)."""
-        result = self.conditions[condition].attacks[attack]
+        result = (self.conditions[condition].attacks or {})[attack]
         if not isinstance(result, AttackResult):
             raise TypeError(f"task '{self.task}' measures attack '{attack}' without an ROC; see its attacks mapping")
         return result
