@@ -142,3 +142,36 @@ def test_the_readme_python_example_runs(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "lira-online AUC" in printed and "poisoned" in printed
     assert (tmp_path / "run" / "results.json").is_file()
+
+
+def test_every_config_field_is_described():
+    """Every key of every config model, sections included, has a description for the reference."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from truthserum.config import TASK_CONFIGS
+
+    def models_in(annotation) -> list[type[BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [model for arg in typing.get_args(annotation) for model in models_in(arg)]
+
+    undescribed: list[str] = []
+    seen: set[type[BaseModel]] = set()
+
+    def walk(model: type[BaseModel], path: str) -> None:
+        for name, field in model.model_fields.items():
+            key = f"{path}.{name}" if path else name
+            if not (field.description or "").strip():
+                undescribed.append(key)
+            for section in models_in(field.annotation):
+                if section not in seen:
+                    seen.add(section)
+                    walk(section, key)
+
+    for task, model in TASK_CONFIGS.items():
+        seen.add(model)
+        walk(model, task.value)
+    assert seen >= set(TASK_CONFIGS.values()) and len(seen) > len(TASK_CONFIGS)
+    assert undescribed == []

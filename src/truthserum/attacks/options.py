@@ -20,13 +20,18 @@ class RmiaOptions(StrictSection):
     """RMIA's options, the ``rmia`` section of a config (Zarifzadeh et al. 2024; definitions in
     docs/attacks.md)."""
 
-    gamma: Rate = Field(default=DEFAULT_GAMMA, gt=0, le=1e6, description="likelihood-ratio threshold")
+    gamma: Rate = Field(
+        default=DEFAULT_GAMMA, gt=0, le=1e6,
+        description="likelihood-ratio threshold: the score counts the population points z with LR(x, z) >= gamma",
+    )
     offline_a: float | Literal["tune"] = Field(
         default=DEFAULT_OFFLINE_A,
-        description="offline interpolation parameter, or 'tune' to fit it on shadow models only",
+        description="rmia-offline's a in [0, 1] (linear stand-in for the missing IN models), or tune: fitted on "
+                    "shadows only",
     )
     population: Count | None = Field(
-        default=None, ge=1, description="population points drawn from the non-targets (default: all)"
+        default=None, ge=1,
+        description="population points drawn at random (seeded) from the non-targets; null: all of them",
     )
 
     @field_validator("offline_a", mode="before")

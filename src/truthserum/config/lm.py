@@ -25,11 +25,19 @@ class ModelKind(str, Enum):
 
 
 class CorpusConfig(StrictSection):
-    source: CorpusSource = CorpusSource.BUILTIN
-    path: Path | None = None
+    source: CorpusSource = Field(
+        default=CorpusSource.BUILTIN,
+        description="builtin: Python's bundled documentation (pydoc_data.topics); text: the UTF-8 file at path",
+    )
+    path: Path | None = Field(
+        default=None, description="the UTF-8 text file of source text, relative to the config file"
+    )
     max_bytes: Count | None = Field(default=None, ge=10_000,
                                     description="use only the first documents, about this many bytes")
-    validation_every: Count = Field(default=10, ge=2, le=1000, description="every n-th document is validation text")
+    validation_every: Count = Field(
+        default=10, ge=2, le=1000,
+        description="every n-th document (a topic, or a blank-line separated paragraph) is validation text",
+    )
 
     @model_validator(mode="after")
     def _path_matches_source(self) -> CorpusConfig:
@@ -41,12 +49,19 @@ class CorpusConfig(StrictSection):
 
 
 class LmModelConfig(StrictSection):
-    kind: ModelKind = ModelKind.BYTE
+    kind: ModelKind = Field(
+        default=ModelKind.BYTE,
+        description="byte: the built-in byte transformer, trained from scratch; hf: a local Hugging Face causal LM, "
+                    "fine-tuned",
+    )
     path: Path | None = Field(default=None, description="local folder of a Hugging Face model (kind hf)")
-    layers: Count = Field(default=2, ge=1, le=24)
-    width: Count = Field(default=64, ge=8, le=2048)
-    heads: Count = Field(default=4, ge=1, le=64)
-    context: Count = Field(default=64, ge=16, le=4096, description="training window in tokens")
+    layers: Count = Field(default=2, ge=1, le=24, description="byte model only: transformer layers")
+    width: Count = Field(default=64, ge=8, le=2048, description="byte model only: embedding width, a multiple of heads")
+    heads: Count = Field(default=4, ge=1, le=64, description="byte model only: attention heads per layer")
+    context: Count = Field(
+        default=64, ge=16, le=4096,
+        description="training window in tokens (kind hf too); the byte model's must hold a query and its secret",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> LmModelConfig:
@@ -65,16 +80,25 @@ class LmModelConfig(StrictSection):
 class LmTrainConfig(StrictSection):
     passes: Rate = Field(default=4.0, gt=0, le=1000, description="passes over the clean training text")
     batch_size: Count = Field(default=16, ge=1, le=4096, description="windows per model per step")
-    learning_rate: Rate = Field(default=3e-3, gt=0, le=1)
+    learning_rate: Rate = Field(
+        default=3e-3, gt=0, le=1, description="AdamW's peak rate: 5% linear warm-up, then a cosine down to 10% of it"
+    )
 
     def settings(self) -> LmTrainSettings:
         return LmTrainSettings(passes=self.passes, batch_size=self.batch_size, learning_rate=self.learning_rate)
 
 
 class CanaryConfig(StrictSection):
-    template: str = Field(default="the PIN of {name} is " + SECRET_SLOT, min_length=len(SECRET_SLOT) + 1)
-    digits: Count = Field(default=6, ge=1, le=12)
-    count: Count = Field(default=12, ge=1, le=MAX_CANARIES, description="canaries per replicate")
+    template: str = Field(
+        default="the PIN of {name} is " + SECRET_SLOT, min_length=len(SECRET_SLOT) + 1,
+        description="one line with a {name} slot and ending in {secret}; no digits elsewhere",
+    )
+    digits: Count = Field(
+        default=6, ge=1, le=12, description="digits of a random secret: 10^digits candidate secrets"
+    )
+    count: Count = Field(
+        default=12, ge=1, le=MAX_CANARIES, description="canaries per replicate, each with its own name"
+    )
     insertions: Count = Field(default=8, ge=1, le=1000, description="copies of a canary in a model that has it")
 
     def form(self) -> CanaryFormat:
@@ -88,7 +112,10 @@ class CanaryConfig(StrictSection):
 
 
 class PoisonCondition(StrictSection):
-    strategy: PoisonStrategy
+    strategy: PoisonStrategy = Field(
+        description="dilution: prefix + random secrets; neutral: prefix + a digit-free corpus word; sibling: "
+                    "other names + random secrets",
+    )
     count: Count = Field(ge=1, le=10_000, description="poison lines per canary")
 
     @property
@@ -100,8 +127,14 @@ class ExposureConfig(StrictSection):
     exact_max: Count = Field(default=1_000_000, ge=10, le=1_000_000,
                              description="enumerate the secret space exactly up to this size")
     sample: Count = Field(default=5000, ge=100, le=1_000_000, description="candidates for the extrapolated exposure")
-    beam_width: Count = Field(default=100, ge=1, le=10_000)
-    top_k: tuple[Count, ...] = Field(default=(1, 10, 100), min_length=1)
+    beam_width: Count = Field(
+        default=100, ge=1, le=10_000,
+        description="extraction: partial secrets the beam search keeps; at least the largest top_k",
+    )
+    top_k: tuple[Count, ...] = Field(
+        default=(1, 10, 100), min_length=1,
+        description="extraction succeeds at k when the secret is among the k best guesses; distinct counts",
+    )
     max_nodes: Count = Field(default=8192, ge=16, le=1_000_000, description="trie nodes per batch")
 
     @model_validator(mode="after")
@@ -114,10 +147,15 @@ class ExposureConfig(StrictSection):
 
 
 class LmConfig(StrictSection):
-    corpus: CorpusConfig = CorpusConfig()
-    model: LmModelConfig = LmModelConfig()
-    train: LmTrainConfig = LmTrainConfig()
-    canaries: CanaryConfig = CanaryConfig()
+    corpus: CorpusConfig = Field(default=CorpusConfig(), description="the training text and its validation split")
+    model: LmModelConfig = Field(
+        default=LmModelConfig(),
+        description="the language model: the built-in byte transformer or a local Hugging Face one",
+    )
+    train: LmTrainConfig = Field(default=LmTrainConfig(), description="how long and how fast every model trains")
+    canaries: CanaryConfig = Field(
+        default=CanaryConfig(), description="the secret-bearing lines planted in the training text"
+    )
     num_models: Count = Field(default=4, ge=2, le=256,
                               description="models per condition and replicate; each canary is in half of them")
     replicates: Count = Field(default=1, ge=1, le=100, description="independent repetitions with fresh canaries")
@@ -125,7 +163,9 @@ class LmConfig(StrictSection):
         default=(PoisonCondition(strategy=PoisonStrategy.NEUTRAL, count=16),),
         description="poisoned conditions, each compared with the clean one (always run)",
     )
-    exposure: ExposureConfig = ExposureConfig()
+    exposure: ExposureConfig = Field(
+        default=ExposureConfig(), description="how exposure and extraction of each canary's secret are measured"
+    )
 
     @property
     def exact_exposure(self) -> bool:

@@ -26,10 +26,16 @@ from truthserum.train.ensemble import OptimizerName, Schedule, TrainSettings
 class ColumnsConfig(_Strict):
     """The roles of a table's columns; the sensitive column is a categorical feature too."""
 
-    label: str = Field(min_length=1)
-    sensitive: str = Field(min_length=1)
-    numeric: tuple[str, ...] = ()
-    categorical: tuple[str, ...] = ()
+    label: str = Field(min_length=1, description="the column the models predict")
+    sensitive: str = Field(
+        min_length=1,
+        description="the column attribute inference guesses (2 to 64 values); for other tasks one more categorical "
+                    "feature",
+    )
+    numeric: tuple[str, ...] = Field(default=(), description="feature columns of numbers, standardised over the pool")
+    categorical: tuple[str, ...] = Field(
+        default=(), description="feature columns one-hot encoded over the values seen in the pool"
+    )
 
     def table_columns(self) -> TableColumns:
         return TableColumns(
@@ -38,7 +44,11 @@ class ColumnsConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    source: DataSource = DataSource.MNIST5K
+    source: DataSource = Field(
+        default=DataSource.MNIST5K,
+        description="the pool: built-in mnist5k (5,000 MNIST), digits (sklearn 8x8) or cps (table); npz, csv, adult "
+                    "or cifar10 from path",
+    )
     path: Path | None = Field(
         default=None,
         description="the .npz or .csv file, the folder of the UCI Adult files, or cifar-10-batches-bin",
@@ -74,8 +84,14 @@ class DataConfig(_Strict):
 
 
 class DesignConfig(_Strict):
-    num_models: Count = Field(default=16, ge=4, le=4096)
-    num_targets: Count = Field(default=100, ge=1)
+    num_models: Count = Field(
+        default=16, ge=4, le=4096,
+        description="models trained per condition, even: each pool point is in exactly half of them, chosen at random",
+    )
+    num_targets: Count = Field(
+        default=100, ge=1,
+        description="points under attack, drawn from the pool; task untargeted: leave unset (every victim is a target)",
+    )
 
     @field_validator("num_models")
     @classmethod
@@ -91,12 +107,17 @@ MAX_REPLICAS = 10_000
 class PoisonConfig(_Strict):
     replicas: Count = Field(
         default=8, ge=0, le=MAX_REPLICAS,
-        description="mislabeled copies per target; 0 runs the clean condition only",
+        description="mislabeled copies per target (attribute: of each candidate completion); 0 runs the clean "
+                    "condition only",
     )
 
 
 class ModelConfig(_Strict):
-    architecture: Architecture = Architecture.MLP
+    architecture: Architecture = Field(
+        default=Architecture.MLP,
+        description="logreg: linear; mlp: ReLU layers; cnn: conv, ReLU, max-pool layers; wrn: Wide-ResNet "
+                    "(cnn, wrn: images)",
+    )
     hidden_sizes: tuple[Count, ...] = Field(default=(256,), min_length=1, description="MLP hidden widths")
     channels: tuple[Count, ...] = Field(default=(16, 32), min_length=1, description="CNN convolution widths")
     depth: Count = Field(default=16, ge=10, le=1000, description="WRN layers, 6n + 4 (10, 16, 22, 28, ...)")
@@ -127,18 +148,28 @@ class ModelConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    optimizer: OptimizerName = OptimizerName.ADAM
-    learning_rate: Rate = Field(default=1e-3, gt=0, le=10)
+    optimizer: OptimizerName = Field(default=OptimizerName.ADAM, description="sgd (with momentum) or adam")
+    learning_rate: Rate = Field(
+        default=1e-3, gt=0, le=10, description="the optimizer's step size (with cosine: its value at the first step)"
+    )
     momentum: Rate = Field(default=0.9, ge=0, lt=1, description="SGD only")
-    weight_decay: Rate = Field(default=0.0, ge=0)
-    schedule: Schedule = Schedule.CONSTANT
-    epochs: Count = Field(default=20, ge=1, le=100_000)
-    batch_size: Count = Field(default=128, ge=1)
+    weight_decay: Rate = Field(default=0.0, ge=0, description="L2 penalty the optimizer adds to the gradient; 0: none")
+    schedule: Schedule = Field(
+        default=Schedule.CONSTANT,
+        description="constant: learning_rate throughout; cosine: decays it along a half cosine to 0 over all steps",
+    )
+    epochs: Count = Field(default=20, ge=1, le=100_000, description="passes over each model's training set")
+    batch_size: Count = Field(
+        default=128, ge=1,
+        description="at most this many training points per model per step; every model takes the same steps",
+    )
     shard_size: Count = Field(
         default=8, ge=1, description="models trained together; a finished shard is never retrained"
     )
     augment: Augment = Field(
-        default=Augment.NONE, description="training augmentation of images: none, crop or flip-crop"
+        default=Augment.NONE,
+        description="images only: crop takes a random crop of the image padded 4 pixels (reflected); "
+                    "flip-crop mirrors at random first",
     )
     mixed_precision: Annotated[bool, Strict()] = Field(
         default=False, description="CUDA only: forward and loss in bfloat16; the CPU always trains in float32"
@@ -161,10 +192,13 @@ class QueryConfig(_Strict):
     """
 
     views: tuple[QueryView, ...] | None = Field(
-        default=None, min_length=1, description="named views, the first identity; None with count"
+        default=None, min_length=1,
+        description="named views, identity first (null when count is given); omitting both views and count means "
+                    "the identity view alone",
     )
     count: Count | None = Field(
-        default=None, ge=1, le=max_views(flip=True), description="generate this many views instead"
+        default=None, ge=1, le=max_views(flip=True),
+        description="instead of views: the first K of identity, 1-pixel shifts, diagonals, 2-pixel shifts, ...",
     )
     flip: Annotated[bool, Strict()] = Field(
         default=False, description="with count: mirrored views too (images whose mirror keeps the label)"
@@ -228,6 +262,9 @@ class QueryConfig(_Strict):
 class MetricsConfig(_Strict):
     """Confidence intervals and the privacy lower bound (definitions in docs/attacks.md)."""
 
-    bootstrap: Count = Field(default=1000, ge=0, le=100_000, description="resamples of the target points; 0: none")
+    bootstrap: Count = Field(
+        default=1000, ge=0, le=100_000,
+        description="bootstrap resamples of the target points (lm: of the canaries) for the intervals; 0: no intervals",
+    )
     confidence: Rate = Field(default=0.95, ge=0.5, lt=1, description="of the intervals and the epsilon bound")
     delta: Rate = Field(default=0.0, ge=0, lt=1, description="the delta of the epsilon lower bound")

@@ -60,6 +60,21 @@ _ATTACKS = Field(
 )
 
 
+_UNTARGETED_ATTACKS = Field(
+    default=_ATTACKS.default, min_length=1,
+    description="membership attacks to run on the victims, in this order; those needing a population (RMIA) are "
+                "skipped",
+)
+_DATA = Field(default=DataConfig(), description="the pool of points: where it comes from and how many of them")
+_DESIGN = Field(default=DesignConfig(), description="how many models there are, and how many target points")
+_POISON = Field(default=PoisonConfig(), description="the adversary's poisons: mislabeled replicas of each target")
+_MODEL = Field(default=ModelConfig(), description="the architecture every model is built with, and its sizes")
+_TRAIN = Field(default=TrainConfig(), description="how every model is trained: optimizer, schedule, epochs, batches")
+_QUERY = Field(default=QueryConfig(), description="which views of each point every trained model is queried on")
+_RMIA = Field(default=RmiaOptions(), description="the options of the rmia-online and rmia-offline attacks")
+_METRICS = Field(default=MetricsConfig(), description="the bootstrap confidence intervals and the epsilon lower bound")
+
+
 class _TaskConfig(StrictSection):
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -98,17 +113,20 @@ class MembershipConfig(_TaskConfig):
     """Targeted membership inference: the same keep matrix and targets trained clean and
     poisoned (mislabeled replicas of each target)."""
 
-    task: Literal[Task.MEMBERSHIP] = Task.MEMBERSHIP
+    task: Literal[Task.MEMBERSHIP] = Field(
+        default=Task.MEMBERSHIP,
+        description="selects targeted membership inference, the task a config without task runs",
+    )
     seed: Count = _SEED
-    data: DataConfig = DataConfig()
-    design: DesignConfig = DesignConfig()
-    poison: PoisonConfig = PoisonConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    query: QueryConfig = QueryConfig()
+    data: DataConfig = _DATA
+    design: DesignConfig = _DESIGN
+    poison: PoisonConfig = _POISON
+    model: ModelConfig = _MODEL
+    train: TrainConfig = _TRAIN
+    query: QueryConfig = _QUERY
     attacks: tuple[str, ...] = _ATTACKS
-    rmia: RmiaOptions = RmiaOptions()
-    metrics: MetricsConfig = MetricsConfig()
+    rmia: RmiaOptions = _RMIA
+    metrics: MetricsConfig = _METRICS
 
     _known_attacks = field_validator("attacks")(_registered_and_distinct)
 
@@ -127,15 +145,26 @@ class AttributeConfig(_TaskConfig):
     every candidate completion as poisons. It runs its own attacks (confidence, lira-offline,
     lira-offline-fixed)."""
 
-    task: Literal[Task.ATTRIBUTE] = Task.ATTRIBUTE
+    task: Literal[Task.ATTRIBUTE] = Field(
+        default=Task.ATTRIBUTE, description="selects attribute inference of the sensitive column of a table"
+    )
     seed: Count = _SEED
-    data: DataConfig = DataConfig()
-    design: DesignConfig = DesignConfig()
-    poison: PoisonConfig = PoisonConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    query: QueryConfig = QueryConfig()
-    metrics: MetricsConfig = MetricsConfig()
+    data: DataConfig = Field(
+        default=DataConfig(), description="the table (cps, csv or adult) whose sensitive column is inferred"
+    )
+    design: DesignConfig = Field(
+        default=DesignConfig(), description="how many models there are (at least 6), and how many target points"
+    )
+    poison: PoisonConfig = Field(
+        default=PoisonConfig(), description="the poisons: mislabeled replicas of every candidate completion of a target"
+    )
+    model: ModelConfig = _MODEL
+    train: TrainConfig = _TRAIN
+    query: QueryConfig = _QUERY
+    metrics: MetricsConfig = Field(
+        default=MetricsConfig(),
+        description="the bootstrap confidence intervals (delta is unused: no epsilon bound here)",
+    )
 
     @model_validator(mode="after")
     def _fits_the_task(self) -> AttributeConfig:
@@ -155,17 +184,28 @@ class UntargetedConfig(_TaskConfig):
     """Untargeted poisoning: the adversary holds a share of the pool and poisons it; every
     victim point is a membership target."""
 
-    task: Literal[Task.UNTARGETED] = Task.UNTARGETED
+    task: Literal[Task.UNTARGETED] = Field(
+        default=Task.UNTARGETED,
+        description="selects untargeted poisoning: membership of every victim point, the adversary holding a share",
+    )
     seed: Count = _SEED
-    data: DataConfig = DataConfig()
-    design: DesignConfig = DesignConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    query: QueryConfig = QueryConfig()
-    attacks: tuple[str, ...] = _ATTACKS
-    rmia: RmiaOptions = RmiaOptions()
-    metrics: MetricsConfig = MetricsConfig()
-    untargeted: AdversaryConfig = AdversaryConfig()
+    data: DataConfig = _DATA
+    design: DesignConfig = Field(
+        default=DesignConfig(),
+        description="how many models there are (num_targets is unused: every victim is a target)",
+    )
+    model: ModelConfig = _MODEL
+    train: TrainConfig = _TRAIN
+    query: QueryConfig = _QUERY
+    attacks: tuple[str, ...] = _UNTARGETED_ATTACKS
+    rmia: RmiaOptions = Field(
+        default=RmiaOptions(), description="RMIA's options; unused here, as RMIA is skipped (no population points)"
+    )
+    metrics: MetricsConfig = _METRICS
+    untargeted: AdversaryConfig = Field(
+        default=AdversaryConfig(),
+        description="the adversary's share of the pool and the poisoned strategies to compare",
+    )
 
     _known_attacks = field_validator("attacks")(_registered_and_distinct)
 
@@ -185,10 +225,17 @@ class LanguageModelConfig(_TaskConfig):
     """Secrets in language models: canaries in the training text, configured in the ``lm``
     section."""
 
-    task: Literal[Task.LM] = Task.LM
+    task: Literal[Task.LM] = Field(
+        default=Task.LM,
+        description="selects secret extraction from language models (canaries), set up in the lm section",
+    )
     seed: Count = _SEED
-    metrics: MetricsConfig = MetricsConfig()
-    lm: LmConfig = LmConfig()
+    metrics: MetricsConfig = Field(
+        default=MetricsConfig(), description="the bootstrap confidence intervals, over canaries (delta is unused)"
+    )
+    lm: LmConfig = Field(
+        default=LmConfig(), description="the corpus, models, training, canaries, poisons and exposure measurement"
+    )
 
 
 TASK_CONFIGS: dict[Task, type[_TaskConfig]] = {
