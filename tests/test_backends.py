@@ -21,7 +21,7 @@ CONFIG = {
     "design": {"num_models": 4, "num_targets": 8},
     "poison": {"replicas": 2},
     "model": {"architecture": "mlp", "hidden_sizes": [32]},
-    "train": {"optimizer": "adam", "learning_rate": 0.01, "epochs": 3, "batch_size": 64, "shard_size": 2},
+    "train": {"optimizer": "adam", "learning_rate": 0.01, "epochs": 2, "batch_size": 64, "shard_size": 2},
     "attacks": ["lira-offline", "global-threshold"],
     "metrics": {"bootstrap": 20},
 }

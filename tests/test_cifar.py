@@ -400,5 +400,10 @@ def test_cifar10_config_runs_end_to_end_on_the_fixture(cifar_root, tmp_path):
     logits = np.load(tmp_path / "run" / "signals-poisoned-logits.npy")
     assert logits.shape == (4, 100, 2, 10)  # 4 models, the pool, identity + mirror, 10 classes
     assert np.isfinite(logits).all()
-    for condition in results["conditions"].values():
-        assert 0.0 <= condition["accuracy"]["test"] <= 1.0
+    for name, condition in results["conditions"].items():  # accuracy on the view the models saw
+        identity = np.load(tmp_path / "run" / f"signals-{name}-logits.npy")[:, :, 0]
+        with np.load(tmp_path / "run" / f"signals-{name}.npz") as signals:
+            correct, keep = identity.argmax(-1) == signals["labels"], signals["keep"]
+        for split, mask in (("train", keep), ("test", ~keep)):
+            expected = np.mean([correct[m][mask[m]].mean() for m in range(len(keep))])
+            assert condition["accuracy"][split] == pytest.approx(expected), (name, split)

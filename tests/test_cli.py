@@ -1,9 +1,13 @@
-"""The command line: bad input gets one clear line and a non-zero exit, never a traceback."""
+"""The command line: bad input gets one clear line and a non-zero exit, never a traceback.
+
+Most commands run ``main`` in this process (:func:`conftest.run_main`); test_missing_config runs
+the real entry point in a child process, as do tests/test_runner.py's runs and attacks.
+"""
 
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 
 def assert_one_line_error(done, fragment):
@@ -16,36 +20,39 @@ def assert_one_line_error(done, fragment):
 
 
 def test_missing_config(tmp_path):
+    """The one error case through the real entry point: exit status 2 and one line on stderr."""
     assert_one_line_error(run_cli("run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")),
                           "no such config file")
     assert not (tmp_path / "o").exists()
 
 
-def test_unknown_key_in_config(tmp_path):
+def test_unknown_key_in_config(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("design:\n  num_modles: 8\n")
-    assert_one_line_error(run_cli("run", str(config), "--out", str(tmp_path / "o")),
+    assert_one_line_error(run_main(capsys, "run", str(config), "--out", str(tmp_path / "o")),
                           "design.num_modles: unknown key")
 
 
-def test_bad_user_data_is_reported_before_anything_is_written(tmp_path):
+def test_bad_user_data_is_reported_before_anything_is_written(tmp_path, capsys):
     data = tmp_path / "data.npz"
     np.savez(data, x=np.full((50, 4), np.nan), y=np.arange(50) % 2)
     config = tmp_path / "c.yaml"
     config.write_text(f"data:\n  source: npz\n  path: {data}\ndesign:\n  num_targets: 5\n")
-    assert_one_line_error(run_cli("run", str(config), "--out", str(tmp_path / "o")), "NaN or inf in 50 rows")
+    assert_one_line_error(run_main(capsys, "run", str(config), "--out", str(tmp_path / "o")),
+                          "NaN or inf in 50 rows")
     assert not (tmp_path / "o").exists()
 
 
-def test_cuda_requested_without_cuda(tmp_path):
+def test_cuda_requested_without_cuda(tmp_path, capsys):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     config = tmp_path / "c.yaml"
     config.write_text("seed: 1\n")
-    assert_one_line_error(run_cli("run", str(config), "--out", str(tmp_path / "o"), "--device", "cuda"),
-                          "no CUDA device")
+    assert_one_line_error(
+        run_main(capsys, "run", str(config), "--out", str(tmp_path / "o"), "--device", "cuda"), "no CUDA device"
+    )
 
 
 @pytest.mark.parametrize(
@@ -64,27 +71,29 @@ def test_cuda_requested_without_cuda(tmp_path):
          "no OUT shadow model"),
     ],
 )
-def test_bad_signals(tmp_path, arrays, fragment):
+def test_bad_signals(tmp_path, capsys, arrays, fragment):
     signals = tmp_path / "s.npz"
     np.savez(signals, **arrays)
-    assert_one_line_error(run_cli("attack", "--signals", str(signals), "--attack", "lira-online"), fragment)
+    assert_one_line_error(run_main(capsys, "attack", "--signals", str(signals), "--attack", "lira-online"),
+                          fragment)
 
 
-def test_attack_refuses_to_overwrite_its_input(tmp_path):
+def test_attack_refuses_to_overwrite_its_input(tmp_path, capsys):
     signals = tmp_path / "s.npz"
     np.savez(signals, logits=np.zeros((4, 3, 2)), labels=np.zeros(3, int), keep=np.ones((4, 3), bool))
     before = signals.read_bytes()
-    done = run_cli("attack", "--signals", str(signals), "--attack", "global-threshold", "--out", str(signals))
+    done = run_main(capsys, "attack", "--signals", str(signals), "--attack", "global-threshold",
+                    "--out", str(signals))
     assert_one_line_error(done, "would overwrite the signals file")
     assert signals.read_bytes() == before
 
 
-def test_attack_on_a_pickle_is_refused(tmp_path):
+def test_attack_on_a_pickle_is_refused(tmp_path, capsys):
     import pickle
 
     signals = tmp_path / "s.npz"
     signals.write_bytes(pickle.dumps({"logits": 1}))
-    assert_one_line_error(run_cli("attack", "--signals", str(signals), "--attack", "lira-online"),
+    assert_one_line_error(run_main(capsys, "attack", "--signals", str(signals), "--attack", "lira-online"),
                           "not a zip archive")
 
 
@@ -106,13 +115,13 @@ def test_demo_config_is_the_packaged_one_and_within_the_poison_budget():
 
 
 def test_demo_command_prints_the_side_by_side_table(tmp_path, monkeypatch, capsys):
-    """The demo's own wiring, on the small config (the real demo takes minutes)."""
+    """The demo's own wiring, on the tiny config (the real demo takes minutes)."""
     import yaml
 
-    from conftest import SMALL_CONFIG
+    from conftest import TINY_CONFIG
     from truthserum import cli
 
-    monkeypatch.setattr(cli, "demo_config_text", lambda task: yaml.safe_dump(SMALL_CONFIG))
+    monkeypatch.setattr(cli, "demo_config_text", lambda task: yaml.safe_dump(TINY_CONFIG))
     assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if "clean" in line and "poisoned" in line)
@@ -121,41 +130,43 @@ def test_demo_command_prints_the_side_by_side_table(tmp_path, monkeypatch, capsy
     assert (tmp_path / "demo" / "results.json").exists()
 
 
-def test_attack_out_never_replaces_a_foreign_file(tmp_path):
+def test_attack_out_never_replaces_a_foreign_file(tmp_path, capsys):
     signals = tmp_path / "s.npz"
     np.savez(signals, logits=np.zeros((4, 3, 2)), labels=np.zeros(3, int),
              keep=np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1]], bool))
     mine = tmp_path / "notes.txt"
     mine.write_text("keep me")
-    done = run_cli("attack", "--signals", str(signals), "--attack", "global-threshold", "--out", str(mine))
+    done = run_main(capsys, "attack", "--signals", str(signals), "--attack", "global-threshold",
+                    "--out", str(mine))
     assert_one_line_error(done, "exists and is not an earlier scores file")
     assert mine.read_text() == "keep me"
     scores = tmp_path / "scores.npz"
     for _ in range(2):  # an earlier scores file may be replaced
-        done = run_cli("attack", "--signals", str(signals), "--attack", "global-threshold", "--out", str(scores))
+        done = run_main(capsys, "attack", "--signals", str(signals), "--attack", "global-threshold",
+                        "--out", str(scores))
         assert done.returncode == 0, done.stderr
 
 
-def test_file_system_errors_are_one_line(tmp_path, small_config_file):
+def test_file_system_errors_are_one_line(tmp_path, capsys, small_config_file):
     blocker = tmp_path / "run" / "shards"
     blocker.parent.mkdir()
     (blocker.parent / "config.yaml").write_text("placeholder: 1\n")
-    done = run_cli("run", str(small_config_file), "--out", str(tmp_path / "run"))
+    done = run_main(capsys, "run", str(small_config_file), "--out", str(tmp_path / "run"))
     assert_one_line_error(done, "different config")
     (tmp_path / "file").write_text("x")
-    done = run_cli("run", str(small_config_file), "--out", str(tmp_path / "file" / "run"))
+    done = run_main(capsys, "run", str(small_config_file), "--out", str(tmp_path / "file" / "run"))
     assert_one_line_error(done, "file/run")
 
 
-def test_os_errors_inside_a_run_are_one_line(tmp_path, small_config_file):
+def test_os_errors_inside_a_run_are_one_line(tmp_path, capsys, tiny_config_file):
     """A path the run must write is blocked by a file: one line, not a traceback."""
     out = tmp_path / "run"
-    assert run_cli("run", str(small_config_file), "--out", str(out), "--quiet").returncode == 0
+    assert run_main(capsys, "run", str(tiny_config_file), "--out", str(out), "--quiet").returncode == 0
     import shutil
 
     shutil.rmtree(out / "shards" / "poisoned")
     (out / "shards" / "poisoned").write_text("in the way")
-    done = run_cli("run", str(small_config_file), "--out", str(out), "--quiet")
+    done = run_main(capsys, "run", str(tiny_config_file), "--out", str(out), "--quiet")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("truthserum: error: ")]
     assert errors == [done.stderr.strip().splitlines()[-1]]  # progress lines, then one error line

@@ -3,10 +3,11 @@ resume, the results' structure, and one-line errors."""
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import run_main
 from lm_fixtures import make_tiny_gpt2
 from truthserum.config import parse_config
 from truthserum.errors import ConfigError, DataError, RunDirError
@@ -31,6 +32,14 @@ def _byte_config(**lm):
     return parse_config(raw)
 
 
+def _from_records(run_dir, condition, space_size):
+    """The mean raw exposure and calibrated top-10 rate of a condition, computed here from the
+    ranks in its measured-<condition>.json: exposure log2(space) - log2(rank), top-10 rank <= 10."""
+    records = json.loads((run_dir / f"lm/r0/measured-{condition}.json").read_text())["records"]
+    raw = np.mean([np.log2(space_size) - np.log2(record["raw_rank"]) for record in records])
+    return raw, np.mean([record["calibrated_rank"] <= 10 for record in records])
+
+
 def _without_timing(results):
     return {name: {k: v for k, v in summary.items() if k != "train_seconds"}
             for name, summary in results["conditions"].items()}
@@ -42,11 +51,13 @@ def test_byte_lm_run_measures_every_condition_and_resumes(tmp_path):
     results = run_task(config, tmp_path / "run", progress=False, log=logs.append).to_json()
     assert set(results["conditions"]) == {"clean", "dilution-2", "sibling-2"}
     assert results["exact"] and results["space_size"] == 1000
+    assert results["max_exposure"] == pytest.approx(np.log2(1000))
     for name, summary in results["conditions"].items():
         metrics = summary["metrics"]
         assert metrics["raw_exposure"]["canaries"] == 3 and metrics["raw_exposure"]["records"] == 3
-        assert 0 <= metrics["raw_exposure"]["mean"] <= results["max_exposure"]
-        assert 0 <= metrics["calibrated_top_10"]["mean"] <= 1
+        raw, top_10 = _from_records(tmp_path / "run", name, 1000)
+        assert metrics["raw_exposure"]["mean"] == pytest.approx(raw)
+        assert metrics["calibrated_top_10"]["mean"] == pytest.approx(top_10)
         assert summary["validation_bits_per_token"] < 8
         assert (name == "clean") == (summary["poison_lines"] == 0)
     assert results["conditions"]["dilution-2"]["poison_lines"] == 6
@@ -90,7 +101,7 @@ def test_large_spaces_use_the_extrapolated_exposure(tmp_path):
     assert metrics["raw_extrapolated"]["records"] == 2
 
 
-def test_hugging_face_model_runs_end_to_end(tmp_path):
+def test_hugging_face_model_runs_end_to_end(tmp_path, capsys):
     folder = make_tiny_gpt2(tmp_path / "gpt2")
     config_path = tmp_path / "hf.yaml"
     config_path.write_text(yaml.safe_dump({
@@ -105,17 +116,18 @@ def test_hugging_face_model_runs_end_to_end(tmp_path):
             "exposure": {"sample": 100, "beam_width": 10, "top_k": [1, 10]},
         },
     }))
-    done = run_cli("run", str(config_path), "--out", str(tmp_path / "run"), "--quiet")
+    done = run_main(capsys, "run", str(config_path), "--out", str(tmp_path / "run"), "--quiet")
     assert done.returncode == 0, done.stderr
     assert "Language-model secrets" in done.stdout and "neutral-2" in done.stdout
     results = json.loads((tmp_path / "run/results.json").read_text())
     assert results["space_size"] == 100
-    for summary in results["conditions"].values():
+    for name, summary in results["conditions"].items():
         assert summary["metrics"]["raw_exposure"]["records"] == 2
-        assert 0 <= summary["metrics"]["raw_exposure"]["mean"] <= results["max_exposure"]
+        raw, _ = _from_records(tmp_path / "run", name, 100)
+        assert summary["metrics"]["raw_exposure"]["mean"] == pytest.approx(raw)
 
 
-def test_lm_config_errors_are_one_line(tmp_path):
+def test_lm_config_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(ConfigError, match="lm.model.path"):
         parse_config({"task": "lm", "lm": {"model": {"kind": "hf"}}})
     with pytest.raises(ConfigError, match="does not use design"):
@@ -126,7 +138,7 @@ def test_lm_config_errors_are_one_line(tmp_path):
         parse_config({"task": "lm", "lm": {"exposure": {"beam_width": 5}}})
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"task": "lm", "lm": {"model": {"kind": "hf", "path": str(tmp_path / "nope")}}}))
-    done = run_cli("run", str(path), "--out", str(tmp_path / "out"))
+    done = run_main(capsys, "run", str(path), "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "nope" in done.stderr
     assert not (tmp_path / "out").exists()  # refused before anything was written
 

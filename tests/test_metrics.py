@@ -4,6 +4,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sklearn_roc_curve
 
 from truthserum.errors import SignalsError
+from truthserum.metrics.epsilon import epsilon_lower_bound
 from truthserum.metrics.roc import roc_curve, tpr_at_fpr
 from truthserum.metrics.attack import evaluate
 
@@ -58,4 +59,5 @@ def test_evaluate_keeps_its_two_argument_form():
     assert metrics.resamples == 1000 and metrics.confidence == 0.95 and metrics.delta == 0.0
     assert metrics.auc_ci[0] <= metrics.auc <= metrics.auc_ci[1]
     assert set(metrics.tpr_at_fpr) == set(metrics.tpr_at_fpr_ci) == set(metrics.low_support)
-    assert metrics.epsilon_lower_bound >= 0.0
+    # the bound at the defaults (delta 0, 95% confidence); a shift of 1 shows some privacy loss
+    assert metrics.epsilon_lower_bound == epsilon_lower_bound(roc_curve(scores, members)) > 0.0

@@ -10,9 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from conftest import SMALL_CONFIG, run_cli
+from conftest import SMALL_CONFIG, TINY_CONFIG, run_cli, run_main
 from truthserum.config import parse_config
 from truthserum.errors import RunDirError
+from truthserum.metrics.accuracy import poison_fit
+from truthserum.metrics.epsilon import epsilon_lower_bound
+from truthserum.metrics.roc import roc_curve
 from truthserum.tasks.membership import run_experiment
 
 
@@ -21,10 +24,9 @@ def metrics_of(results):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "full"
-    results = run_experiment(parse_config(SMALL_CONFIG), out, progress=False, log=lambda _: None).to_json()
-    return out, results
+def finished_run(small_run):
+    """SMALL_CONFIG's run, shared with tests/test_sweep.py (tests/conftest.py trains it once)."""
+    return small_run
 
 
 def test_results_json_has_the_documented_shape(finished_run):
@@ -42,15 +44,26 @@ def test_results_json_has_the_documented_shape(finished_run):
         for metrics in entry["attacks"].values():
             assert set(metrics["tpr_at_fpr"]) == set(metrics["tpr_at_fpr_ci"]) == {"0.001", "0.01", "0.1"}
             assert metrics["members"] + metrics["nonmembers"] == 16 * 16
-            assert 0.0 <= metrics["auc_ci"][0] <= metrics["auc"] <= metrics["auc_ci"][1] <= 1.0
+            assert metrics["auc_ci"][0] <= metrics["auc"] <= metrics["auc_ci"][1]
             assert metrics["low_support"] == {"0.001": True, "0.01": True, "0.1": False}  # 128 non-members
-            assert metrics["epsilon_lower_bound"] >= 0.0
     assert on_disk["conditions"]["poisoned"]["replicas"] == 8
     assert on_disk["conditions"]["clean"]["poison_fit"] is None
     poison = on_disk["poison"]
     assert (poison["targets"], poison["replicas"], poison["total"]) == (16, 8, 128)
     assert poison["fraction"] == pytest.approx(128 / (128 + 500), abs=0.02)
-    assert 0.0 <= poison["fit"] <= 1.0
+    with np.load(out / "signals-poisoned.npz") as signals, np.load(out / "poisons.npz") as poisons:
+        logits = np.load(out / "signals-poisoned-logits.npy")
+        assert poison["fit"] == pytest.approx(
+            poison_fit(logits, signals["keep"], signals["targets"], poisons["target_labels"]))
+    assert poison["fit"] > 0.5  # 30 epochs fit most of the poisons
+    # each attack's epsilon bound is the one its stored scores give
+    for condition, entry in on_disk["conditions"].items():
+        with np.load(out / f"scores-{condition}.npz") as scores:
+            for name, metrics in entry["attacks"].items():
+                bound = epsilon_lower_bound(roc_curve(scores[name], scores["members"]), delta=metrics["delta"],
+                                            confidence=metrics["confidence"])
+                assert metrics["epsilon_lower_bound"] == pytest.approx(bound), (condition, name)
+    assert on_disk["conditions"]["poisoned"]["attacks"]["lira-online-fixed"]["epsilon_lower_bound"] > 0
     assert on_disk["timing"]["train_seconds"] > 0
     assert on_disk["config"] == parse_config(SMALL_CONFIG).to_json_dict()
     assert (out / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -95,9 +108,9 @@ def test_a_foreign_directory_is_refused(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_sigkill_during_training_then_resume(finished_run, small_config_file, tmp_path):
-    """Kill the real command after its first shard, rerun it: no finished shard is trained
-    again and the metrics equal those of the uninterrupted run."""
+def test_sigkill_during_training_then_resume(finished_run, small_config_file, tmp_path, capsys):
+    """Kill the real command after its first shard, rerun the command (in this process): no
+    finished shard is trained again and the metrics equal those of the uninterrupted run."""
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "truthserum.cli", "run", str(small_config_file), "--out", str(out), "--quiet"]
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -112,7 +125,7 @@ def test_sigkill_during_training_then_resume(finished_run, small_config_file, tm
     done_before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("shards/*/*.npz")}
     assert 1 <= len(done_before) < 8  # 4 shards a condition, 2 conditions
 
-    resumed = run_cli("run", str(small_config_file), "--out", str(out), "--quiet")
+    resumed = run_main(capsys, "run", str(small_config_file), "--out", str(out), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert f"reused {len([p for p in done_before if p.parent.name == 'clean'])} of 4 finished shards" in resumed.stderr
     for path, stamp in done_before.items():
@@ -125,8 +138,11 @@ def test_sigkill_during_training_then_resume(finished_run, small_config_file, tm
     assert resumed_results["poison"] == json.loads(json.dumps(full_results))["poison"]
 
 
-def test_rerunning_a_finished_run_trains_nothing(finished_run):
+def test_rerunning_a_finished_run_trains_nothing(finished_run, tmp_path):
+    import shutil
+
     out, results = finished_run
+    out = shutil.copytree(out, tmp_path / "copy")  # the rerun writes results.json again: not the shared run's
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("shards/*/*.npz")}
     messages = []
     again = run_experiment(parse_config(SMALL_CONFIG), out, progress=False, log=messages.append).to_json()
@@ -135,20 +151,28 @@ def test_rerunning_a_finished_run_trains_nothing(finished_run):
     assert metrics_of(again) == metrics_of(results)
 
 
-def test_same_seed_same_numbers_different_seed_different_numbers(finished_run, tmp_path):
-    _, results = finished_run
-    other = run_experiment(parse_config({**SMALL_CONFIG, "seed": 4}), tmp_path / "seed4",
-                           progress=False, log=lambda _: None).to_json()
-    assert metrics_of(other) != metrics_of(results)
+def test_same_seed_same_numbers_different_seed_different_numbers(tmp_path):
+    """Two fresh runs of the tiny config with one seed agree to the last bit; another seed differs."""
+
+    def run(seed, name):
+        config = parse_config({**TINY_CONFIG, "seed": seed})
+        return metrics_of(run_experiment(config, tmp_path / name, progress=False, log=lambda _: None).to_json())
+
+    first = run(3, "first")
+    assert run(3, "again") == first
+    assert run(4, "other") != first
 
 
-def test_shard_size_does_not_change_the_models(finished_run, tmp_path):
-    """A model trains identically whichever shard it falls in (up to float rounding)."""
-    out, _ = finished_run
-    regrouped = {**SMALL_CONFIG, "train": {**SMALL_CONFIG["train"], "shard_size": 16}}
-    run_experiment(parse_config(regrouped), tmp_path / "one-shard", progress=False, log=lambda _: None)
-    first = np.load(out / "signals-poisoned-logits.npy")
-    second = np.load(tmp_path / "one-shard" / "signals-poisoned-logits.npy")
+def test_shard_size_does_not_change_the_models(tmp_path):
+    """A model trains identically whichever shard it falls in (up to float rounding): the tiny
+    config's 4 models in shards of 2, then in one shard, each for SMALL_CONFIG's 30 epochs."""
+    logits = []
+    for shard_size in (2, 4):
+        config = {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "epochs": 30, "shard_size": shard_size}}
+        out = tmp_path / f"shards-of-{shard_size}"
+        run_experiment(parse_config(config), out, progress=False, log=lambda _: None)
+        logits.append(np.load(out / "signals-poisoned-logits.npy"))
+    first, second = logits
     # Batched matmuls of another width round differently; 30 epochs of Adam let the last bits
     # drift, but the models stay the same models.
     assert np.abs(first - second).max() <= 1e-3 * np.abs(second).max()

@@ -166,8 +166,8 @@ def test_chunked_lira_equals_its_definition(design, online, fixed_variance):
     np.testing.assert_allclose(scores, expected, rtol=1e-9, atol=1e-9)
 
 
-def test_a_run_keeps_its_logits_in_a_float16_store_and_the_attack_command_reads_it(tmp_path):
-    from conftest import run_cli
+def test_a_run_keeps_its_logits_in_a_float16_store_and_the_attack_command_reads_it(tmp_path, capsys):
+    from conftest import run_main
 
     from truthserum.config import parse_config
     from truthserum.tasks.membership import run_experiment
@@ -183,7 +183,8 @@ def test_a_run_keeps_its_logits_in_a_float16_store_and_the_attack_command_reads_
     assert stored.dtype == np.float16 and stored.shape == (4, 200, 1, 10)
     with np.load(tmp_path / "run" / "scores-poisoned.npz") as scores:
         assert set(scores.files) == {"members", "lira-offline"} and scores["lira-offline"].shape == (4, 10)
-    done = run_cli("attack", "--signals", str(tmp_path / "run" / "signals-poisoned.npz"), "--attack", "lira-offline")
+    done = run_main(capsys, "attack", "--signals", str(tmp_path / "run" / "signals-poisoned.npz"),
+                    "--attack", "lira-offline")
     assert done.returncode == 0, done.stderr
     auc = results["conditions"]["poisoned"]["attacks"]["lira-offline"]["auc"]
     assert f"AUC {auc:.3f}" in done.stdout
@@ -194,5 +195,6 @@ def test_a_run_keeps_its_logits_in_a_float16_store_and_the_attack_command_reads_
     assert np.load(tmp_path / "run" / "signals-poisoned-logits.npy").dtype == np.float32
     assert not any("trained models" in m for m in messages)
     (tmp_path / "run" / "signals-poisoned-logits.npy").unlink()
-    missing = run_cli("attack", "--signals", str(tmp_path / "run" / "signals-poisoned.npz"), "--attack", "lira-offline")
+    missing = run_main(capsys, "attack", "--signals", str(tmp_path / "run" / "signals-poisoned.npz"),
+                       "--attack", "lira-offline")
     assert missing.returncode == 2 and "signals-poisoned-logits.npy is not beside it" in missing.stderr

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from conftest import SMALL_CONFIG, run_cli
+from conftest import SMALL_CONFIG, run_main
 from test_cli import assert_one_line_error
 
 from truthserum.attacks import AttackName
@@ -20,10 +20,9 @@ def quiet(_message):
 
 
 @pytest.fixture(scope="module")
-def plain_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sweep") / "run"
-    results = run_experiment(parse_config(SMALL_CONFIG), out, progress=False, log=quiet).to_json()
-    return out, results
+def plain_run(small_run):
+    """SMALL_CONFIG's run, shared with tests/test_runner.py: a test that changes it copies it."""
+    return small_run
 
 
 def test_replica_sweep_trains_only_the_budgets_a_run_lacks(plain_run, tmp_path):
@@ -100,33 +99,33 @@ def test_augmented_queries_reach_every_attack(tmp_path):
     assert set(results["conditions"]["poisoned"]["attacks"]) == {name.value for name in AttackName}
 
 
-def test_sweep_command_and_its_errors(plain_run, tmp_path):
+def test_sweep_command_and_its_errors(plain_run, tmp_path, capsys):
     source, _ = plain_run
     out = tmp_path / "run"
     shutil.copytree(source, out)
     config = tmp_path / "small.yaml"
     config.write_text(yaml.safe_dump(SMALL_CONFIG))
-    done = run_cli("sweep", str(config), "--shadow-models", "4,all", "--out", str(out))
+    done = run_main(capsys, "sweep", str(config), "--shadow-models", "4,all", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert "TPR at 1% FPR, by shadow models per target point" in done.stdout
     assert "poisoned rmia-online" in done.stdout
-    assert_one_line_error(run_cli("sweep", str(config), "--replicas", "0,x", "--out", str(out)),
+    assert_one_line_error(run_main(capsys, "sweep", str(config), "--replicas", "0,x", "--out", str(out)),
                           "--replicas: 'x' is not a whole number")
-    assert_one_line_error(run_cli("sweep", str(config), "--shadow-models", "3", "--out", str(out)),
+    assert_one_line_error(run_main(capsys, "sweep", str(config), "--shadow-models", "3", "--out", str(out)),
                           "--shadow-models 3: the number of shadow models must be even")
-    assert_one_line_error(run_cli("sweep", str(config), "--shadow-models", "16", "--out", str(out)),
+    assert_one_line_error(run_main(capsys, "sweep", str(config), "--shadow-models", "16", "--out", str(out)),
                           "at most 14")
-    assert_one_line_error(run_cli("sweep", str(config), "--replicas", "0,20000", "--out", str(out)),
+    assert_one_line_error(run_main(capsys, "sweep", str(config), "--replicas", "0,20000", "--out", str(out)),
                           "--replicas: 20000 is more than 10000")
     # checked before anything is trained: an empty directory stays empty
-    assert_one_line_error(run_cli("sweep", str(config), "--shadow-models", "100", "--out",
-                                  str(tmp_path / "fresh")), "--shadow-models 100")
+    assert_one_line_error(run_main(capsys, "sweep", str(config), "--shadow-models", "100", "--out",
+                                           str(tmp_path / "fresh")), "--shadow-models 100")
     assert not (tmp_path / "fresh").exists()
-    assert_one_line_error(run_cli("attack", "--signals", str(out / "signals-clean.npz"), "--attack",
-                                  "lira-online", "--seed", "-1"), "non-negative")
+    assert_one_line_error(run_main(capsys, "attack", "--signals", str(out / "signals-clean.npz"), "--attack",
+                                   "lira-online", "--seed", "-1"), "non-negative")
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump({**SMALL_CONFIG, "seed": 9}))
-    assert_one_line_error(run_cli("sweep", str(other), "--shadow-models", "4", "--out", str(out)),
+    assert_one_line_error(run_main(capsys, "sweep", str(other), "--shadow-models", "4", "--out", str(out)),
                           "different config (seed: 3 != 9)")
 
 
@@ -139,11 +138,11 @@ def test_parse_counts():
 
 
 @pytest.mark.parametrize("attack", [name.value for name in AttackName])
-def test_every_attack_runs_on_a_run_through_the_attack_command(plain_run, tmp_path, attack):
+def test_every_attack_runs_on_a_run_through_the_attack_command(plain_run, capsys, attack):
     out, results = plain_run
     # the run's seed draws RMIA's tuning halves, so the command gets the same seed
-    done = run_cli("attack", "--signals", str(out / "signals-poisoned.npz"), "--attack", attack,
-                   "--seed", str(SMALL_CONFIG["seed"]))
+    done = run_main(capsys, "attack", "--signals", str(out / "signals-poisoned.npz"), "--attack", attack,
+                    "--seed", str(SMALL_CONFIG["seed"]))
     assert done.returncode == 0, done.stderr
     metrics = results["conditions"]["poisoned"]["attacks"][attack]
     low, high = metrics["auc_ci"]
@@ -151,12 +150,12 @@ def test_every_attack_runs_on_a_run_through_the_attack_command(plain_run, tmp_pa
     assert f"epsilon >= {metrics['epsilon_lower_bound']:.2f}" in done.stdout
 
 
-def test_attack_command_takes_all_or_one_shadow_count(plain_run):
+def test_attack_command_takes_all_or_one_shadow_count(plain_run, capsys):
     out, results = plain_run
     signals = str(out / "signals-poisoned.npz")
-    done = run_cli("attack", "--signals", signals, "--attack", "lira-online-fixed", "--shadow-models", "all",
-                   "--seed", str(SMALL_CONFIG["seed"]))
+    done = run_main(capsys, "attack", "--signals", signals, "--attack", "lira-online-fixed",
+                    "--shadow-models", "all", "--seed", str(SMALL_CONFIG["seed"]))
     assert done.returncode == 0, done.stderr
     assert f"AUC {results['conditions']['poisoned']['attacks']['lira-online-fixed']['auc']:.3f}" in done.stdout
-    assert_one_line_error(run_cli("attack", "--signals", signals, "--attack", "lira-online",
-                                  "--shadow-models", "2,4"), "give one number")
+    assert_one_line_error(run_main(capsys, "attack", "--signals", signals, "--attack", "lira-online",
+                                   "--shadow-models", "2,4"), "give one number")

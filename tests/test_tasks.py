@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import run_main
 from truthserum.config import parse_config
 from truthserum.errors import ConfigError, RunDirError
 from truthserum.tasks import run_task
@@ -54,11 +54,17 @@ def test_attribute_task_records_preprocessing_and_reapplies_it_on_resume(tmp_pat
     assert results["task"] == "attribute" and results["targets"] == 24
     assert results["sensitive"]["values"] == ["married", "single"]
     assert set(results["conditions"]) == {"clean", "poisoned"}
-    for condition in results["conditions"].values():
-        for attack in ("confidence", "lira-offline", "lira-offline-fixed"):
+    for name, condition in results["conditions"].items():
+        with np.load(out / f"scores-{name}.npz") as scores:
+            truth, keep = scores["truth"], scores["keep"]
+            guesses = {attack: scores[attack].argmax(axis=2)
+                       for attack in ("confidence", "lira-offline", "lira-offline-fixed")}
+        for attack, guess in guesses.items():
             members = condition["attacks"][attack]["members"]
             assert members["pairs"] == 24 * 4  # each target is a member of half of the 8 models
-            assert 0 <= members["accuracy"] <= 1 and members["accuracy_ci"] is not None
+            # the share of member pairs whose best-scored value is the target's own
+            assert members["accuracy"] == pytest.approx((guess == truth[None, :])[keep].mean()), (name, attack)
+            assert members["accuracy_ci"] is not None
     assert results["conditions"]["poisoned"]["poison_fit"] is not None
     recorded = json.loads((out / "preprocessing.json").read_text())
     assert [column["name"] for column in recorded["numeric"]] == ["age", "hours"]
@@ -84,7 +90,7 @@ def test_attribute_task_records_preprocessing_and_reapplies_it_on_resume(tmp_pat
 
 
 def test_gain_line_wording_when_a_side_has_no_false_positives():
-    from truthserum.report.tasks import _change
+    from truthserum.report.untargeted import _change
 
     assert _change(0.6, 0.95) == "12.7x fewer false positives"
     assert _change(0.95, 0.6) == "12.7x more false positives"
@@ -145,7 +151,7 @@ def test_cps_defaults_fill_the_roles():
     assert config.data.table_columns().sensitive == "married"
 
 
-def test_bad_csv_is_one_line_and_sweeps_are_for_membership(tmp_path):
+def test_bad_csv_is_one_line_and_sweeps_are_for_membership(tmp_path, capsys):
     csv = tmp_path / "broken.csv"
     csv.write_text("age,status,income\n30,single,high\n41,,low\n")
     config = tmp_path / "c.yaml"
@@ -155,9 +161,9 @@ def test_bad_csv_is_one_line_and_sweeps_are_for_membership(tmp_path):
                  "columns": {"label": "income", "sensitive": "status", "numeric": ["age"]}},
         "design": {"num_models": 6, "num_targets": 1},
     }))
-    done = run_cli("run", str(config), "--out", str(tmp_path / "run"))
+    done = run_main(capsys, "run", str(config), "--out", str(tmp_path / "run"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "missing" in done.stderr
     assert not (tmp_path / "run").exists()
-    done = run_cli("sweep", str(config), "--out", str(tmp_path / "run"), "--replicas", "0,1")
+    done = run_main(capsys, "sweep", str(config), "--out", str(tmp_path / "run"), "--replicas", "0,1")
     assert done.returncode == 2 and "sweeps are for task 'membership'" in done.stderr
