@@ -51,7 +51,7 @@ def test_the_parser_choices_mirror_their_enums():
     from truthserum.train.executors import DEVICES, BackendName
 
     assert cli.TASKS == tuple(task.value for task in Task)
-    assert set(cli._DEMO_FILES) == set(cli.TASKS)
+    assert set(cli.DEMO_CONFIGS) == set(cli.TASKS)
     assert cli.BACKENDS == tuple(name.value for name in BackendName)
     assert cli.DEVICES == DEVICES
     assert cli.ATTACKS == tuple(name.value for name in AttackName)

@@ -20,7 +20,6 @@ from truthserum.errors import ConfigError, SignalsError, TruthserumError
 
 if TYPE_CHECKING:
     from truthserum.attacks import AttackOptions
-    from truthserum.config import Task
     from truthserum.tasks.results import RunResults
     from truthserum.train.executors import ShardBackend
 
@@ -37,34 +36,20 @@ TUNE = "tune"
 DEFAULT_RMIA_GAMMA = 2.0
 DEFAULT_RMIA_OFFLINE_A = TUNE
 
-# The packaged demo config of each task (also under configs/ in the repository).
-_DEMO_FILES = {"membership": "demo.yaml", "attribute": "attribute.yaml", "untargeted": "untargeted.yaml",
-               "lm": "lm.yaml"}
+# The packaged demo config of each task, by task name (also under configs/ in the repository).
+DEMO_CONFIGS = {"membership": "demo.yaml", "attribute": "attribute.yaml", "untargeted": "untargeted.yaml",
+                "lm": "lm.yaml"}
 
 
-def __getattr__(name: str):
-    if name == "DEMO_CONFIGS":  # keyed by Task, which is slow to import
-        from truthserum.config import Task
-
-        return {Task(task): file for task, file in _DEMO_FILES.items()}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _task_value(task: Task | str) -> str:
-    return str(getattr(task, "value", task))
-
-
-def demo_config_text(task: Task | str = "membership") -> str:
-    """The packaged demo config of ``task``."""
+def demo_config_text(task: str = "membership") -> str:
+    """The packaged demo config of the task named ``task``."""
     from importlib import resources
 
-    name = _DEMO_FILES[_task_value(task)]
-    return resources.files("truthserum").joinpath(f"configs/{name}").read_text(encoding="utf-8")
+    return resources.files("truthserum").joinpath(f"configs/{DEMO_CONFIGS[task]}").read_text(encoding="utf-8")
 
 
-def default_demo_dir(task: Task | str) -> Path:
-    value = _task_value(task)
-    return Path("runs/demo") if value == "membership" else Path(f"runs/demo-{value}")
+def default_demo_dir(task: str) -> Path:
+    return Path("runs/demo") if task == "membership" else Path(f"runs/demo-{task}")
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
@@ -207,12 +192,11 @@ def _run(args: argparse.Namespace, backend: ShardBackend) -> int:
 def _demo(args: argparse.Namespace, backend: ShardBackend) -> int:
     import yaml
 
-    from truthserum.config import Task, parse_config
+    from truthserum.config import parse_config
     from truthserum.tasks import run_task
 
-    task = Task(args.task)
-    config = parse_config(yaml.safe_load(demo_config_text(task)), source=f"{task.value} demo config")
-    out = args.out or default_demo_dir(task)
+    config = parse_config(yaml.safe_load(demo_config_text(args.task)), source=f"{args.task} demo config")
+    out = args.out or default_demo_dir(args.task)
     _print_results(run_task(config, out, device=args.device, progress=not args.quiet, backend=backend), out)
     return 0
 
