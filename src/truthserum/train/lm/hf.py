@@ -18,13 +18,12 @@ import torch
 from truthserum.errors import ConfigError, DataError, TrainingError
 
 try:  # an optional extra: one clear line, not a traceback, when it is missing
-    import transformers  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 except ModuleNotFoundError as exc:
     if exc.name != "transformers":
         raise
     raise ConfigError("lm.model.kind 'hf' needs Hugging Face transformers, which is not installed: "
                       "pip install 'truthserum[hf]'") from None
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from truthserum.attacks.exposure import PAD
 
