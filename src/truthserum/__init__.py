@@ -37,6 +37,14 @@ _EXPORTS = {
     "run_task": "truthserum.tasks",
     "RunResults": "truthserum.tasks.results",
     "register_attack": "truthserum.attacks",
+    "audit_membership": "truthserum.tasks.audit",
+    "Dataset": "truthserum.data.datasets",
+    "MetricsConfig": "truthserum.config.sections",
+    "ModelConfig": "truthserum.config.sections",
+    "QueryConfig": "truthserum.config.sections",
+    "TrainConfig": "truthserum.config.sections",
+    "ModelTrainer": "truthserum.train.trainers",
+    "SklearnTrainer": "truthserum.train.trainers",
 }
 
 if _TYPE_CHECKING:
@@ -44,14 +52,18 @@ if _TYPE_CHECKING:
         AttackInputs, AttackName, AttackOptions, load_signals, register_attack, score_attacks,
     )
     from truthserum.config import RunConfig, load_config, parse_config
+    from truthserum.config.sections import MetricsConfig, ModelConfig, QueryConfig, TrainConfig
+    from truthserum.data.datasets import Dataset
     from truthserum.errors import TruthserumError
     from truthserum.metrics.attack import evaluate
     from truthserum.metrics.bootstrap import bootstrap_intervals
     from truthserum.metrics.epsilon import epsilon_from_counts, epsilon_lower_bound
     from truthserum.tasks import run_task
+    from truthserum.tasks.audit import audit_membership
     from truthserum.tasks.membership import run_experiment
     from truthserum.tasks.results import RunResults
     from truthserum.tasks.sweeps import run_replica_sweep, run_shadow_sweep
+    from truthserum.train.trainers import ModelTrainer, SklearnTrainer
 
 
 def __getattr__(name: str):
@@ -68,8 +80,9 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AttackInputs", "AttackName", "AttackOptions", "RunConfig", "RunResults", "TruthserumError",
-    "bootstrap_intervals", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config",
+    "AttackInputs", "AttackName", "AttackOptions", "Dataset", "MetricsConfig", "ModelConfig", "ModelTrainer",
+    "QueryConfig", "RunConfig", "RunResults", "SklearnTrainer", "TrainConfig", "TruthserumError",
+    "audit_membership", "bootstrap_intervals", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config",
     "load_signals", "parse_config", "register_attack", "run_experiment", "run_replica_sweep",
     "run_shadow_sweep", "run_task", "score_attacks",
 ]

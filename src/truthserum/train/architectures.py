@@ -17,6 +17,7 @@ class Architecture(str, Enum):
     MLP = "mlp"
     CNN = "cnn"
     WRN = "wrn"
+    OWN = "own"  # the user's own model, passed from Python (truthserum.audit_membership)
 
 
 WRN_GROUPS = 16
@@ -124,6 +125,11 @@ def build_model(
             (no default here, so a caller that forgets them fails instead of silently building
             another size than the config's ``model.depth`` and ``model.widen``).
     """
+    if architecture is Architecture.OWN:
+        raise ConfigError(
+            "model.architecture 'own' is the model passed from Python (truthserum.audit_membership(model=...)); "
+            "a config file names logreg, mlp, cnn or wrn"
+        )
     flat = int(torch.tensor(feature_shape).prod())
     if architecture is Architecture.LOGREG:
         return nn.Sequential(nn.Flatten(), nn.Linear(flat, num_classes))

@@ -225,7 +225,7 @@ def epoch_batches(
     return batches
 
 
-def _make_optimizer(params: list[torch.Tensor], settings: TrainSettings) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.Tensor], settings: TrainSettings) -> torch.optim.Optimizer:
     # fused: one pass over each stacked tensor per step instead of one per arithmetic operation;
     # with M models' parameters far outside the cache, the unfused update costs as much as the
     # matmuls of a small model's step
@@ -237,7 +237,7 @@ def _make_optimizer(params: list[torch.Tensor], settings: TrainSettings) -> torc
     return torch.optim.Adam(params, lr=settings.learning_rate, weight_decay=settings.weight_decay, fused=True)
 
 
-def _lr_factor(schedule: Schedule, step: int, total_steps: int) -> float:
+def lr_factor(schedule: Schedule, step: int, total_steps: int) -> float:
     if schedule is Schedule.COSINE:
         return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
     return 1.0
@@ -249,7 +249,7 @@ def uses_mixed_precision(settings: TrainSettings, device: torch.device) -> bool:
     return settings.mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def _forward_precision(settings: TrainSettings, device: torch.device) -> contextlib.AbstractContextManager:
+def forward_precision(settings: TrainSettings, device: torch.device) -> contextlib.AbstractContextManager:
     if uses_mixed_precision(settings, device):
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -292,7 +292,7 @@ def train_ensemble(
         if augment_rngs is None or len(augment_rngs) != len(train_indices):
             raise ValueError("train.augment is on: pass one augmentation generator per model (augment_rngs)")
     params = list(ensemble.params.values())
-    optimizer = _make_optimizer(params, settings)
+    optimizer = make_optimizer(params, settings)
     if steps is None:
         steps = steps_per_epoch(max(len(i) for i in train_indices), settings.batch_size)
     total_steps = steps * settings.epochs
@@ -310,7 +310,7 @@ def train_ensemble(
         epoch_loss = torch.zeros((), device=ensemble.device)  # summed on the device: no sync per step
         for index, batch in enumerate(batches):
             for group in optimizer.param_groups:
-                group["lr"] = settings.learning_rate * _lr_factor(settings.schedule, step, total_steps)
+                group["lr"] = settings.learning_rate * lr_factor(settings.schedule, step, total_steps)
             valid = batch >= 0
             rows = batch.clamp(min=0)
             # into one buffer reused every step: a fresh tensor this large costs its page
@@ -319,7 +319,7 @@ def train_ensemble(
             inputs = gathered.view(*rows.shape, *x.shape[1:])
             if augmenting:
                 inputs = augment_images(inputs, flips[index], tops[index], lefts[index])
-            with _forward_precision(settings, ensemble.device):
+            with forward_precision(settings, ensemble.device):
                 losses = ensemble.example_losses(inputs, y[rows])
             per_model = (losses.float() * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)
             optimizer.zero_grad(set_to_none=True)

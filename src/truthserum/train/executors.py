@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from truthserum.config import RunConfig
 from truthserum.errors import BackendError, ConfigError, TruthserumError
-from truthserum.train.shard import TrainingJob, train_shard
+from truthserum.train.shard import ShardTrainer, TrainingJob, train_shard
 
 Shard = dict[str, np.ndarray]
 
@@ -72,7 +72,11 @@ def _bar(total: int, desc: str, unit: str, progress: bool) -> tqdm:
 
 @dataclass
 class LocalBackend:
-    """Shards one after another in this process; each shard is one vectorized ensemble."""
+    """Shards one after another in this process; each shard is one vectorized ensemble of the
+    config's architecture, or whatever ``trainer`` does (a user's own model:
+    :mod:`truthserum.train.own`)."""
+
+    trainer: ShardTrainer = train_shard
 
     def resolve_device(self, name: str) -> torch.device:
         _check_device_name(name)
@@ -93,7 +97,7 @@ class LocalBackend:
                     bar.set_postfix(loss=f"{loss:.3f}")
                     bar.update(1)
 
-                yield train_shard(config, job, models, device, on_epoch)
+                yield self.trainer(config, job, models, device, on_epoch)
 
     def close(self) -> None:
         pass

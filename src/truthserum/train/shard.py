@@ -50,18 +50,42 @@ class TrainingJob:
 
 
 def shard_shapes(config: RunConfig, job: TrainingJob, models: range) -> dict[str, tuple[int, ...]]:
-    """The arrays of a finished shard and their shapes (what :func:`train_shard` returns)."""
+    """The arrays of a finished shard and their shapes (what :func:`train_shard` returns).
+
+    A shard also holds ``loss``, one mean training loss per epoch: ``train.epochs`` values for
+    the built-in training, as many as a user's own trainer reports (none for a scikit-learn
+    model), so its length is not part of the check."""
     return {
         "logits": (len(models), job.queries.shape[0], len(config.query.resolved_views()), job.num_classes),
-        "models": (len(models),), "loss": (config.train.epochs,), "train_seconds": (),
+        "models": (len(models),), "train_seconds": (),
     }
+
+
+ShardTrainer = Callable[[RunConfig, TrainingJob, range, torch.device, EpochReport | None], dict[str, np.ndarray]]
+"""Trains the models of one shard and queries them: :func:`train_shard` for the built-in
+architectures, or a user's own model (:mod:`truthserum.train.own`)."""
+
+
+def model_seed(config: RunConfig, model: int) -> int:
+    """The torch seed of model ``model``'s initialisation."""
+    return seeding.int_seed(config.seed, "init", model)
+
+
+def shard_training_set(job: TrainingJob, models: range) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Every row any model of the shard trains on (the pool, then the extra rows) and, per model,
+    the rows it trains on: its members under the keep matrix, then every extra row."""
+    num_rows, extra = job.x.shape[0], job.extra_y.shape[0]
+    x = np.concatenate([job.x, job.extra_x]) if extra else job.x
+    y = np.concatenate([job.y, job.extra_y]) if extra else job.y
+    extra_rows = np.arange(num_rows, num_rows + extra)
+    return x, y, [np.r_[np.nonzero(job.keep[m])[0], extra_rows].astype(np.int64) for m in models]
 
 
 def train_shard(
     config: RunConfig, job: TrainingJob, models: range, device: torch.device,
     on_epoch: EpochReport | None = None,
 ) -> dict[str, np.ndarray]:
-    """Train models ``models`` of ``job`` together and query them.
+    """Train models ``models`` of ``job`` (the config's architecture) together and query them.
 
     Every model's initialisation and data order come from (seed, model index) alone, so a
     model's numbers do not depend on which other models share its shard or on which backend
@@ -72,18 +96,20 @@ def train_shard(
         ``train_seconds``: the arrays of the shard's file.
     """
     started = time.perf_counter()
-    num_rows, extra = job.x.shape[0], job.extra_y.shape[0]
-    x = np.concatenate([job.x, job.extra_x]) if extra else job.x
-    y = np.concatenate([job.y, job.extra_y]) if extra else job.y
-    extra_rows = np.arange(num_rows, num_rows + extra)
-    train_indices = [np.r_[np.nonzero(job.keep[m])[0], extra_rows].astype(np.int64) for m in models]
 
     def make_model() -> torch.nn.Module:
         return config.model.build(feature_shape=job.feature_shape, num_classes=job.num_classes)
 
-    ensemble = Ensemble.initialise(
-        make_model, [seeding.int_seed(config.seed, "init", m) for m in models], device
-    )
+    ensemble = Ensemble.initialise(make_model, [model_seed(config, m) for m in models], device)
+    return train_stacked_shard(config, job, models, ensemble, device, on_epoch, started=started)
+
+
+def train_stacked_shard(
+    config: RunConfig, job: TrainingJob, models: range, ensemble: Ensemble, device: torch.device,
+    on_epoch: EpochReport | None, *, started: float,
+) -> dict[str, np.ndarray]:
+    """Train an initialised ensemble of the shard's models and query it (see :func:`train_shard`)."""
+    x, y, train_indices = shard_training_set(job, models)
     losses: list[float] = []
 
     def record(epoch: int, loss: float) -> None:

@@ -1,0 +1,149 @@
+"""Any framework's training through one small protocol: a :class:`ModelTrainer` fits one model
+on a training set with a seed and returns its logits (or log-probabilities) on query points.
+scikit-learn, XGBoost or JAX training plugs in this way; :class:`SklearnTrainer` adapts any
+scikit-learn classifier.
+
+Why one method: the audit needs nothing from a model but its outputs on the pool, so the
+trainer keeps its model to itself and the run directory stores only logits, as it does for
+the built-in models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from truthserum.config import RunConfig
+from truthserum.errors import ConfigError, TrainingError
+from truthserum.query.probabilities import SMALLEST_PROBABILITY, looks_like_probabilities, to_log_probabilities
+from truthserum.train.shard import EpochReport, TrainingJob, model_seed, shard_training_set
+
+
+@runtime_checkable
+class ModelTrainer(Protocol):
+    """Trains one model and queries it. Implement this for a framework truthserum does not run."""
+
+    def fit_predict(
+        self, x: np.ndarray, y: np.ndarray, queries: np.ndarray, *, num_classes: int, seed: int,
+    ) -> np.ndarray:
+        """Train a fresh model on ``x`` ``(n, *features)`` with labels ``y`` ``(n,)`` in
+        ``0..num_classes - 1``, drawing all its randomness from ``seed``, and return its
+        ``(len(queries), num_classes)`` logits or log-probabilities on ``queries``.
+
+        Every call must start from scratch: the audit trains many models, each on its own
+        training set."""
+
+
+def describe_trainer(trainer: ModelTrainer) -> dict:
+    """The trainer's class and ``repr`` (scikit-learn's lists every parameter set away from its
+    default), with a fingerprint a run directory records."""
+    text = repr(trainer)
+    return {
+        "kind": "trainer", "class": type(trainer).__qualname__, "repr": text[:500],
+        "repr_sha256": hashlib.sha256(text.encode()).hexdigest(),
+    }
+
+
+@dataclass(frozen=True)
+class SklearnTrainer:
+    """Any scikit-learn classifier as a :class:`ModelTrainer`.
+
+    Each model is a ``sklearn.base.clone`` of ``estimator`` (so nothing fitted carries over),
+    with ``random_state`` set to the model's seed when the estimator has one, fitted on the
+    flattened features. Its outputs are ``predict_log_proba`` (``log`` of ``predict_proba``
+    where there is none), over every class: a class missing from a model's training set gets
+    the smallest probability. A model whose probabilities saturate at exactly 0 or 1 gives the
+    attacks less to work with than raw logits would; a trainer of your own can return logits.
+    """
+
+    estimator: Any
+
+    def __post_init__(self) -> None:
+        for method in ("fit", "predict_proba"):
+            if not callable(getattr(self.estimator, method, None)):
+                raise ConfigError(
+                    f"model: {type(self.estimator).__name__} has no {method}(); SklearnTrainer needs a "
+                    "scikit-learn classifier with fit and predict_proba"
+                )
+
+    def __repr__(self) -> str:
+        return f"SklearnTrainer({self.estimator!r})"
+
+    def fit_predict(
+        self, x: np.ndarray, y: np.ndarray, queries: np.ndarray, *, num_classes: int, seed: int,
+    ) -> np.ndarray:
+        from sklearn.base import clone
+
+        model = clone(self.estimator)
+        if "random_state" in model.get_params():
+            model.set_params(random_state=seed % 2**32)
+        model.fit(x.reshape(len(x), -1), y)
+        flat = queries.reshape(len(queries), -1)
+        if callable(getattr(model, "predict_log_proba", None)):
+            with np.errstate(divide="ignore"):
+                log_p = np.asarray(model.predict_log_proba(flat), dtype=np.float64)
+        else:
+            log_p = to_log_probabilities(model.predict_proba(flat))
+        out = np.full((len(queries), num_classes), np.log(SMALLEST_PROBABILITY))
+        out[:, np.asarray(model.classes_, dtype=np.int64)] = np.maximum(log_p, np.log(SMALLEST_PROBABILITY))
+        return out
+
+
+def as_trainer(model: Any) -> ModelTrainer | None:
+    """``model`` as a :class:`ModelTrainer`: itself when it is one, a scikit-learn classifier
+    wrapped in :class:`SklearnTrainer`, or None."""
+    if isinstance(model, ModelTrainer):
+        return model
+    if callable(getattr(model, "fit", None)) and callable(getattr(model, "predict_proba", None)):
+        return SklearnTrainer(model)
+    return None
+
+
+@dataclass
+class ProtocolShardTrainer:
+    """A shard trainer (:data:`~truthserum.train.shard.ShardTrainer`) that calls a
+    :class:`ModelTrainer` once per model, with the model's own training set and seed, and queries
+    it on the job's points (the identity view only: the trainer sees arrays, not images to shift).
+    Probabilities where logits were expected are taken as probabilities, and said once."""
+
+    trainer: ModelTrainer
+    warned_probabilities: bool = False
+
+    def __call__(
+        self, config: RunConfig, job: TrainingJob, models: range, device: torch.device,
+        on_epoch: EpochReport | None = None,
+    ) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        x, y, train_indices = shard_training_set(job, models)
+        logits = np.empty((len(models), job.queries.shape[0], 1, job.num_classes), dtype=np.float32)
+        for position, m in enumerate(models):
+            rows = train_indices[position]
+            out = self.trainer.fit_predict(x[rows], y[rows], job.queries, num_classes=job.num_classes,
+                                           seed=model_seed(config, m))
+            logits[position, :, 0] = self._checked(out, m, job)
+            if on_epoch is not None:
+                on_epoch(position, float("nan"))
+        return {
+            "logits": logits, "models": np.array(list(models), dtype=np.int64), "loss": np.empty(0),
+            "train_seconds": np.float64(time.perf_counter() - started),
+        }
+
+    def _checked(self, out: Any, model: int, job: TrainingJob) -> np.ndarray:
+        name = type(self.trainer).__name__
+        out = np.asarray(out)
+        expected = (job.queries.shape[0], job.num_classes)
+        if out.shape != expected or out.dtype.kind not in "fiu":
+            raise TrainingError(f"model {model}: {name}.fit_predict returned {out.dtype} {out.shape}; expected "
+                                f"{expected} floats (logits or log-probabilities on the queries)")
+        out = out.astype(np.float64)
+        if not np.isfinite(out).all():
+            raise TrainingError(f"model {model}: {name}.fit_predict returned NaN or inf")
+        if looks_like_probabilities(out):
+            self.warned_probabilities = True
+            out = to_log_probabilities(out)
+        return out
