@@ -374,6 +374,16 @@ def test_adult_drops_question_marks_only_in_used_columns(tmp_path):
     assert "?" not in set(table.categorical["native-country"])
 
 
+def test_adult_categorical_rest_and_no_sensitive(tmp_path):
+    numeric = ("age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week")
+    table = read_adult(adult_dir(tmp_path), TableColumns(label="income", numeric=numeric, categorical="rest"))
+    assert table.columns.categorical == (
+        "workclass", "education", "marital-status", "occupation", "relationship", "race", "sex", "native-country",
+    )
+    assert table.sensitive is None and table.dropped_rows == 2  # every column is used now, so '?' anywhere drops
+    assert fit_preprocessing(table).sensitive is None
+
+
 def test_adult_errors(tmp_path):
     write(tmp_path, ADULT_DATA, "adult.data")
     with pytest.raises(DataError, match=r"adult.test not found \(the UCI Adult files adult.data and adult.test, "):
@@ -414,7 +424,7 @@ def test_cps_loads_as_documented(cps):
 def test_cps_threshold_is_the_file_median():
     import pandas as pd
 
-    from truthserum.data.tables.table import _cps_path
+    from truthserum.data.tables.builtin import _cps_path
 
     re78 = np.round(pd.read_stata(_cps_path())["re78"].to_numpy(np.float64), 2)
     assert np.median(re78) == pytest.approx(CPS_INCOME_THRESHOLD, abs=0.005)
@@ -430,6 +440,12 @@ def test_cps_other_roles():
     prep = fit_preprocessing(table)
     assert prep.feature_names[-3:] == ("race=black", "race=hispanic", "race=other")
     assert encode(table, prep).x.shape == (table.num_rows, 2 + 4 + len(prep.sensitive.categories))
+
+
+def test_cps_rest_without_sensitive():
+    table = load_cps(TableColumns(label="income_1978", numeric="rest", categorical=("race", "no_degree", "married")))
+    assert table.columns.numeric == ("age", "education", "earnings_1974", "earnings_1975")
+    assert table.sensitive is None and table.num_rows == 13_614
 
 
 def test_cps_role_errors():

@@ -6,15 +6,15 @@ pool size, image-only options) once the data is loaded."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, Strict, field_validator, model_serializer, model_validator
 from torch import nn
 
 from truthserum.config.schema import Count, Rate
 from truthserum.config.schema import StrictSection as _Strict
-from truthserum.data.datasets import DataSource
-from truthserum.data.tables import ADULT_DEFAULT_ROLES, CPS_DEFAULT_ROLES, TableColumns
+from truthserum.data.datasets import DEFAULT_ROLES, DataSource
+from truthserum.data.tables import REST, TableColumns
 from truthserum.errors import ConfigError
 from truthserum.query.views import MAX_SHIFT, QueryView, View, generate_views, max_views
 from truthserum.store.logits import LogitDtype
@@ -24,18 +24,43 @@ from truthserum.train.ensemble import OptimizerName, Schedule, TrainSettings
 
 
 class ColumnsConfig(_Strict):
-    """The roles of a table's columns; the sensitive column is a categorical feature too."""
+    """The roles of a table's columns. The sensitive column, when there is one, is a categorical
+    feature too. ``numeric: rest`` (or ``categorical: rest``) takes every column of the table that
+    no other role names, resolved when the table is read; the config keeps the word ``rest``."""
 
     label: str = Field(min_length=1, description="the column the models predict")
-    sensitive: str = Field(
-        min_length=1,
-        description="the column attribute inference guesses (2 to 64 values); for other tasks one more categorical "
-                    "feature",
+    sensitive: str | None = Field(
+        default=None, min_length=1,
+        description="the column attribute inference guesses (2 to 64 values), required by that task; for other "
+                    "tasks optional, one more categorical feature",
     )
-    numeric: tuple[str, ...] = Field(default=(), description="feature columns of numbers, standardised over the pool")
-    categorical: tuple[str, ...] = Field(
-        default=(), description="feature columns one-hot encoded over the values seen in the pool"
+    numeric: tuple[str, ...] | Literal["rest"] = Field(
+        default=(), description="feature columns of numbers, standardised over the pool; or rest: every column "
+                                "no other role names"
     )
+    categorical: tuple[str, ...] | Literal["rest"] = Field(
+        default=(), description="feature columns one-hot encoded over the values seen in the pool; or rest: every "
+                                "column no other role names"
+    )
+
+    @field_validator("numeric", "categorical", mode="before")
+    @classmethod
+    def _names_or_rest(cls, value: Any) -> Any:
+        """One plain message rather than one per member of the union."""
+        if isinstance(value, str):
+            if value != REST:
+                raise ValueError(f"must be a list of column names or '{REST}', got {value!r}")
+        elif not isinstance(value, list | tuple) or not all(isinstance(name, str) for name in value):
+            raise ValueError(f"must be a list of column names or '{REST}'")
+        return value
+
+    @model_validator(mode="after")
+    def _some_features(self) -> ColumnsConfig:
+        if self.numeric == REST and self.categorical == REST:
+            raise ValueError(f"numeric and categorical cannot both be '{REST}'; name the columns of one of them")
+        if self.sensitive is None and not self.numeric and not self.categorical:
+            raise ValueError(f"no feature columns; name numeric or categorical columns (or write numeric: {REST})")
+        return self
 
     def table_columns(self) -> TableColumns:
         return TableColumns(
@@ -46,15 +71,16 @@ class ColumnsConfig(_Strict):
 class DataConfig(_Strict):
     source: DataSource = Field(
         default=DataSource.MNIST5K,
-        description="the pool: built-in mnist5k (5,000 MNIST), digits (sklearn 8x8) or cps (table); npz, csv, adult "
-                    "or cifar10 from path",
+        description="the pool: built in, mnist5k (5,000 MNIST), digits (sklearn 8x8), or the tables cps, "
+                    "breast-cancer and wine; from path, npz, csv, adult or cifar10; arrays: passed in from Python",
     )
     path: Path | None = Field(
         default=None,
         description="the .npz or .csv file, the folder of the UCI Adult files, or cifar-10-batches-bin",
     )
     columns: ColumnsConfig | None = Field(
-        default=None, description="tables: column roles (needed for csv; cps and adult have defaults)"
+        default=None,
+        description="tables: column roles (needed for csv; cps, adult, breast-cancer and wine have defaults)",
     )
     pool_size: Count | None = Field(
         default=None, ge=4, description="use a seeded random subset of this many points"
@@ -71,16 +97,17 @@ class DataConfig(_Strict):
                 f"path is only for sources {', '.join(with_path[:-1])} and {with_path[-1]}, not '{name}'"
             )
         if self.source is DataSource.CSV and self.columns is None:
-            raise ValueError("source 'csv' needs columns (label, sensitive, numeric, categorical)")
+            raise ValueError("source 'csv' needs columns (label, numeric, categorical; sensitive for task attribute)")
         if not self.source.is_tabular and self.columns is not None:
-            raise ValueError(f"columns are only for tables (cps, csv, adult), not '{name}'")
+            tables = ", ".join(source.value for source in DataSource if source.is_tabular)
+            raise ValueError(f"columns are only for tables ({tables}), not '{name}'")
         return self
 
     def table_columns(self) -> TableColumns | None:
         """The column roles: the config's, or the built-in table's defaults (None for images)."""
         if self.columns is not None:
             return self.columns.table_columns()
-        return {DataSource.CPS: CPS_DEFAULT_ROLES, DataSource.ADULT: ADULT_DEFAULT_ROLES}.get(self.source)
+        return DEFAULT_ROLES.get(self.source)
 
 
 class DesignConfig(_Strict):

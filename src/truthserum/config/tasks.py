@@ -16,6 +16,7 @@ from truthserum.config.schema import Count, Rate, StrictSection
 from truthserum.config.sections import (
     DataConfig, DesignConfig, MetricsConfig, ModelConfig, PoisonConfig, QueryConfig, TrainConfig,
 )
+from truthserum.data.datasets import DataSource
 from truthserum.poison.adversary import AdversaryStrategy
 from truthserum.train.augment import Augment
 
@@ -150,7 +151,7 @@ class AttributeConfig(_TaskConfig):
     )
     seed: Count = _SEED
     data: DataConfig = Field(
-        default=DataConfig(), description="the table (cps, csv or adult) whose sensitive column is inferred"
+        default=DataConfig(), description="the table (cps, adult or csv) whose sensitive column is inferred"
     )
     design: DesignConfig = Field(
         default=DesignConfig(), description="how many models there are (at least 6), and how many target points"
@@ -168,11 +169,16 @@ class AttributeConfig(_TaskConfig):
 
     @model_validator(mode="after")
     def _fits_the_task(self) -> AttributeConfig:
-        if not self.data.source.is_tabular:
+        source = self.data.source
+        if not source.is_tabular or source in (DataSource.BREAST_CANCER, DataSource.WINE):
+            why = "every feature of it is numeric" if source.is_tabular else "it is not a table"
             raise ValueError(
-                f"task 'attribute' needs a table with a sensitive column (data.source cps, csv or "
-                f"adult), not '{self.data.source.value}'"
+                f"task 'attribute' needs a table with a categorical sensitive column to infer (data.source cps, "
+                f"adult, or csv with data.columns.sensitive), not '{source.value}': {why}"
             )
+        columns = self.data.table_columns()
+        if columns is None or columns.sensitive is None:
+            raise ValueError("task 'attribute' needs data.columns.sensitive: the categorical column it infers")
         if self.design.num_models < 6:
             raise ValueError("task 'attribute' needs design.num_models >= 6 (its offline attacks need two "
                              "shadow models that did not train on each target besides the target model)")

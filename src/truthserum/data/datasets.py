@@ -1,5 +1,5 @@
-"""Stage 1, data: built-in datasets that ship offline, the user's own ``.npz`` files and tables,
-and CIFAR-10 from its binary distribution on the user's disk (never downloaded).
+"""Stage 1, data: built-in datasets and tables that ship offline, the user's own ``.npz`` files and
+tables, and CIFAR-10 from its binary distribution on the user's disk (never downloaded).
 
 A :class:`Dataset` is the validated pool from which the experiment design draws members,
 non-members and targets. Features are float32, channels-first for images ``(N, C, H, W)`` and
@@ -16,7 +16,10 @@ import numpy as np
 
 from truthserum.errors import DataError
 from truthserum.store.user_files import read_user_npz
-from truthserum.data.tables import Preprocessing, Table, TableColumns, encode, load_cps, read_adult, read_csv_table
+from truthserum.data.tables import (
+    ADULT_DEFAULT_ROLES, CPS_DEFAULT_ROLES, SKLEARN_DEFAULT_ROLES, Preprocessing, Table, TableColumns, encode,
+    fit_preprocessing, load_cps, load_sklearn_table, read_adult, read_csv_table,
+)
 
 
 class DataSource(str, Enum):
@@ -29,11 +32,14 @@ class DataSource(str, Enum):
     CSV = "csv"
     ADULT = "adult"
     CIFAR10 = "cifar10"
+    BREAST_CANCER = "breast-cancer"
+    WINE = "wine"
+    ARRAYS = "arrays"  # passed in from Python; recorded in a run's config, never loaded from one
 
     @property
     def is_tabular(self) -> bool:
-        """Tables with named label and sensitive columns (what attribute inference needs)."""
-        return self in (DataSource.CPS, DataSource.CSV, DataSource.ADULT)
+        """Tables with named columns (attribute inference needs one with a sensitive column)."""
+        return self in (DataSource.CPS, DataSource.CSV, DataSource.ADULT, DataSource.BREAST_CANCER, DataSource.WINE)
 
     @property
     def needs_path(self) -> bool:
@@ -45,8 +51,8 @@ class DataSource(str, Enum):
         """Whether a horizontally mirrored image is still of its class, so that mirrored query
         views make sense. Not for the built-in digits (a mirrored 2, 3 or 7 is no digit, and
         the models never saw one); CIFAR-10's photos, yes (the mirror is their usual
-        augmentation); a user's own images may be photos, so the user decides."""
-        return self in (DataSource.NPZ, DataSource.CIFAR10)
+        augmentation); a user's own images (a file or arrays) may be photos, so the user decides."""
+        return self in (DataSource.NPZ, DataSource.CIFAR10, DataSource.ARRAYS)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,18 @@ class Dataset:
     @property
     def is_image(self) -> bool:
         return self.x.ndim == 4
+
+    @classmethod
+    def from_arrays(cls, *, x: np.ndarray, y: np.ndarray, num_classes: int | None = None,
+                    name: str = "arrays") -> Dataset:
+        """The user's own arrays as a pool, checked once: features ``(N, D)``, ``(N, H, W)`` or
+        ``(N, C, H, W)``, finite; integer labels ``(N,)`` in ``0..num_classes - 1`` (default
+        ``max(y) + 1``), at least two classes present.
+
+        Raises:
+            DataError: naming the first problem found.
+        """
+        return validate_arrays(x, y, num_classes=num_classes, source=name)
 
     def subset(self, indices: np.ndarray) -> Dataset:
         """The chosen rows; a table's encoding stays the one fitted on the whole."""
@@ -265,10 +283,29 @@ _BUILTIN_LOADERS = {
 }
 
 
+#: The column roles of a table source when the config names none (csv has no defaults).
+DEFAULT_ROLES = {
+    DataSource.CPS: CPS_DEFAULT_ROLES,
+    DataSource.ADULT: ADULT_DEFAULT_ROLES,
+    DataSource.BREAST_CANCER: SKLEARN_DEFAULT_ROLES,
+    DataSource.WINE: SKLEARN_DEFAULT_ROLES,
+}
+
+ARRAYS_MESSAGE = (
+    "data.source 'arrays' takes its data from Python (truthserum.audit_membership(data=...)); "
+    "a config file must name a file or a built-in source"
+)
+
+
 def load_table(source: DataSource, path: Path | None, columns: TableColumns) -> Table:
-    """The raw table named by ``source`` (cps built in, a csv file, or the Adult folder)."""
+    """The raw table named by ``source`` (cps, breast-cancer or wine built in, a csv file, or the
+    Adult folder), its ``rest`` roles resolved against its columns."""
+    if source is DataSource.ARRAYS:
+        raise DataError(ARRAYS_MESSAGE)
     if source is DataSource.CPS:
         return load_cps(columns)
+    if source in (DataSource.BREAST_CANCER, DataSource.WINE):
+        return load_sklearn_table(source.value, columns)
     if path is None:
         raise DataError(f"data.source '{source.value}' needs data.path")
     if source is DataSource.CSV:
@@ -288,9 +325,24 @@ def encode_table(table: Table, preprocessing: Preprocessing) -> Dataset:
 
 def load_dataset(source: DataSource, path: Path | None = None) -> Dataset:
     """Load the pool named by ``source`` (``path`` is the file for :attr:`DataSource.NPZ`, the
-    folder for :attr:`DataSource.CIFAR10`)."""
+    folder for :attr:`DataSource.CIFAR10` and :attr:`DataSource.ADULT`). A table other than a csv
+    (which has no default roles) is read with its default roles and encoded with a preprocessing
+    fitted on all its rows.
+
+    Raises:
+        DataError: for :attr:`DataSource.ARRAYS`, whose arrays only Python can pass in, and for
+            data that do not validate.
+    """
+    if source is DataSource.ARRAYS:
+        raise DataError(ARRAYS_MESSAGE)
     if source.needs_path and path is None:
         raise DataError(f"data.source '{source.value}' needs data.path")
+    if source in DEFAULT_ROLES:
+        table = load_table(source, path, DEFAULT_ROLES[source])
+        return encode_table(table, fit_preprocessing(table))
+    if source is DataSource.CSV:
+        raise DataError("data.source 'csv' needs data.columns (the column roles); from Python, read it with "
+                        "load_table and encode_table")
     if source is DataSource.NPZ:
         return load_npz(path)
     if source is DataSource.CIFAR10:

@@ -25,6 +25,7 @@ from truthserum.metrics.accuracy import accuracy
 from truthserum.metrics.roc import RocCurve, roc_curve
 from truthserum.report.plots import plot_roc
 from truthserum.data.datasets import Dataset
+from truthserum.errors import DataError
 from truthserum.data.tables import completions as candidate_completions
 from truthserum.store.rundir import write_npz
 from truthserum.tasks.membership import conditions_for
@@ -42,7 +43,8 @@ class AttributeRunner(PoolInputs):
 
     def run(self, run: RunContext, pool: Dataset) -> TaskOutput:
         config, run_dir, log = run.config, run.run_dir, run.log
-        assert pool.preprocessing is not None and pool.sensitive is not None  # a table (config checks)
+        if pool.preprocessing is None or pool.sensitive is None:  # the config checks this; data from Python may not
+            raise DataError("task 'attribute' needs a table with a sensitive column (data.columns.sensitive)")
         every_completion = candidate_completions(pool.x, pool.preprocessing)  # (N, k, D)
         ambiguous = ambiguous_completions(pool.x, every_completion, pool.sensitive)
         design = stage_design(run_dir, config, pool, log, eligible=~ambiguous)
@@ -61,7 +63,7 @@ class AttributeRunner(PoolInputs):
             "x": poisons.x, "y": poisons.y, "target": poisons.source, "target_labels": poisons.target_labels,
         })
         members_per_model = float(design.keep.sum(axis=1).mean())
-        sensitive = pool.preprocessing.sensitive
+        sensitive = pool.preprocessing.require_sensitive()
         log(f"{pool.name}: {pool.num_points} pool points, {pool.num_classes} classes; "
             f"{config.design.num_models} models with about {members_per_model:.0f} members each; "
             f"{num_targets} targets, sensitive column '{sensitive.name}' with {k} values")

@@ -253,8 +253,10 @@ def stage_train(
             first, last = int(shard["models"][0]), int(shard["models"][-1])
             _check_shard(config, job, shard)
             write_npz(run_dir.shard_file(job.condition, first, last), shard)
+            loss = shard.get("loss", np.empty(0))
+            final = f" (final loss {loss[-1]:.3f})" if loss.size else ""
             log(f"{job.condition}: trained models {first}-{last} of {num_models} "
-                f"in {float(shard['train_seconds']):.1f} s (final loss {shard['loss'][-1]:.3f})")
+                f"in {float(shard['train_seconds']):.1f} s{final}")
             gather(first, shard["logits"])
             seconds += float(shard["train_seconds"])
     if store is None:

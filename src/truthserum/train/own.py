@@ -172,7 +172,7 @@ def train_module(
                 with forward_precision(settings, device):
                     loss = F.cross_entropy(module(inputs).float(), y[rows])
                 loss.backward()
-                epoch_loss += float(loss)
+                epoch_loss += loss.item()
             else:  # an empty batch still steps, as a stacked model with only padding does
                 for p in params:
                     p.grad = torch.zeros_like(p)
@@ -219,8 +219,8 @@ class ModuleTrainer:
     described: dict = field(default_factory=dict)
 
     def describe(self, config: RunConfig, feature_shape: tuple[int, ...], num_classes: int) -> dict:
-        """Build and check one module (model 0's) before anything is written; its description."""
-        module = build_modules(self.factory, [model_seed(config, 0)])[0]
+        """Build and check models 0 and 1 before anything is written; their description."""
+        module = build_modules(self.factory, [model_seed(config, 0), model_seed(config, 1)])[0]
         check_outputs(module, torch.zeros((2, *feature_shape)), num_classes)
         self.described = describe_module(module)
         return self.described
@@ -231,6 +231,14 @@ class ModuleTrainer:
     ) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         modules = build_modules(self.factory, [model_seed(config, m) for m in models])
+        built = describe_module(modules[0])
+        if self.described and built["architecture_sha256"] != self.described["architecture_sha256"]:
+            raise ConfigError(
+                f"model: the factory returned different architectures on different calls ({self.described['class']} "
+                f"with {self.described['parameters']} parameters, then {built['class']} with {built['parameters']}); "
+                "it must build the same architecture every time"
+            )
+        self.described = self.described or built
         sample = torch.from_numpy(job.x[:2])
         check_outputs(modules[0], sample, job.num_classes)
         obstacle = stacking_obstacle(modules, sample) if len(modules) > 1 else "the shard holds one model"

@@ -140,9 +140,10 @@ class ProtocolShardTrainer:
         if out.shape != expected or out.dtype.kind not in "fiu":
             raise TrainingError(f"model {model}: {name}.fit_predict returned {out.dtype} {out.shape}; expected "
                                 f"{expected} floats (logits or log-probabilities on the queries)")
-        out = out.astype(np.float64)
+        # -inf is the log of a probability of 0: the smallest probability, as for a classifier's
+        out = np.maximum(out.astype(np.float64), np.log(SMALLEST_PROBABILITY))
         if not np.isfinite(out).all():
-            raise TrainingError(f"model {model}: {name}.fit_predict returned NaN or inf")
+            raise TrainingError(f"model {model}: {name}.fit_predict returned NaN or +inf")
         if looks_like_probabilities(out):
             self.warned_probabilities = True
             out = to_log_probabilities(out)

@@ -3,8 +3,9 @@
 The encoding is fitted once on the pool, written into the run (as JSON) and reapplied unchanged,
 so that the models, the attack's candidate completions and any later audit all see the same
 features. Layout of a row ``x``: standardized numeric columns, then one one-hot block per
-categorical column in declared order, then the sensitive column's one-hot block last, so that a
-candidate completion "this row with sensitive = v" only rewrites the tail of the vector.
+categorical column in declared order, then the sensitive column's one-hot block last (when the
+table has one), so that a candidate completion "this row with sensitive = v" only rewrites the
+tail of the vector.
 """
 
 from __future__ import annotations
@@ -38,29 +39,47 @@ class CategoricalColumn:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Everything needed to encode a table the same way again."""
+    """Everything needed to encode a table the same way again; ``sensitive`` is None for a
+    table without a sensitive column."""
 
     numeric: tuple[NumericColumn, ...]
     categorical: tuple[CategoricalColumn, ...]
-    sensitive: CategoricalColumn
+    sensitive: CategoricalColumn | None
     label: CategoricalColumn
+
+    @property
+    def one_hot(self) -> tuple[CategoricalColumn, ...]:
+        """The one-hot blocks in the order of ``x``: categorical columns, then sensitive."""
+        return (*self.categorical, *(() if self.sensitive is None else (self.sensitive,)))
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         """One name per feature, ``"age"`` or ``"race=black"``, in the order of ``x``'s columns."""
         names = [col.name for col in self.numeric]
-        for col in (*self.categorical, self.sensitive):
+        for col in self.one_hot:
             names += [f"{col.name}={value}" for value in col.categories]
         return tuple(names)
 
     @property
     def num_features(self) -> int:
-        return len(self.numeric) + sum(len(col.categories) for col in (*self.categorical, self.sensitive))
+        return len(self.numeric) + sum(len(col.categories) for col in self.one_hot)
 
     @property
     def sensitive_slice(self) -> slice:
-        """Where the sensitive one-hot block lies in a row (always the last block)."""
-        return slice(self.num_features - len(self.sensitive.categories), self.num_features)
+        """Where the sensitive one-hot block lies in a row (always the last block).
+
+        Raises:
+            DataError: when the table has no sensitive column.
+        """
+        sensitive = self.require_sensitive()
+        return slice(self.num_features - len(sensitive.categories), self.num_features)
+
+    def require_sensitive(self) -> CategoricalColumn:
+        """The sensitive column, or a DataError when the table was encoded without one."""
+        if self.sensitive is None:
+            raise DataError("the table has no sensitive column (data.columns.sensitive), so it has no "
+                            "candidate completions")
+        return self.sensitive
 
     @property
     def num_classes(self) -> int:
@@ -76,7 +95,7 @@ class Preprocessing:
         return {
             "numeric": [{"name": col.name, "mean": col.mean, "scale": col.scale} for col in self.numeric],
             "categorical": [categorical(col) for col in self.categorical],
-            "sensitive": categorical(self.sensitive),
+            "sensitive": None if self.sensitive is None else categorical(self.sensitive),
             "label": categorical(self.label),
         }
 
@@ -99,9 +118,12 @@ class Preprocessing:
             _categorical_from_json(item, f"categorical[{i}]", source, minimum=1)
             for i, item in enumerate(data["categorical"])
         )
-        sensitive = _categorical_from_json(data["sensitive"], "sensitive", source, minimum=2)
+        sensitive = (
+            None if data["sensitive"] is None
+            else _categorical_from_json(data["sensitive"], "sensitive", source, minimum=2)
+        )
         label = _categorical_from_json(data["label"], "label", source, minimum=2)
-        names = [col.name for col in (*numeric, *categorical, sensitive, label)]
+        names = [col.name for col in (*numeric, *categorical, *([] if sensitive is None else [sensitive]), label)]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             _malformed(source, f"column {repeated[0]!r} appears more than once")
@@ -165,6 +187,8 @@ def fit_preprocessing(table: Table) -> Preprocessing:
     Raises:
         DataError: when the pool has a single sensitive value or a single label.
     """
+    if not table.columns.is_resolved:
+        raise DataError(f"{table.name}: the table's roles still hold 'rest'")
     if table.num_rows == 0:
         raise DataError(f"{table.name}: cannot fit the preprocessing on an empty pool")
     numeric = []
@@ -175,10 +199,13 @@ def fit_preprocessing(table: Table) -> Preprocessing:
             raise DataError(f"{table.name}: numeric column {name!r} is too large to standardize")
         numeric.append(NumericColumn(name=name, mean=mean, scale=std if std > 0 else 1.0))
     categorical = tuple(_fit_categories(name, table.categorical[name]) for name in table.columns.categorical)
-    sensitive = _fit_categories(table.columns.sensitive, table.sensitive)
+    sensitive = (
+        None if table.sensitive is None or table.columns.sensitive is None
+        else _fit_categories(table.columns.sensitive, table.sensitive)
+    )
     label = _fit_categories(table.columns.label, table.label)
     for role, col in (("sensitive", sensitive), ("label", label)):
-        if len(col.categories) < 2:
+        if col is not None and len(col.categories) < 2:
             raise DataError(f"{table.name}: the pool's {role} column {col.name!r} has a single value")
     return Preprocessing(numeric=tuple(numeric), categorical=categorical, sensitive=sensitive, label=label)
 
@@ -186,11 +213,11 @@ def fit_preprocessing(table: Table) -> Preprocessing:
 @dataclass(frozen=True, eq=False)
 class EncodedTable:
     """Model inputs: ``x`` (N, D) float32, ``y`` (N,) int64 class codes, and ``sensitive`` (N,)
-    int64, the code of each row's true sensitive value."""
+    int64, the code of each row's true sensitive value (None without a sensitive column)."""
 
     x: np.ndarray
     y: np.ndarray
-    sensitive: np.ndarray
+    sensitive: np.ndarray | None
 
 
 def _codes(values: np.ndarray, column: CategoricalColumn, source: str) -> np.ndarray:
@@ -214,14 +241,15 @@ def _check_column_set(table: Table, preprocessing: Preprocessing) -> None:
     expected = (
         ("numeric", tuple(col.name for col in preprocessing.numeric), table.columns.numeric),
         ("categorical", tuple(col.name for col in preprocessing.categorical), table.columns.categorical),
-        ("sensitive", (preprocessing.sensitive.name,), (table.columns.sensitive,)),
+        ("sensitive", () if preprocessing.sensitive is None else (preprocessing.sensitive.name,),
+         table.columns.sensitive_columns),
         ("label", (preprocessing.label.name,), (table.columns.label,)),
     )
     for role, recorded, actual in expected:
         if recorded != actual:
             raise DataError(
-                f"{table.name}: the recorded preprocessing has {role} columns ({', '.join(recorded)}) "
-                f"but the table has ({', '.join(actual)})"
+                f"{table.name}: the recorded preprocessing has {role} columns ({', '.join(recorded) or 'none'}) "
+                f"but the table has ({', '.join(actual) or 'none'})"
             )
 
 
@@ -240,14 +268,19 @@ def encode(table: Table, preprocessing: Preprocessing) -> EncodedTable:
     offset = len(preprocessing.numeric)
     rows = np.arange(n)
     blocks = [(col, table.categorical[col.name]) for col in preprocessing.categorical]
-    for col, values in (*blocks, (preprocessing.sensitive, table.sensitive)):
+    if preprocessing.sensitive is not None and table.sensitive is not None:  # both or neither: checked above
+        blocks.append((preprocessing.sensitive, table.sensitive))
+    for col, values in blocks:
         codes = _codes(values, col, table.name)
         x[rows, offset + codes] = 1.0
         offset += len(col.categories)
     return EncodedTable(
         x=x,
         y=_codes(table.label, preprocessing.label, table.name),
-        sensitive=_codes(table.sensitive, preprocessing.sensitive, table.name),
+        sensitive=(
+            None if preprocessing.sensitive is None or table.sensitive is None
+            else _codes(table.sensitive, preprocessing.sensitive, table.name)
+        ),
     )
 
 
@@ -261,7 +294,7 @@ def complete(x: np.ndarray, preprocessing: Preprocessing, value: int) -> np.ndar
     candidate completion "these rows, had their sensitive attribute been ``value``"."""
     x = np.asarray(x)
     _check_rows(x, preprocessing)
-    k = len(preprocessing.sensitive.categories)
+    k = len(preprocessing.require_sensitive().categories)
     if not 0 <= value < k:
         raise ValueError(f"sensitive value code {value} is outside 0..{k - 1}")
     out = x.copy()
@@ -275,7 +308,7 @@ def completions(x: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     ``complete(x, preprocessing, v)``."""
     x = np.asarray(x)
     _check_rows(x, preprocessing)
-    k = len(preprocessing.sensitive.categories)
+    k = len(preprocessing.require_sensitive().categories)
     out = np.repeat(x[:, None, :], k, axis=1)
     out[:, :, preprocessing.sensitive_slice] = np.eye(k, dtype=x.dtype)
     return out

@@ -1,16 +1,16 @@
-"""Tables with named columns: the user's CSV files, the UCI Adult files and the built-in CPS extract.
+"""Tables with named columns: the user's CSV files and the UCI Adult files (the built-in tables
+are in :mod:`truthserum.data.tables.builtin`).
 
-Attribute inference needs to know which column the model predicts (the label), which one the
-attacker completes (the sensitive attribute) and how every other used column is read. Loaders
-return a :class:`Table` whose cells are already validated, so later stages never meet a missing or
-malformed value; every problem becomes one :class:`DataError` line naming the file, the column
-and, where it applies, the 1-based line.
+A table names the column the models predict (the label), how every feature column is read and,
+for attribute inference, the column the attacker completes (the sensitive attribute; optional
+otherwise). Loaders return a :class:`Table` whose cells are already validated, so later stages
+never meet a missing or malformed value; every problem becomes one :class:`DataError` line naming
+the file, the column and, where it applies, the 1-based line.
 """
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import math
 import re
@@ -35,45 +35,70 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INFINITE = frozenset({"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
 
 
+#: In place of the numeric or categorical list: every column of the table without another role.
+REST = "rest"
+
+
 @dataclass(frozen=True)
 class TableColumns:
     """Which column plays which role.
 
-    The sensitive column is implicitly a categorical feature (the attack completes it), so it must
-    not also be listed in ``numeric`` or ``categorical``.
+    ``sensitive`` (optional; attribute inference needs it) is implicitly a categorical feature
+    (the attack completes it), so it must not also be listed in ``numeric`` or ``categorical``.
+    Either list may be :data:`REST` (the string ``"rest"``, not a list holding it): every column
+    of the table without another role, resolved by :func:`check_roles` once the header is known.
     """
 
     label: str
-    sensitive: str
-    numeric: tuple[str, ...] = ()
-    categorical: tuple[str, ...] = ()
+    sensitive: str | None = None
+    numeric: tuple[str, ...] | str = ()
+    categorical: tuple[str, ...] | str = ()
 
     def __post_init__(self) -> None:
         # Accept lists from a config, but store tuples so that the roles stay hashable and equal.
         for role in ("numeric", "categorical"):
             value = getattr(self, role)
+            if value == REST:
+                continue
             object.__setattr__(self, role, (value,) if isinstance(value, str) else tuple(value))
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether both feature lists name their columns (neither is ``rest``)."""
+        return REST not in (self.numeric, self.categorical)
+
+    @property
+    def sensitive_columns(self) -> tuple[str, ...]:
+        """The sensitive column, if there is one, as a tuple."""
+        return () if self.sensitive is None else (self.sensitive,)
 
     @property
     def used(self) -> tuple[str, ...]:
         """Every column a loader must read, features first, then sensitive and label."""
-        return (*self.numeric, *self.categorical, self.sensitive, self.label)
+        self._require_resolved()
+        return (*self.numeric, *self.categorical, *self.sensitive_columns, self.label)
 
     @property
     def text(self) -> tuple[str, ...]:
         """The columns kept as strings: categorical features, sensitive, label."""
-        return (*self.categorical, self.sensitive, self.label)
+        self._require_resolved()
+        return (*self.categorical, *self.sensitive_columns, self.label)
+
+    def _require_resolved(self) -> None:
+        if not self.is_resolved:
+            raise ValueError("the roles still hold 'rest'; resolve them with check_roles against the header")
 
 
 @dataclass(frozen=True, eq=False)
 class Table:
-    """A validated table: float64 numeric columns and string columns, all of one length."""
+    """A validated table: float64 numeric columns and string columns, all of one length.
+    ``sensitive`` is None when the roles name no sensitive column."""
 
     name: str
     columns: TableColumns
     numeric: dict[str, np.ndarray]
     categorical: dict[str, np.ndarray]
-    sensitive: np.ndarray
+    sensitive: np.ndarray | None
     label: np.ndarray
     dropped_rows: int = 0
 
@@ -88,7 +113,7 @@ class Table:
             self,
             numeric={k: v[idx] for k, v in self.numeric.items()},
             categorical={k: v[idx] for k, v in self.categorical.items()},
-            sensitive=self.sensitive[idx],
+            sensitive=None if self.sensitive is None else self.sensitive[idx],
             label=self.label[idx],
         )
 
@@ -98,25 +123,52 @@ def _show(cell: str) -> str:
     return repr(cell if len(cell) <= 40 else cell[:37] + "...")
 
 
+def _listing(available: Sequence[str]) -> str:
+    return ", ".join(available[:25]) + (f", ... ({len(available) - 25} more)" if len(available) > 25 else "")
+
+
+def _resolve_rest(columns: TableColumns, available: Sequence[str], *, source: str) -> TableColumns:
+    """``columns`` with a ``rest`` list replaced by the available columns no other role names,
+    in the table's order (a column without a name, such as pandas' index, is left out)."""
+    rest = [role for role in ("numeric", "categorical") if getattr(columns, role) == REST]
+    if not rest:
+        return columns
+    if len(rest) == 2:
+        raise DataError(f"{source}: data.columns.numeric and data.columns.categorical are both 'rest'; "
+                        "at most one may be")
+    role = rest[0]
+    other = columns.categorical if role == "numeric" else columns.numeric
+    named = {columns.label, *columns.sensitive_columns, *other}
+    chosen = tuple(name for name in dict.fromkeys(available) if name and name not in named)
+    if not chosen:
+        raise DataError(f"{source}: data.columns.{role} is 'rest' but every column already has a role")
+    return replace(columns, **{role: chosen})
+
+
 def check_roles(
     columns: TableColumns, available: Sequence[str], *, source: str, listing: str = "the header has"
-) -> None:
-    """Check that every role names a known column and that no column has two roles.
+) -> TableColumns:
+    """Resolve a ``rest`` list against ``available`` (the table's columns, in order), check that
+    every role names a known column and that no column has two roles, and return the roles with
+    every column named.
 
     Raises:
         DataError: naming the first offending column and the config key of its role.
     """
-    roles = [("data.columns.label", columns.label), ("data.columns.sensitive", columns.sensitive)]
-    roles += [("data.columns.numeric", name) for name in columns.numeric]
-    roles += [("data.columns.categorical", name) for name in columns.categorical]
+    roles = [("data.columns.label", columns.label)]
+    if columns.sensitive is not None:
+        roles.append(("data.columns.sensitive", columns.sensitive))
+    for role in ("numeric", "categorical"):
+        value = getattr(columns, role)
+        if value != REST:
+            roles += [(f"data.columns.{role}", name) for name in value]
     known = set(available)
-    listed = ", ".join(available[:25]) + (f", ... ({len(available) - 25} more)" if len(available) > 25 else "")
     for role, name in roles:
         if not isinstance(name, str) or not name:
             raise DataError(f"{source}: {role} must name a column, got {name!r}")
         if name not in known:
             raise DataError(
-                f"{source}: unknown column {name!r} for {role} ({listing}: {listed})"
+                f"{source}: unknown column {name!r} for {role} ({listing}: {_listing(available)})"
             )
     if columns.label == columns.sensitive:
         raise DataError(
@@ -133,6 +185,11 @@ def check_roles(
                 "give each column one role"
             )
         seen[name] = role
+    columns = _resolve_rest(columns, available, source=source)
+    if not columns.numeric and not columns.categorical and columns.sensitive is None:
+        raise DataError(f"{source}: no feature columns; name data.columns.numeric or data.columns.categorical "
+                        "(or write numeric: rest)")
+    return columns
 
 
 def _read_text(path: Path, source: str) -> str:
@@ -200,7 +257,7 @@ def _parse_cells(
     return numeric, text
 
 
-def _assemble(
+def assemble_table(
     name: str,
     columns: TableColumns,
     numeric: dict[str, np.ndarray],
@@ -209,7 +266,8 @@ def _assemble(
     dropped_rows: int,
     source: str,
 ) -> Table:
-    """Run the whole-column checks shared by every loader and build the :class:`Table`."""
+    """Run the whole-column checks shared by every loader and build the :class:`Table`
+    (``columns`` resolved by :func:`check_roles`)."""
     rows = int(text[columns.label].shape[0])
     if rows < MIN_ROWS:
         after = f" after dropping {dropped_rows}" if dropped_rows else ""
@@ -222,7 +280,7 @@ def _assemble(
                 f"{MAX_CATEGORIES:,}); it is probably an identifier: declare it numeric or leave it out"
             )
     for role, col, limit, why in (
-        ("sensitive", columns.sensitive, MAX_SENSITIVE_VALUES, "nothing to infer"),
+        *(("sensitive", col, MAX_SENSITIVE_VALUES, "nothing to infer") for col in columns.sensitive_columns),
         ("label", columns.label, MAX_CATEGORIES, "nothing to learn"),
     ):
         values = np.unique(text[col])
@@ -240,14 +298,15 @@ def _assemble(
         columns=columns,
         numeric={col: numeric[col] for col in columns.numeric},
         categorical={col: text[col] for col in columns.categorical},
-        sensitive=text[columns.sensitive],
+        sensitive=None if columns.sensitive is None else text[columns.sensitive],
         label=text[columns.label],
         dropped_rows=dropped_rows,
     )
 
 
 def read_csv_table(path: Path, columns: TableColumns) -> Table:
-    """Read a comma-separated file with a header row; extra, unused columns are ignored.
+    """Read a comma-separated file with a header row; extra, unused columns are ignored (a
+    ``rest`` list takes every named column of the header that has no other role).
 
     Raises:
         DataError: one line naming the file, and the column and line where it applies.
@@ -272,7 +331,7 @@ def read_csv_table(path: Path, columns: TableColumns) -> Table:
                     f"{source}: the header names column {col!r} twice (fields {first[col]} and {i})"
                 )
             first.setdefault(col, i)
-        check_roles(columns, [col for col in header if col], source=source)
+        columns = check_roles(columns, [col for col in header if col], source=source)
         index = {col: i - 1 for col, i in first.items()}
         cells: dict[str, list[str]] = {col: [] for col in columns.used}
         lines: list[int] = []
@@ -292,7 +351,7 @@ def read_csv_table(path: Path, columns: TableColumns) -> Table:
     if not lines:
         raise DataError(f"{source}: the file has a header but no rows")
     numeric, text = _parse_cells(cells, columns, source=source, locate=lambda i: f"line {lines[i]}")
-    return _assemble(source, columns, numeric, text, dropped_rows=0, source=source)
+    return assemble_table(source, columns, numeric, text, dropped_rows=0, source=source)
 
 
 ADULT_COLUMNS: tuple[str, ...] = (
@@ -318,7 +377,7 @@ def read_adult(directory: Path, columns: TableColumns = ADULT_DEFAULT_ROLES) -> 
     """
     directory = Path(directory)
     source = str(directory)
-    check_roles(columns, ADULT_COLUMNS, source=source, listing="the Adult columns are")
+    columns = check_roles(columns, ADULT_COLUMNS, source=source, listing="the Adult columns are")
     for fname in ADULT_FILES:
         if not (directory / fname).is_file():
             raise DataError(
@@ -351,92 +410,4 @@ def read_adult(directory: Path, columns: TableColumns = ADULT_DEFAULT_ROLES) -> 
         return f"{where[i][0]} line {where[i][1]}"
 
     numeric, text = _parse_cells(cells, columns, source=source, locate=locate)
-    return _assemble("adult", columns, numeric, text, dropped_rows=dropped, source=source)
-
-
-#: The derived columns of the built-in census table (see :func:`load_cps`).
-CPS_COLUMN_NAMES: tuple[str, ...] = (
-    "age", "education", "earnings_1974", "earnings_1975", "race", "no_degree", "married", "income_1978",
-)  # fmt: skip
-CPS_DEFAULT_ROLES = TableColumns(
-    label="income_1978",
-    sensitive="married",
-    numeric=("age", "education", "earnings_1974", "earnings_1975"),
-    categorical=("race", "no_degree"),
-)
-#: ``income_1978`` is "high" above this many 1978 dollars, else "low". It is the median of ``re78``
-#: (rounded to cents) over all 15,992 rows of the file, before duplicates are dropped, so that the
-#: label is balanced; fixed here so that the label does not depend on which roles are chosen.
-CPS_INCOME_THRESHOLD = 16_421.975
-_CPS_SOURCE = ("age", "educ", "black", "hisp", "marr", "nodegree", "re74", "re75", "re78")
-
-
-def _cps_path() -> Path:
-    """Where causaldata keeps the file, found without importing the (slow) package itself."""
-    spec = importlib.util.find_spec("causaldata")
-    if spec is None:  # an optional extra
-        raise DataError("data.source 'cps' needs the causaldata package, which is not installed: "
-                        "pip install 'truthserum[tables]'")
-    for location in spec.submodule_search_locations or []:
-        candidate = Path(location) / "cps_mixtape" / "cps_mixtape.dta"
-        if candidate.is_file():
-            return candidate
-    raise DataError("cps: the causaldata package lacks cps_mixtape/cps_mixtape.dta; reinstall it: "
-                    "pip install --force-reinstall causaldata")
-
-
-def _cps_derived(path: Path) -> dict[str, np.ndarray]:
-    """The file's columns turned into the derived ones, all rows in file order."""
-    import pandas as pd  # slow to import, so only when the table is asked for
-
-    try:
-        frame = pd.read_stata(path, convert_categoricals=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cps: cannot read {path} ({exc})") from None
-    absent = [col for col in _CPS_SOURCE if col not in frame.columns]
-    if absent:
-        raise DataError(f"cps: {path} lacks the columns {', '.join(absent)}; reinstall causaldata")
-    raw = {col: frame[col].to_numpy(dtype=np.float64) for col in _CPS_SOURCE}
-    if not all(np.isfinite(v).all() for v in raw.values()):
-        raise DataError(f"cps: {path} has missing values; reinstall causaldata")
-    black, hisp = raw["black"] == 1, raw["hisp"] == 1
-    # The two flags never co-occur in this file; should they, the person is named by both.
-    race = np.select([black & hisp, black, hisp], ["black-hispanic", "black", "hispanic"], "other")
-    # Stata stores earnings as float32; rounding to cents recovers the dollar amounts exactly.
-    re78 = np.round(raw["re78"], 2)
-    return {
-        "age": raw["age"],
-        "education": raw["educ"],
-        "earnings_1974": np.round(raw["re74"], 2),
-        "earnings_1975": np.round(raw["re75"], 2),
-        "race": race.astype(np.str_),
-        "no_degree": np.where(raw["nodegree"] == 1, "yes", "no"),
-        "married": np.where(raw["marr"] == 1, "yes", "no"),
-        "income_1978": np.where(re78 > CPS_INCOME_THRESHOLD, "high", "low"),
-    }
-
-
-def _first_occurrences(derived: dict[str, np.ndarray]) -> np.ndarray:
-    """Sorted positions of the first occurrence of every distinct record, the label aside: two
-    people with the same record are one point to a model, whatever their labels."""
-    names = [name for name in derived if name != "income_1978"]
-    records = np.rec.fromarrays([derived[name] for name in names], names=names)
-    _, first = np.unique(records, return_index=True)
-    return np.sort(first)
-
-
-def load_cps(columns: TableColumns = CPS_DEFAULT_ROLES) -> Table:
-    """The built-in census table: 1976 Current Population Survey people (Dehejia and Wahba's CPS
-    comparison group, public domain), shipped offline by the ``causaldata`` package.
-
-    Duplicate records (equal in every derived column but the label) are dropped, keeping the
-    first, because a duplicated person makes membership ill-defined; their number is
-    ``dropped_rows``.
-    """
-    check_roles(columns, CPS_COLUMN_NAMES, source="cps", listing="the cps columns are")
-    derived = _cps_derived(_cps_path())
-    keep = _first_occurrences(derived)
-    numeric = {col: derived[col][keep] for col in columns.numeric}
-    text = {col: derived[col][keep] for col in columns.text}
-    dropped = int(derived["age"].shape[0] - keep.shape[0])
-    return _assemble("cps", columns, numeric, text, dropped_rows=dropped, source="cps")
+    return assemble_table("adult", columns, numeric, text, dropped_rows=dropped, source=source)
