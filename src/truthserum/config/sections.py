@@ -143,7 +143,8 @@ class ModelConfig(_Strict):
     architecture: Architecture = Field(
         default=Architecture.MLP,
         description="logreg: linear; mlp: ReLU layers; cnn: conv, ReLU, max-pool layers; wrn: Wide-ResNet "
-                    "(cnn, wrn: images)",
+                    "(cnn, wrn: images); own: the model passed to audit_membership from Python (recorded, never "
+                    "built from a config file)",
     )
     hidden_sizes: tuple[Count, ...] = Field(default=(256,), min_length=1, description="MLP hidden widths")
     channels: tuple[Count, ...] = Field(default=(16, 32), min_length=1, description="CNN convolution widths")
