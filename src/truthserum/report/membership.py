@@ -35,7 +35,26 @@ def format_comparison(results: dict) -> str:
             f"{percent(poison['fraction'])} of a model's training set; fitted by "
             f"{percent(poison['fit'])} of the models that did not train on the target."
         )
+    lines.extend(guidance_lines(results.get("guidance")))  # absent from runs older than the guidance
     return "\n".join(lines)
+
+
+def guidance_lines(guidance: dict | None) -> list[str]:
+    """The closing block of a run whose amplification is small: why (each finding: what was
+    measured and why it matters) and what to change. Nothing when there are no findings."""
+    if not guidance or not guidance.get("findings"):
+        return []
+    clean, poisoned = guidance["clean"], guidance["poisoned"]
+    lines = ["", (f"Why the amplification is small (best TPR at 1% FPR: {percent(clean['tpr_at_1pct_fpr'])} clean, "
+                  f"{percent(poisoned['tpr_at_1pct_fpr'])} {poisoned['condition']}):")]
+    changes: list[str] = []
+    for finding in guidance["findings"]:
+        lines.append(f"- {finding['measured']}: {finding['why']}")
+        changes.extend(item["text"] for item in finding["suggestions"] if item["text"] not in changes)
+    if changes:
+        lines.append("What to change:")
+        lines.extend(f"  {change}" for change in changes)
+    return lines
 
 
 SWEEP_LEVELS = ("0.001", "0.01")

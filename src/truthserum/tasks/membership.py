@@ -23,6 +23,9 @@ from truthserum.data.datasets import Dataset
 from truthserum.design import Design
 from truthserum.errors import ConfigError
 from truthserum.metrics.accuracy import accuracy, poison_fit
+from truthserum.metrics.guidance import (
+    ModelFacts, RunSettings, guidance_for_conditions, guidance_warning, larger_model,
+)
 from truthserum.metrics.roc import RocCurve
 from truthserum.poison.label_flip import PoisonSet, make_label_flip_poisons, replicate_poisons
 from truthserum.report.plots import plot_roc
@@ -172,8 +175,38 @@ class MembershipRunner(PoolInputs):
             "targets": int(len(design.targets)), "replicas": int(config.poison.replicas),
             "total": int(poisons.total), "fraction": fraction, "fit": fit,
         }
-        return TaskOutput(conditions=results_by_condition, details={"poison": poison},
+        details: dict = {"poison": poison}
+        facts = self.model_description(config, pool)
+        guidance = guidance_for_conditions(results_by_condition, RunSettings(
+            model=facts, epochs=config.train.epochs if facts.training_in_config else None,
+            weight_decay=config.train.weight_decay if facts.training_in_config else None,
+            members_per_model=members_per_model, num_targets=int(len(design.targets)),
+        ))
+        if guidance is not None:
+            details["guidance"] = guidance.to_json()
+            run.warn(guidance_warning(guidance))
+        return TaskOutput(conditions=results_by_condition, details=details,
                           train_seconds=train_seconds, plot_data=curves)
+
+    def model_description(self, config: RunConfig, pool: Dataset) -> ModelFacts:
+        """What the guidance on a small amplification needs to know of the models: their
+        trainable parameters and the config changes that enlarge them. A runner of the user's
+        own model or trainer overrides this (parameters None where it cannot count them;
+        ``model_in_config`` / ``training_in_config`` False so the changes read "your model" /
+        "your trainer")."""
+        model = config.model
+        try:
+            built = model.build(feature_shape=pool.feature_shape, num_classes=pool.num_classes)
+        except ConfigError:  # not one the config builds (the user's own): nothing to count or enlarge
+            return ModelFacts(name=model.architecture.value, parameters=None, model_in_config=False)
+        sizes = {"mlp": f" {list(model.hidden_sizes)}", "cnn": f" {list(model.channels)}",
+                 "wrn": f"-{model.depth}-{model.widen}"}
+        return ModelFacts(
+            name=model.architecture.value + sizes.get(model.architecture.value, ""),
+            parameters=sum(parameter.numel() for parameter in built.parameters() if parameter.requires_grad),
+            larger=larger_model(model.architecture.value, hidden_sizes=model.hidden_sizes,
+                                channels=model.channels, widen=model.widen),
+        )
 
     def plot(self, run: RunContext, results: RunResults, output: TaskOutput) -> None:
         if self.roc_file is not None:

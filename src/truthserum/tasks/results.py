@@ -18,6 +18,7 @@ from typing import Any
 
 from truthserum.errors import RunDirError
 from truthserum.metrics.attack import AttackMetrics
+from truthserum.metrics.guidance import Guidance
 
 # The keys every task writes around its own; a task's other top-level keys are its details.
 _COMMON_KEYS = ("task", "config", "conditions", "timing", "device", "warnings")
@@ -118,7 +119,7 @@ class Timing:
 class RunResults:
     """A finished run: what ``run_task`` returns and ``results.json`` holds.
 
-    ``details`` are the task's own top-level entries (membership: ``poison``; attribute:
+    ``details`` are the task's own top-level entries (membership: ``poison``, ``guidance``; attribute:
     ``sensitive``, ``targets``; untargeted: ``victims``, ``adversary``; lm: ``corpus``,
     ``per_canary``, ...), as written.
     """
@@ -137,6 +138,14 @@ class RunResults:
         if not isinstance(result, AttackResult):
             raise TypeError(f"task '{self.task}' measures attack '{attack}' without an ROC; see its attacks mapping")
         return result
+
+    @property
+    def guidance(self) -> Guidance | None:
+        """The membership task's judgement of its amplification, with the findings and config
+        changes when it is small (:mod:`truthserum.metrics.guidance`); None for other tasks,
+        runs without poisons, and results.json written before the guidance existed."""
+        data = self.details.get("guidance")
+        return None if data is None else Guidance.from_json(data)
 
     def summary(self) -> str:
         """The printed table of this run (what ``truthserum run`` shows)."""
