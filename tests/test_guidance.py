@@ -57,7 +57,11 @@ def changes(guidance):
     (0.60, 0.72, True),  # doubling impossible, +12 points
     (0.60, 0.65, False),
     (0.01, 0.025, False),  # 2.5x, but 2.5 members found per false positive
-    (0.0, 0.05, True),
+    (0.014, 0.071, False),  # breast-cancer with every default: 5x, yet +5.7 points
+    (0.0, 0.05, False),
+    (0.0, 0.10, True),
+    (0.30, 0.55, False),  # +25 points, but not doubled
+    (0.30, 0.60, True),
     (0.30, 0.10, False),  # poisons that hurt
 ])
 def test_the_rule(clean_tpr, poisoned_tpr, amplified):

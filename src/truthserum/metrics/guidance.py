@@ -23,14 +23,14 @@ from typing import Any
 FPR_LEVEL = "0.01"  # the key of TPR at 1% FPR in results.json
 FPR = float(FPR_LEVEL)
 
-# The rule for "amplified": the poisoned best TPR at 1% FPR doubles the clean one or adds 10
-# points to it, and is at least 5x the FPR. Doubling is what makes a weak clean attack a
-# different attack; +10 points is what counts once the clean attack is already strong (where
-# doubling may be impossible); and under 5% (five members found per false positive) a
-# "doubling" of 1% into 2% is a handful of pairs, not an attack.
+# The rule for "amplified": the poisoned best TPR at 1% FPR is at least 10 points above the
+# clean one and at least twice it. +10 points is what separates an attack from a handful of
+# pairs (1.4% -> 7.1% doubles, five times over, yet finds one member in fifteen); doubling is
+# what makes a clean attack a different attack, the least of the paper's "one to two orders of
+# magnitude". A clean attack above 50% cannot double, so there the 10 points alone count.
 RELATIVE_GAIN = 2.0
 ABSOLUTE_GAIN = 0.10
-MIN_POISONED_TPR = 5 * FPR
+DOUBLING_CEILING = 0.5
 # Past this clean TPR not even +10 points fit under 100%: nothing is left to amplify.
 NEAR_PERFECT_CLEAN = 1.0 - ABSOLUTE_GAIN
 
@@ -209,14 +209,15 @@ class Guidance:
         )
 
 
-RULE = (f"amplified when the poisoned condition's best TPR at 1% FPR is at least {RELATIVE_GAIN:g}x the clean "
-        f"one or {100 * ABSOLUTE_GAIN:g} points above it, and at least {100 * MIN_POISONED_TPR:g}%")
+RULE = (f"amplified when the poisoned condition's best TPR at 1% FPR is at least {100 * ABSOLUTE_GAIN:g} points "
+        f"above the clean one and at least {RELATIVE_GAIN:g}x it (above {100 * DOUBLING_CEILING:g}% clean, the "
+        "points alone)")
 
 
 def is_amplified(clean_tpr: float, poisoned_tpr: float) -> bool:
     """The rule for "amplified" (:data:`RULE`), on the best TPRs at 1% FPR."""
-    gained = poisoned_tpr >= RELATIVE_GAIN * clean_tpr or poisoned_tpr >= clean_tpr + ABSOLUTE_GAIN
-    return gained and poisoned_tpr >= MIN_POISONED_TPR
+    doubled = poisoned_tpr >= RELATIVE_GAIN * clean_tpr or clean_tpr > DOUBLING_CEILING
+    return doubled and poisoned_tpr >= clean_tpr + ABSOLUTE_GAIN
 
 
 def larger_model(architecture: str, *, hidden_sizes: Iterable[int] = (), channels: Iterable[int] = (),

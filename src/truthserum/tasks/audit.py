@@ -24,6 +24,7 @@ from truthserum.config import RunConfig, parse_config
 from truthserum.config.sections import MetricsConfig, ModelConfig, QueryConfig, TrainConfig
 from truthserum.data.datasets import Dataset
 from truthserum.errors import ConfigError, DataError
+from truthserum.metrics.guidance import ModelFacts
 from truthserum.query.views import check_views_fit_data
 from truthserum.store.fingerprints import check_inputs_unchanged
 from truthserum.store.rundir import RunDirectory, write_json
@@ -124,6 +125,19 @@ class OwnModelRunner(MembershipRunner):
             run.warn("the trainer returned probabilities, not logits; truthserum took their logarithms "
                      "(log-probabilities are logits up to a constant)")
         return output
+
+    def model_description(self, config: RunConfig, pool: Dataset) -> ModelFacts:
+        """A module's parameters are counted, and trains under the ``train`` settings; a
+        trainer's model is its own business, and so is its training."""
+        trainer = self.model.shard_trainer
+        if trainer is None:
+            return super().model_description(config, pool)
+        record = self.model.record
+        if isinstance(trainer, ModuleTrainer):
+            return ModelFacts(name=f"your {record.get('class', 'module')}", parameters=record.get("parameters"),
+                              model_in_config=False)
+        return ModelFacts(name=f"your {record.get('class', 'trainer')}", parameters=None, model_in_config=False,
+                          training_in_config=False)
 
     def _training_record(self, run_dir: RunDirectory) -> dict:
         """The model and the path its shards trained on; a resumed run that trained nothing
