@@ -116,16 +116,31 @@ def test_too_few_parameters_for_the_training_set():
     assert kinds(membership_guidance(clean(), condition(tpr=0.042), settings(roomy))) == ["unexplained"]
 
 
-def test_a_heavy_poison_share_calls_for_fewer_targets_that_bring_it_under_the_limit():
+def test_a_heavy_poison_share_calls_for_fewer_replicas_then_fewer_targets_under_the_limit():
     members, replicas = 2500.0, 8
     share = 100 * replicas / (100 * replicas + members)  # 24%
     guidance = membership_guidance(clean(), condition(tpr=0.042, share=share, replicas=replicas),
                                    settings(members=members, targets=100))
     assert kinds(guidance) == ["poison-share"]
-    current, fewer = changes(guidance)["design.num_targets"]
+    suggested = changes(guidance)
+    assert suggested["poison.replicas"] == (8, g.FEW_REPLICAS)
+    current, fewer = suggested["design.num_targets"]
     assert current == 100
-    assert fewer * replicas / (fewer * replicas + members) <= g.POISON_SHARE_LIMIT  # under the limit ...
-    assert (fewer + 1) * replicas / ((fewer + 1) * replicas + members) > g.POISON_SHARE_LIMIT  # ... by a target
+    r = g.FEW_REPLICAS
+    assert fewer * r / (fewer * r + members) <= g.POISON_SHARE_LIMIT  # under the limit ...
+    assert (fewer + 1) * r / ((fewer + 1) * r + members) > g.POISON_SHARE_LIMIT  # ... by a target
+
+
+def test_fewer_targets_than_the_pairs_need_call_for_more_models():
+    members, replicas, targets = 89.0, 8, 100  # wine with every default
+    share = targets * replicas / (targets * replicas + members)
+    guidance = membership_guidance(clean(), condition(tpr=0.085, share=share, replicas=replicas),
+                                   dataclasses.replace(settings(members=members, targets=targets), num_models=16))
+    suggested = changes(guidance)
+    new_targets, new_models = suggested["design.num_targets"][1], suggested["design.num_models"][1]
+    assert new_targets * suggested["poison.replicas"][1] / (new_targets * suggested["poison.replicas"][1]
+                                                            + members) <= g.POISON_SHARE_LIMIT
+    assert new_models % 2 == 0 and new_targets * new_models >= g.MIN_PAIRS > new_targets * (new_models - 2)
 
 
 def test_when_one_targets_replicas_are_too_many_the_replicas_go_down():

@@ -35,6 +35,9 @@ DOUBLING_CEILING = 0.5
 NEAR_PERFECT_CLEAN = 1.0 - ABSOLUTE_GAIN
 
 # The diagnoses, each looked for only once the amplification is small.
+FEW_REPLICAS = 4  # a heavy poison share gives up replicas down to this before it gives up targets
+MIN_PAIRS = 400  # (model, target) pairs: 200 non-member pairs make 1% FPR two false positives
+MAX_SUGGESTED_MODELS = 256
 POISON_FIT_GOOD = 0.9  # an unfitted OUT pair looks like a member; at 1% FPR nearly all must fit
 TRAIN_ACCURACY_FITTED = 0.95  # models wrong on their own clean points are far from fitting poisons
 MEMORISATION_GAP = 0.03  # train - test under 3 points: members are treated like non-members
@@ -167,6 +170,7 @@ class RunSettings:
     weight_decay: float | None
     members_per_model: float
     num_targets: int
+    num_models: int | None = None
 
 
 @dataclass(frozen=True)
@@ -377,19 +381,32 @@ def _poison_share(poisoned: ConditionMeasurements, settings: RunSettings) -> Fin
     targets, replicas = settings.num_targets, poisoned.replicas
     # the most poisons a training set of this size takes at the limit: T R / (T R + m) <= limit
     budget = POISON_SHARE_LIMIT * settings.members_per_model / (1 - POISON_SHARE_LIMIT)
-    if math.floor(budget / replicas) >= 1:
-        changes: tuple[Suggestion, ...] = (config_change("design.num_targets", targets, math.floor(budget / replicas)),)
-    else:  # even one target's replicas are too many
-        fewer = max(1, math.floor(budget / targets))
-        changes = (config_change("poison.replicas", replicas, fewer),)
-        if targets * fewer > budget:
-            changes += (config_change("design.num_targets", targets, max(1, math.floor(budget / fewer))),)
+    # replicas go down to FEW_REPLICAS first: past a few, more replicas of a target add little
+    # (the demo's sweep), while every target they cost is pairs the attack is measured on
+    fewer_replicas = min(replicas, FEW_REPLICAS)
+    if budget < fewer_replicas:  # even one target's replicas are too many
+        fewer_replicas = max(1, math.floor(budget))
+    fewer_targets = max(1, min(targets, math.floor(budget / fewer_replicas)))
+    changes: tuple[Suggestion, ...] = ()
+    if fewer_replicas != replicas:
+        changes += (config_change("poison.replicas", replicas, fewer_replicas),)
+    if fewer_targets != targets:
+        changes += (config_change("design.num_targets", targets, fewer_targets),)
+    models = settings.num_models
+    if models is not None and fewer_targets * models < MIN_PAIRS:
+        # one (model, target) pair per model and target: more models keep the 1% FPR level
+        # resolvable with fewer targets
+        more = min(MAX_SUGGESTED_MODELS, 2 * math.ceil(MIN_PAIRS / fewer_targets / 2))
+        if more > models:
+            changes += (config_change("design.num_models", models, more),)
     return Finding(
         kind="poison-share",
         measured=(f"{targets} targets x {replicas} replicas: poisons are {share:.1%} of a model's training set "
                   f"(wanted: {POISON_SHARE_LIMIT:.0%} or less)"),
         why=("label noise this heavy costs the models accuracy and the room to fit each target's poisons; fewer "
-             "targets keep every target's poisons (more models narrow the intervals that fewer targets widen)."),
+             f"replicas (down to {FEW_REPLICAS}), then fewer targets, bring it down, and more models give back the "
+             f"(model, target) pairs that fewer targets take away (at least {MIN_PAIRS}, so that 1% FPR is two "
+             "false positives or more)."),
         values={"poison_share": share, "num_targets": targets, "replicas": replicas},
         suggestions=changes,
     )

@@ -181,6 +181,7 @@ class MembershipRunner(PoolInputs):
             model=facts, epochs=config.train.epochs if facts.training_in_config else None,
             weight_decay=config.train.weight_decay if facts.training_in_config else None,
             members_per_model=members_per_model, num_targets=int(len(design.targets)),
+            num_models=config.design.num_models,
         ))
         if guidance is not None:
             details["guidance"] = guidance.to_json()
