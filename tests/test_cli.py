@@ -68,7 +68,8 @@ def test_cuda_requested_without_cuda(tmp_path, capsys):
         ({"logits": np.zeros((4, 3, 2)), "labels": np.zeros(3, int), "keep": np.ones((4, 3), bool),
           "targets": np.array([0, 7])}, "targets must lie in 0..2"),
         ({"logits": np.zeros((4, 3, 2)), "labels": np.zeros(3, int), "keep": np.ones((4, 3), bool)},
-         "no OUT shadow model"),
+         "3 of 3 target points have too few shadow models for lira-online: each needs 2 models that trained on "
+         "it and 2 that did not (one of each besides the target model); points 0, 1, 2; use --skip-unsupported"),
     ],
 )
 def test_bad_signals(tmp_path, capsys, arrays, fragment):
@@ -76,6 +77,7 @@ def test_bad_signals(tmp_path, capsys, arrays, fragment):
     np.savez(signals, **arrays)
     assert_one_line_error(run_main(capsys, "attack", "--signals", str(signals), "--attack", "lira-online"),
                           fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz"]  # no output directory for bad input
 
 
 def test_attack_refuses_to_overwrite_its_input(tmp_path, capsys):
@@ -86,6 +88,29 @@ def test_attack_refuses_to_overwrite_its_input(tmp_path, capsys):
                     "--out", str(signals))
     assert_one_line_error(done, "would overwrite the signals file")
     assert signals.read_bytes() == before
+
+
+def test_attack_all_on_a_signals_file_in_one_process(tmp_path):
+    """The real entry point, once: every attack scored by one command into one output directory."""
+    import json
+
+    rng = np.random.default_rng(0)
+    keep = rng.random((6, 30)).argsort(axis=0) < 3
+    labels = rng.integers(0, 3, 30)
+    logits = rng.normal(size=(6, 30, 3)) + 2.0 * (keep[:, :, None] & (np.arange(3) == labels[:, None])[None])
+    signals = tmp_path / "s.npz"
+    np.savez(signals, logits=logits, labels=labels, keep=keep, targets=np.arange(10))
+    done = run_cli("attack", "--signals", str(signals), "--attack", "all", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    from truthserum.attacks import registered_attacks
+
+    assert list(results["conditions"]["s"]["attacks"]) == list(registered_attacks())
+    assert (tmp_path / "out" / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with np.load(tmp_path / "out" / "scores.npz") as scores:
+        assert set(scores.files) == {*registered_attacks(), "members", "targets"}
+    assert all(f"{name}: AUC" in done.stdout for name in registered_attacks())
+    assert f"results: {tmp_path / 'out' / 'results.json'}" in done.stdout
 
 
 def test_attack_on_a_pickle_is_refused(tmp_path, capsys):
@@ -138,8 +163,14 @@ def test_attack_out_never_replaces_a_foreign_file(tmp_path, capsys):
     mine.write_text("keep me")
     done = run_main(capsys, "attack", "--signals", str(signals), "--attack", "global-threshold",
                     "--out", str(mine))
-    assert_one_line_error(done, "exists and is not an earlier scores file")
+    assert_one_line_error(done, "notes.txt: exists and is not a directory; --out names a directory")
     assert mine.read_text() == "keep me"
+    mine_npz = tmp_path / "notes.npz"  # the earlier form, --out FILE.npz, never replaces another .npz either
+    mine_npz.write_bytes(b"keep me")
+    done = run_main(capsys, "attack", "--signals", str(signals), "--attack", "global-threshold",
+                    "--out", str(mine_npz))
+    assert_one_line_error(done, "exists and is not an earlier scores file")
+    assert mine_npz.read_bytes() == b"keep me"
     scores = tmp_path / "scores.npz"
     for _ in range(2):  # an earlier scores file may be replaced
         done = run_main(capsys, "attack", "--signals", str(signals), "--attack", "global-threshold",

@@ -21,7 +21,7 @@ import contextlib, io, sys
 import truthserum.cli as cli
 cli._build_parser()
 for argv in (["--help"], ["--version"], ["run", "--help"], ["demo", "--help"], ["sweep", "--help"],
-             ["attack", "--help"]):
+             ["plan", "--help"], ["attack", "--help"]):
     with contextlib.redirect_stdout(io.StringIO()):
         try:
             cli.main(argv)
@@ -55,6 +55,11 @@ def test_the_parser_choices_mirror_their_enums():
     assert cli.BACKENDS == tuple(name.value for name in BackendName)
     assert cli.DEVICES == DEVICES
     assert cli.ATTACKS == tuple(name.value for name in AttackName)
+    from truthserum.attacks.inputs import LogitsKind
+    from truthserum.tasks.attacking import ALL
+
+    assert cli.LOGITS_KINDS == tuple(kind.value for kind in LogitsKind)
+    assert cli.ALL_ATTACKS == ALL
     assert cli.TUNE == TUNE
     defaults = RmiaOptions()
     assert (cli.DEFAULT_RMIA_GAMMA, cli.DEFAULT_RMIA_OFFLINE_A) == (defaults.gamma, defaults.offline_a)

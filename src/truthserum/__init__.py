@@ -45,6 +45,11 @@ _EXPORTS = {
     "TrainConfig": "truthserum.config.sections",
     "ModelTrainer": "truthserum.train.trainers",
     "SklearnTrainer": "truthserum.train.trainers",
+    "attack_signals": "truthserum.tasks.signals",
+    "attack_plan": "truthserum.tasks.plan_attack",
+    "write_plan": "truthserum.tasks.plan",
+    "read_plan": "truthserum.tasks.plan",
+    "Plan": "truthserum.tasks.plan",
 }
 
 if _TYPE_CHECKING:
@@ -60,6 +65,9 @@ if _TYPE_CHECKING:
     from truthserum.metrics.epsilon import epsilon_from_counts, epsilon_lower_bound
     from truthserum.tasks import run_task
     from truthserum.tasks.audit import audit_membership
+    from truthserum.tasks.plan import Plan, read_plan, write_plan
+    from truthserum.tasks.plan_attack import attack_plan
+    from truthserum.tasks.signals import attack_signals
     from truthserum.tasks.membership import run_experiment
     from truthserum.tasks.results import RunResults
     from truthserum.tasks.sweeps import run_replica_sweep, run_shadow_sweep
@@ -81,8 +89,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AttackInputs", "AttackName", "AttackOptions", "Dataset", "MetricsConfig", "ModelConfig", "ModelTrainer",
-    "QueryConfig", "RunConfig", "RunResults", "SklearnTrainer", "TrainConfig", "TruthserumError",
-    "audit_membership", "bootstrap_intervals", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config",
-    "load_signals", "parse_config", "register_attack", "run_experiment", "run_replica_sweep",
-    "run_shadow_sweep", "run_task", "score_attacks",
+    "Plan", "QueryConfig", "RunConfig", "RunResults", "SklearnTrainer", "TrainConfig", "TruthserumError",
+    "attack_plan", "attack_signals", "audit_membership", "bootstrap_intervals", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config",
+    "load_signals", "parse_config", "read_plan", "register_attack", "run_experiment", "run_replica_sweep",
+    "run_shadow_sweep", "run_task", "score_attacks", "write_plan",
 ]

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from truthserum.train.executors import ShardBackend
 
 # Mirrors of enums whose modules are slow to import: config.Task, train.executors.BackendName
-# and DEVICES, attacks.registry.AttackName, TUNE and RmiaOptions' defaults.
+# and DEVICES, attacks.registry.AttackName, attacks.inputs.LogitsKind, TUNE and RmiaOptions' defaults.
 TASKS = ("membership", "attribute", "untargeted", "lm")
 BACKENDS = ("local", "ray")
 DEVICES = ("cpu", "cuda", "auto")
@@ -32,6 +32,8 @@ ATTACKS = (
     "lira-online", "lira-offline", "lira-online-fixed", "lira-offline-fixed", "rmia-online", "rmia-offline",
     "label-only", "global-threshold",
 )
+ALL_ATTACKS = "all"
+LOGITS_KINDS = ("auto", "logits", "probabilities")  # attacks.inputs.LogitsKind
 TUNE = "tune"
 DEFAULT_RMIA_GAMMA = 2.0
 DEFAULT_RMIA_OFFLINE_A = TUNE
@@ -120,12 +122,37 @@ def _build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device(sweep)
 
-    attack = commands.add_parser("attack", help="attack signals computed elsewhere")
-    attack.add_argument("--signals", type=Path, required=True,
+    plan = commands.add_parser(
+        "plan", help="write what a membership experiment would train (design, poisons, each model's training "
+                     "set), without training: train elsewhere, then attack --plan"
+    )
+    plan.add_argument("config", type=Path, help="experiment config (YAML), task membership")
+    plan.add_argument("--out", type=Path, required=True,
+                      help="plan directory (created; an earlier plan of the same config is rewritten)")
+
+    attack = commands.add_parser("attack", help="attack signals, or a plan's logits, computed elsewhere")
+    source = attack.add_mutually_exclusive_group(required=True)
+    source.add_argument("--signals", type=Path,
                         help=".npz with logits (M,N[,A],C), labels (N,), keep (M,N), optional targets (T,); "
                              "without logits, they are read from <stem>-logits.npy beside it")
-    attack.add_argument("--attack", required=True, choices=list(ATTACKS))
-    attack.add_argument("--out", type=Path, help=".npz to receive scores (M,T) and members (M,T)")
+    source.add_argument("--plan", type=Path, metavar="DIR",
+                        help="a directory written by 'truthserum plan'; its models' logits in --logits")
+    attack.add_argument("--logits", type=Path, metavar="FILE",
+                        help="with --plan: .npz holding one array per condition (clean, poisoned), each (M,N,C) "
+                             "or (M,N,A,C): model m on pool point n (layout in the plan's plan.json)")
+    attack.add_argument("--attack", action="append", choices=[*ATTACKS, ALL_ATTACKS], metavar="NAME",
+                        help=f"an attack ({', '.join(ATTACKS)}); repeat for several; '{ALL_ATTACKS}' (default): "
+                             "every one (with --plan: the config's attacks)")
+    attack.add_argument("--out", type=Path,
+                        help="directory receiving results.json, roc.png and the scores (default: <signals "
+                             "stem>-attack/ beside the signals file; with --plan, the plan directory). A name "
+                             "ending in .npz keeps the earlier form: one attack's scores and members only")
+    attack.add_argument("--logits-kind", default="auto", choices=list(LOGITS_KINDS),
+                        help="auto (default): rows that lie in [0, 1] and sum to 1 are taken as probabilities "
+                             "(with a warning) and their logarithm attacked; logits or probabilities: say which")
+    attack.add_argument("--skip-unsupported", action="store_true",
+                        help="drop the target points that lack the IN or OUT shadow models an attack needs "
+                             "(default: refuse them), and say how many")
     _add_attack_options(attack)
     return parser
 
@@ -134,35 +161,46 @@ def _add_attack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shadow-models", default=None, metavar="K",
                         help="use K shadow models per target point (K/2 IN, K/2 OUT; default and "
                              "'all': every other model, less one on a balanced design)")
-    parser.add_argument("--rmia-gamma", type=float, default=DEFAULT_RMIA_GAMMA, metavar="G",
-                        help=f"RMIA likelihood-ratio threshold (default {DEFAULT_RMIA_GAMMA:g})")
-    parser.add_argument("--rmia-offline-a", default=str(DEFAULT_RMIA_OFFLINE_A), metavar="A",
+    parser.add_argument("--rmia-gamma", type=float, default=None, metavar="G",
+                        help=f"RMIA likelihood-ratio threshold (default {DEFAULT_RMIA_GAMMA:g}; with --plan, "
+                             "the config's)")
+    parser.add_argument("--rmia-offline-a", default=None, metavar="A",
                         help=f"RMIA offline interpolation in [0, 1], or '{TUNE}' to fit it on the "
-                             f"shadow models (default {DEFAULT_RMIA_OFFLINE_A})")
+                             f"shadow models (default {DEFAULT_RMIA_OFFLINE_A}; with --plan, the config's)")
     parser.add_argument("--rmia-population", type=int, default=None, metavar="Z",
-                        help="RMIA population size, drawn from the non-target points (default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for shadow draws and sampling (default 0)")
+                        help="RMIA population size, drawn from the non-target points (default: all; with "
+                             "--plan, the config's)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed for shadow draws, sampling and the bootstrap (default 0; with --plan, "
+                             "the config's)")
 
 
-def _attack_options(args: argparse.Namespace) -> AttackOptions:
+def _attack_options(args: argparse.Namespace, base: AttackOptions | None = None) -> AttackOptions:
+    """The options given on the command line, the others from ``base`` (default: the defaults)."""
     from truthserum.attacks import AttackOptions
     from truthserum.attacks.options import rmia_options
     from truthserum.tasks.sweeps import parse_counts
 
+    base = base or AttackOptions()
+    rmia = base.rmia.model_dump()
     a = args.rmia_offline_a
-    if a != TUNE:
+    if a is not None and a != TUNE:
         try:
             a = float(a)
         except ValueError:
             raise SignalsError(f"--rmia-offline-a must be a number in [0, 1] or '{TUNE}', got {a!r}") from None
+    given = {"gamma": args.rmia_gamma, "offline_a": a, "population": args.rmia_population}
+    rmia.update({key: value for key, value in given.items() if value is not None})
     shadow_models = args.shadow_models
     if shadow_models is not None:
         shadow_models = parse_counts(shadow_models, option="--shadow-models", allow_all=True)
         if len(shadow_models) != 1:
             raise SignalsError("--shadow-models: give one number (or 'all') to attack")
         shadow_models = shadow_models[0]
-    rmia = rmia_options(gamma=args.rmia_gamma, offline_a=a, population=args.rmia_population)
-    options = AttackOptions(shadow_models=shadow_models, seed=args.seed, rmia=rmia)
+    else:
+        shadow_models = base.shadow_models
+    options = AttackOptions(shadow_models=shadow_models, seed=base.seed if args.seed is None else args.seed,
+                            rmia=rmia_options(**rmia))
     options.validate()
     return options
 
@@ -171,7 +209,7 @@ def _print_results(results: RunResults, out: Path) -> None:
     print()
     print(results.summary())
     for warning in results.warnings:
-        print(f"warning: {warning}")
+        print(f"warning: {_in_cli_words(warning)}")
     roc = f"   ROC: {out / 'roc.png'}" if (out / "roc.png").exists() else ""
     if (out / "exposure.png").exists():
         roc = f"   exposure plot: {out / 'exposure.png'}"
@@ -228,42 +266,79 @@ def _sweep(args: argparse.Namespace, backend: ShardBackend) -> int:
     return 0
 
 
-def _attack(args: argparse.Namespace, backend: ShardBackend) -> int:
-    from truthserum.attacks import load_signals, score_attacks_with_details
-    from truthserum.metrics.attack import evaluate
-    from truthserum.report.text import format_attack_metrics
-    from truthserum.store.rundir import read_npz, write_npz
-    from truthserum.tasks.stages import bootstrap_rng
+def _plan(args: argparse.Namespace, backend: ShardBackend) -> int:
+    from truthserum.config import load_config
+    from truthserum.tasks.plan import write_plan
 
-    if args.out is not None and args.out.resolve() == args.signals.resolve():
-        raise SignalsError(f"--out {args.out} would overwrite the signals file; choose another path")
-    if args.out is not None and args.out.exists():
-        earlier = read_npz(args.out)
-        if earlier is None or set(earlier) != {"scores", "members"}:
-            raise SignalsError(f"--out {args.out} exists and is not an earlier scores file; choose another path")
-    options = _attack_options(args)
-    inputs = load_signals(args.signals)
-    name = args.attack
-    all_scores, details = score_attacks_with_details(inputs, [name], options)
-    scores, members = all_scores[name], inputs.members
-    metrics = evaluate(scores, members, rng=bootstrap_rng(options.seed, name))
-    print(f"{name}: {format_attack_metrics(metrics.to_dict() | details.get(name, {}))}")
-    if args.out is not None:
-        try:
-            write_npz(args.out, {"scores": scores, "members": members})
-        except OSError as exc:
-            raise SignalsError(f"--out {args.out}: cannot write ({exc.strerror or exc})") from None
-        print(f"scores: {args.out}")
+    plan = write_plan(config=load_config(args.config), out_dir=args.out)
+    print()
+    print(plan.summary())
     return 0
 
 
-_COMMANDS = {"run": _run, "demo": _demo, "sweep": _sweep, "attack": _attack}
+def _attack(args: argparse.Namespace, backend: ShardBackend) -> int:
+    from truthserum.tasks.stages import log_to_stderr
+
+    common = {"skip_unsupported": args.skip_unsupported, "logits_kind": args.logits_kind,
+              "log": lambda message: log_to_stderr(_in_cli_words(message))}
+    if args.plan is not None:
+        from truthserum.tasks.plan import read_plan
+        from truthserum.tasks.plan_attack import attack_plan
+
+        if args.logits is None:
+            raise SignalsError("--plan needs --logits FILE.npz: the logits of the plan's models (see its plan.json)")
+        if args.out is not None and args.out.suffix == ".npz":
+            raise SignalsError(f"--out {args.out}: with --plan, --out names a directory (results.json, roc.png, "
+                               "scores-<condition>.npz)")
+        plan = read_plan(args.plan)
+        options = _attack_options(args, plan.config.attack_options())
+        results = attack_plan(plan_dir=args.plan, logits=args.logits, attacks=args.attack, options=options,
+                              out_dir=args.out, **common)
+        _print_results(results, args.out or args.plan)
+        return 0
+
+    from truthserum.report.text import format_attack_metrics
+    from truthserum.tasks.signals import attack_signals, default_out_dir, write_attack_scores
+
+    if args.logits is not None:
+        raise SignalsError("--logits is for --plan; a signals file holds its logits (or <stem>-logits.npy beside it)")
+    options = _attack_options(args)
+    if args.out is not None and args.out.suffix == ".npz":  # the earlier form: one attack's scores
+        attacks = list(dict.fromkeys(args.attack or []))
+        if len(attacks) != 1 or attacks[0] == ALL_ATTACKS:
+            raise SignalsError(f"--out {args.out}: a .npz receives one attack's scores; name one --attack, or "
+                               "give --out a directory for results.json, roc.png and every attack's scores")
+        results = write_attack_scores(signals=args.signals, attack=attacks[0], scores_file=args.out,
+                                      options=options, **common)
+        out = None
+    else:
+        out = args.out or default_out_dir(args.signals)
+        results = attack_signals(signals=args.signals, attacks=args.attack, options=options, out_dir=out, **common)
+    condition = next(iter(results.conditions.values()))
+    for name, result in (condition.attacks or {}).items():
+        print(f"{name}: {format_attack_metrics(result.to_json())}")
+    split = condition.measurements["accuracy"]
+    print("accuracy: " + "  ".join(f"{key} {'-' if value is None else f'{100 * value:.1f}%'}"
+                                   for key, value in split.items()))
+    for warning in results.warnings:
+        print(f"warning: {_in_cli_words(warning)}")
+    if out is None:
+        print(f"scores: {args.out}")
+    else:
+        print(f"\nresults: {out / 'results.json'}   ROC: {out / 'roc.png'}   scores: {out / 'scores.npz'}")
+    return 0
+
+
+_COMMANDS = {"run": _run, "demo": _demo, "sweep": _sweep, "plan": _plan, "attack": _attack}
 
 
 # The library's errors name its parameters; the command's name its options.
 _CLI_WORDS = {
     "another out_dir": "another --out", "device 'cuda'": "--device cuda", "device must be": "--device must be",
     "cpus_per_shard": "--cpus-per-shard", "the Ray backend": "--backend ray", "address is for": "--address is for",
+    "pass skip_unsupported=True": "use --skip-unsupported", "skip_unsupported:": "--skip-unsupported:",
+    "logits_kind must be": "--logits-kind must be", "logits_kind is probabilities": "--logits-kind is probabilities",
+    "set logits_kind logits": "use --logits-kind logits", "out_dir names": "--out names",
 }
 
 

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
 from truthserum.errors import SignalsError
-from truthserum.store.logits import LogitStore, check_finite
+from truthserum.query.probabilities import PROBABILITY_TOLERANCE, to_log_probabilities
+from truthserum.store.logits import LogitStore, check_finite, column_chunks
 from truthserum.store.user_files import read_user_npz
+
+
+class LogitsKind(StrEnum):
+    """What the numbers in a signals file are: ``auto`` tells probabilities (every row of the
+    identity view in [0, 1], summing to 1) from logits."""
+
+    AUTO = "auto"
+    LOGITS = "logits"
+    PROBABILITIES = "probabilities"
 
 
 @dataclass(frozen=True)
@@ -121,3 +132,69 @@ def load_signals(path: Path) -> AttackInputs:
         logits=logits, labels=arrays["labels"], keep=arrays["keep"],
         targets=arrays.get("targets"), source=str(path),
     )
+
+
+class LogProbabilityStore(LogitStore):
+    """A :class:`LogitStore` of probabilities, read as their logarithm (see
+    :mod:`truthserum.query.probabilities`): log-probabilities are logits up to a constant per
+    row, so the softmax of what it returns is the stored probabilities."""
+
+    def read_points(self, start: int, stop: int) -> np.ndarray:
+        return to_log_probabilities(super().read_points(start, stop)).astype(np.float32)
+
+
+def _tolerance(logits: np.ndarray | LogitStore) -> float:
+    """How far from [0, 1] a value, and from 1 a row's sum, may lie: ``PROBABILITY_TOLERANCE``,
+    or more where the dtype (float16) cannot hold a sum that closely."""
+    return max(PROBABILITY_TOLERANCE, logits.shape[-1] * float(np.finfo(logits.dtype).eps))
+
+
+def probability_range(logits: np.ndarray | LogitStore) -> tuple[float, float, float]:
+    """The smallest and largest value of the identity view, and the largest distance of a
+    row's sum from 1, read a chunk of points at a time."""
+    low, high, off = np.inf, -np.inf, 0.0
+    for _, chunk in column_chunks(logits, np.arange(logits.shape[1])):
+        first = np.asarray(chunk[:, :, 0, :], dtype=np.float64)
+        low, high = min(low, float(first.min())), max(high, float(first.max()))
+        off = max(off, float(np.abs(first.sum(axis=-1) - 1.0).max()))
+    return low, high, off
+
+
+def identity_view_is_probabilities(logits: np.ndarray | LogitStore) -> bool:
+    """Every row of the identity view lies in [0, 1] and sums to 1 (within a tolerance)."""
+    low, high, off = probability_range(logits)
+    tolerance = _tolerance(logits)
+    return low >= -tolerance and high <= 1.0 + tolerance and off <= tolerance
+
+
+def read_as_logits(
+    inputs: AttackInputs, kind: LogitsKind | str = LogitsKind.AUTO, *, source: str = "signals"
+) -> tuple[AttackInputs, bool]:
+    """``inputs`` with probabilities replaced by their logarithm, and whether they were
+    probabilities: ``auto`` detects them (:func:`identity_view_is_probabilities`), ``logits`` and
+    ``probabilities`` say which they are. The attacks' scores on log-probabilities are those
+    on the logits of the model that gave them.
+
+    Raises:
+        SignalsError: ``kind`` is unknown, or ``probabilities`` where some value lies outside [0, 1].
+    """
+    try:
+        kind = LogitsKind(kind)
+    except ValueError:
+        raise SignalsError(f"logits_kind must be one of {', '.join(k.value for k in LogitsKind)}, "
+                           f"got {kind!r}") from None
+    logits = inputs.logits
+    if kind is LogitsKind.LOGITS or (kind is LogitsKind.AUTO and not identity_view_is_probabilities(logits)):
+        return inputs, False
+    if kind is LogitsKind.PROBABILITIES:
+        tolerance = _tolerance(logits)
+        for _, chunk in column_chunks(logits, np.arange(logits.shape[1])):
+            if chunk.min() < -tolerance or chunk.max() > 1.0 + tolerance:
+                raise SignalsError(f"{source}: logits_kind is probabilities, but some values lie outside "
+                                   f"[0, 1] (from {float(chunk.min()):.4g} to {float(chunk.max()):.4g})")
+    if isinstance(logits, LogitStore):
+        converted = LogProbabilityStore(path=logits.path, shape=logits.shape, dtype=logits.dtype,
+                                        offset=logits.offset)
+    else:
+        converted = to_log_probabilities(logits)
+    return replace(inputs, logits=converted), True

@@ -39,14 +39,19 @@ MaskFor = Callable[[int, np.ndarray], np.ndarray]
 def check_group_sizes(group: np.ndarray, *, name: str, target_model: int, offset: int = 0) -> None:
     """Raise :class:`SignalsError` when some target point has no shadow in ``group`` (whose
     first column is the target at position ``offset``)."""
-    counts = group.sum(axis=0)
-    if counts.min() < 1:
-        j = offset + int(np.argmin(counts))
+    lacking = np.nonzero(group.sum(axis=0) < 1)[0]
+    if lacking.size:
         raise SignalsError(
-            f"the target at position {j} of targets has no {name} shadow model when model "
-            f"{target_model} is the target model; every target point needs at least one IN and one "
-            "OUT model besides the target model"
+            f"{lacking.size} target point(s) (position(s) {first_few(offset + lacking)} of targets) have no "
+            f"{name} shadow model when model {target_model} is the target model; every target point needs "
+            "at least one IN and one OUT model besides the target model"
         )
+
+
+def first_few(indices: np.ndarray, shown: int = 5) -> str:
+    """``3, 7, 9, 20, 41 and 12 more``: the first few of many indices, for an error line."""
+    text = ", ".join(str(int(i)) for i in indices[:shown])
+    return text + (f" and {len(indices) - shown} more" if len(indices) > shown else "")
 
 
 def location_scale(phi: np.ndarray, group: np.ndarray, *, fixed_variance: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -36,6 +36,7 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import rankdata
 
+from truthserum.attacks.lira import first_few
 from truthserum.errors import SignalsError
 from truthserum.store.logits import chunk_points
 
@@ -92,14 +93,15 @@ def fraction_dominated(log_ratio: np.ndarray, num_targets: int, gamma: float) ->
 
 def _check_references(group: np.ndarray, positions: np.ndarray, num_targets: int, target_model: int) -> None:
     """``group`` is ``(M, len(positions))``; ``positions`` index the targets, then the population."""
-    counts = group.sum(axis=0)
-    if counts.min() < 1:
-        column = int(positions[np.argmin(counts)])
-        what = (f"the target at position {column} of targets" if column < num_targets
-                else f"population point {column - num_targets}")
+    lacking = positions[group.sum(axis=0) < 1]
+    if lacking.size:
+        targets, population = lacking[lacking < num_targets], lacking[lacking >= num_targets] - num_targets
+        what = [f"{len(found)} {kind} ({where} {first_few(found)})" for found, kind, where in (
+            (targets, "target point(s)", "position(s) of targets"), (population, "population point(s)", "number(s)"),
+        ) if len(found)]
         raise SignalsError(
-            f"rmia: {what} has no reference model when model {target_model} is the target "
-            "model (offline needs a shadow that did not train on it)"
+            f"rmia: {' and '.join(what)} have no reference model when model {target_model} is the target "
+            "model (offline needs a shadow that did not train on the point)"
         )
 
 

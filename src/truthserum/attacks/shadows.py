@@ -30,6 +30,11 @@ from truthserum.errors import SignalsError
 
 KEY_BLOCK = 1024
 
+# What an attack needs of a point's shadow models, for every target model (lacking_shadows).
+IN_AND_OUT = "in-and-out"  # IN and OUT shadows (LiRA, label-only): its Gaussians or histograms
+OUT_ONLY = "out"  # OUT shadows (RMIA offline's references)
+ANY = "any"  # a shadow of either kind (RMIA online's references)
+
 
 def check_shadow_budget(count: int, num_models: int) -> None:
     """A budget is even, at least 2, and leaves room for k/2 IN shadows besides the target."""
@@ -127,3 +132,30 @@ class ShadowPlan:
         has_other = other_group.any(axis=0)
         mask[last[has_other], np.nonzero(has_other)[0]] = False
         return mask
+
+
+def lacking_shadows(keep: np.ndarray, columns: np.ndarray, *, count: int | None = None,
+                    needs: str = IN_AND_OUT) -> np.ndarray:
+    """``(len(columns),)`` bool: the points (pool indices ``columns``) for which some target
+    model would find too few shadow models in :class:`ShadowPlan` ``(keep, count)``.
+
+    With the default shadows a point needs two models of a kind (IN: trained on it; OUT: did
+    not), so that one remains whichever model is the target; with a budget of k it needs
+    k/2 + 1 of each kind, whatever ``needs`` says, since the draw takes k/2 of each. ``ANY``
+    needs one model besides the target (and, on a balanced design, the one dropped).
+    """
+    columns = np.asarray(columns)
+    num_models = keep.shape[0]
+    members = keep[:, columns].sum(axis=0)
+    others = num_models - members
+    if count is not None:
+        need = count // 2 + 1
+        return (members < need) | (others < need)
+    if needs == IN_AND_OUT:
+        return (members < 2) | (others < 2)
+    if needs == OUT_ONLY:
+        return others < 2
+    if needs != ANY:
+        raise ValueError(f"unknown shadow need {needs!r}")
+    dropped = ShadowPlan(keep=keep).balanced & (members > 0) & (others > 0)
+    return num_models - 1 - dropped.astype(int) < 1
