@@ -98,6 +98,12 @@ def test_attacking_the_runs_own_logits_reproduces_the_run(planned, tmp_path):
             assert mine.measurements[key] == condition.measurements[key], (name, key)
     assert results.details["poison"] == {key: run.details["poison"][key] for key in results.details["poison"]}
     assert (tmp_path / "out" / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    # the same judgement of the amplification as the run's, its changes worded for models trained elsewhere
+    assert results.guidance.amplified == run.guidance.amplified
+    assert results.guidance.clean == run.guidance.clean and results.guidance.poisoned == run.guidance.poisoned
+    assert results.guidance.model["name"] == "your models (trained elsewhere)"
+    for suggestion in (s for finding in results.guidance.findings for s in finding.suggestions):
+        assert suggestion.key is None or suggestion.key.startswith(("design.", "poison."))
     with np.load(tmp_path / "out" / "scores-poisoned.npz") as mine, np.load(run_dir / "scores-poisoned.npz") as theirs:
         for key in theirs.files:
             np.testing.assert_array_equal(mine[key], theirs[key])

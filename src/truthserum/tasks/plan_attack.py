@@ -17,6 +17,7 @@ from truthserum.attacks import AttackInputs, AttackOptions
 from truthserum.attacks.inputs import LogitsKind
 from truthserum.errors import SignalsError
 from truthserum.metrics.accuracy import poison_fit
+from truthserum.metrics.guidance import ModelFacts, RunSettings, guidance_for_conditions, guidance_warning
 from truthserum.metrics.roc import RocCurve
 from truthserum.store.user_files import read_user_npz
 from truthserum.tasks.attacking import (
@@ -151,6 +152,16 @@ def attack_plan(
             "accuracy": model_accuracy(inputs.logits, labels, design.keep), "attacks": metrics,
         }
         curves.update({(condition.name, name): curve for name, curve in condition_curves.items()})
+    # the models are the user's, trained elsewhere: the guidance can say what the design should
+    # change, and words what the models and their training should
+    guidance = guidance_for_conditions(conditions, RunSettings(
+        model=ModelFacts(name="your models (trained elsewhere)", parameters=None, model_in_config=False,
+                         training_in_config=False),
+        epochs=None, weight_decay=None, members_per_model=members_per_model, num_targets=plan.num_targets,
+        num_models=plan.num_models,
+    ))
+    if guidance is not None:
+        record_warning(warnings, log, guidance_warning(guidance))
     replicas = plan.config.poison.replicas
     total = replicas * plan.num_targets
     results = RunResults.from_json({
@@ -165,6 +176,7 @@ def attack_plan(
         "poison": {"targets": plan.num_targets, "replicas": replicas, "total": total,
                    "fraction": total / (total + members_per_model),
                    "fit": conditions.get("poisoned", {}).get("poison_fit")},
+        **({} if guidance is None else {"guidance": guidance.to_json()}),
         "conditions": conditions,
         "timing": {"total_seconds": time.perf_counter() - started},
         "device": "elsewhere",
