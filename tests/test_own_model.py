@@ -24,7 +24,8 @@ from truthserum.train.ensemble import Ensemble
 from truthserum.train.own import ModuleTrainer, TrainingPath, build_modules
 from truthserum.train.shard import TrainingJob, model_seed, train_stacked_shard
 
-QUICK = dict(num_models=4, num_targets=6, replicas=2, train=TrainConfig(epochs=2, batch_size=64), progress=False)
+TRAINER_QUICK = dict(num_models=4, num_targets=6, replicas=2, progress=False)  # a trainer trains itself
+QUICK = TRAINER_QUICK | dict(train=TrainConfig(epochs=2, batch_size=64))
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_the_results_record_the_path_each_model_took(cancer, tmp_path):
 def test_scikit_learn_classifiers_train_through_the_protocol(cancer, tmp_path, estimator):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        results = audit_membership(data=cancer, model=estimator, out_dir=tmp_path, **QUICK)
+        results = audit_membership(data=cancer, model=estimator, out_dir=tmp_path, **TRAINER_QUICK)
     assert results.details["training"]["path"] == "trainer"
     assert type(estimator).__name__ in results.details["training"]["model"]["repr"]
     logits = np.load(tmp_path / "signals-poisoned-logits.npy")
@@ -109,8 +110,8 @@ class ProbabilityTrainer:
 
 
 def test_probabilities_from_a_trainer_are_taken_as_log_probabilities(cancer, tmp_path):
-    logs = audit_membership(data=cancer, model=ProbabilityTrainer(False), out_dir=tmp_path / "log", **QUICK)
-    probs = audit_membership(data=cancer, model=ProbabilityTrainer(True), out_dir=tmp_path / "p", **QUICK)
+    logs = audit_membership(data=cancer, model=ProbabilityTrainer(False), out_dir=tmp_path / "log", **TRAINER_QUICK)
+    probs = audit_membership(data=cancer, model=ProbabilityTrainer(True), out_dir=tmp_path / "p", **TRAINER_QUICK)
     assert any("probabilities" in warning for warning in probs.warnings)
     assert not any("probabilities" in warning for warning in logs.warnings)
     for name in ("lira-online", "rmia-online"):
@@ -178,7 +179,7 @@ class WrongShapeTrainer:
 
 def test_a_trainer_with_the_wrong_output_is_named(cancer, tmp_path):
     with pytest.raises(TrainingError, match=r"WrongShapeTrainer.fit_predict returned float64 \(569, 3\); expected \(569, 2\)"):
-        audit_membership(data=cancer, model=WrongShapeTrainer(), out_dir=tmp_path, **QUICK)
+        audit_membership(data=cancer, model=WrongShapeTrainer(), out_dir=tmp_path, **TRAINER_QUICK)
 
 
 @pytest.mark.parametrize("x, y, words", [
@@ -208,6 +209,113 @@ def test_resuming_with_another_model_is_refused(cancer, tmp_path):
     with pytest.raises(RunDirError, match="the model differs"):
         audit_membership(data=cancer, model=normed_net, out_dir=tmp_path, **QUICK)
     before = (tmp_path / "results.json").read_bytes()
+    # the same layers and shapes, another hyper-parameter: the fingerprint holds the module's repr
     with pytest.raises(RunDirError, match="the model differs"):
-        audit_membership(data=cancer, model=SklearnTrainer(LogisticRegression()), out_dir=tmp_path, **QUICK)
+        audit_membership(data=cancer, model=lambda: nn.Sequential(nn.Linear(30, 16), nn.Dropout(0.5), nn.Tanh(),
+                                                                   nn.Linear(16, 2)), out_dir=tmp_path, **QUICK)
+    with pytest.raises(RunDirError, match="the model differs"):
+        audit_membership(data=cancer, model=lambda: nn.Sequential(nn.Linear(30, 16), nn.Hardtanh(), nn.Linear(16, 2)),
+                         out_dir=tmp_path, **QUICK)
     assert (tmp_path / "results.json").read_bytes() == before
+
+
+class PlainTrainer:
+    """A trainer without a repr of its own (the default holds a memory address)."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def fit_predict(self, x, y, queries, *, num_classes, seed):
+        return LogisticRegression(C=self.c, max_iter=200).fit(x, y).predict_log_proba(queries)
+
+
+def test_a_trainer_without_a_repr_resumes_and_another_is_refused(cancer, tmp_path):
+    first = audit_membership(data=cancer, model=PlainTrainer(1.0), out_dir=tmp_path, **TRAINER_QUICK)
+    again = audit_membership(data=cancer, model=PlainTrainer(1.0), out_dir=tmp_path, **TRAINER_QUICK)
+    assert again.conditions["poisoned"].to_json() == first.conditions["poisoned"].to_json()
+    with pytest.raises(RunDirError, match=r"the model differs .*\(PlainTrainer\)"):
+        audit_membership(data=cancer, model=PlainTrainer(0.1), out_dir=tmp_path, **TRAINER_QUICK)
+
+
+def test_a_pipeline_is_seeded_in_every_step(cancer):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler as Scaler
+
+    trainer = SklearnTrainer(make_pipeline(Scaler(), MLPClassifier(hidden_layer_sizes=(8,), max_iter=5)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        runs = [trainer.fit_predict(cancer.x[:100], cancer.y[:100], cancer.x[:10], num_classes=2, seed=seed)
+                for seed in (1, 1, 2)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert np.abs(runs[0] - runs[2]).max() > 1e-6
+
+
+def test_the_two_paths_agree_with_augmentation_too():
+    from truthserum.data.datasets import load_digits
+
+    digits = load_digits().subset(np.arange(300))
+    config = parse_config({"data": {"source": "digits"}, "train": {"epochs": 2, "batch_size": 40, "augment": "crop"}})
+    keep = np.random.default_rng(1).random((2, 300)) < 0.5
+    job = TrainingJob(condition="clean", x=digits.x, y=digits.y, keep=keep, extra_x=digits.x[:0],
+                      extra_y=digits.y[:0], queries=digits.x, num_classes=10)
+
+    def factory():
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10))
+
+    trainer = ModuleTrainer(factory)
+    stacked = trainer(config, job, range(2), torch.device("cpu"))
+    modules = build_modules(factory, [model_seed(config, m) for m in range(2)])
+    alone = trainer._one_by_one(config, job, range(2), modules, torch.device("cpu"), None, 0.0)
+    np.testing.assert_allclose(alone["logits"], stacked["logits"], atol=2e-4)
+
+
+class HalfFrozen(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Linear(30, 16).requires_grad_(False)  # a frozen feature extractor
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.features(x)))
+
+
+def test_frozen_parameters_stay_frozen(cancer, tmp_path):
+    results = audit_membership(data=cancer, model=HalfFrozen, out_dir=tmp_path, **QUICK)
+    training = results.details["training"]
+    assert training["path"] == "one-by-one" and "frozen parameters (features.weight" in training["reason"]
+    assert training["model"]["parameters"] == 16 * 2 + 2  # the trainable ones
+
+
+class Broken:
+    def __call__(self):
+        raise ValueError("no such layer size")
+
+
+@pytest.mark.parametrize("model, words", [
+    (Broken(), "the factory raised ValueError: no such layer size"),
+    (lambda: nn.Linear(20, 2), r"cannot take the data's \(30,\) points: RuntimeError"),
+])
+def test_errors_in_the_users_code_are_one_line(cancer, tmp_path, model, words):
+    with pytest.raises(ConfigError, match=words):
+        audit_membership(data=cancer, model=model, out_dir=tmp_path / "run", **QUICK)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_trainer_takes_no_train_settings_and_returns_one_kind(cancer, tmp_path):
+    with pytest.raises(ConfigError, match="a trainer trains its models itself"):
+        audit_membership(data=cancer, model=LogisticRegression(), out_dir=tmp_path / "a", **QUICK)
+
+    class Fickle(ProbabilityTrainer):
+        def fit_predict(self, x, y, queries, *, num_classes, seed):
+            self.as_probabilities = not self.as_probabilities
+            return super().fit_predict(x, y, queries, num_classes=num_classes, seed=seed)
+
+    with pytest.raises(TrainingError, match="returned logits, the models before it probabilities"):
+        audit_membership(data=cancer, model=Fickle(False), out_dir=tmp_path / "b", **TRAINER_QUICK)
+
+
+def test_augmentation_that_does_not_fit_the_data_is_refused_before_anything_is_written(cancer, tmp_path):
+    with pytest.raises(ConfigError, match="augment"):
+        audit_membership(data=cancer, model=small_net, out_dir=tmp_path / "run",
+                         **(QUICK | {"train": TrainConfig(epochs=1, augment="crop")}))
+    assert not (tmp_path / "run").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from truthserum.errors import SignalsError
-from truthserum.query.probabilities import PROBABILITY_TOLERANCE, to_log_probabilities
+from truthserum.query.probabilities import probability_tolerance, to_log_probabilities
 from truthserum.store.logits import LogitStore, check_finite, column_chunks
 from truthserum.store.user_files import read_user_npz
 
@@ -144,9 +144,8 @@ class LogProbabilityStore(LogitStore):
 
 
 def _tolerance(logits: np.ndarray | LogitStore) -> float:
-    """How far from [0, 1] a value, and from 1 a row's sum, may lie: ``PROBABILITY_TOLERANCE``,
-    or more where the dtype (float16) cannot hold a sum that closely."""
-    return max(PROBABILITY_TOLERANCE, logits.shape[-1] * float(np.finfo(logits.dtype).eps))
+    """:func:`~truthserum.query.probabilities.probability_tolerance` of these logits."""
+    return probability_tolerance(logits.shape[-1], logits.dtype)
 
 
 def probability_range(logits: np.ndarray | LogitStore) -> tuple[float, float, float]:

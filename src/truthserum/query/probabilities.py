@@ -17,12 +17,23 @@ SMALLEST_PROBABILITY = float(np.finfo(np.float64).tiny)
 attack can use."""
 
 
+def probability_tolerance(num_classes: int, dtype: np.dtype) -> float:
+    """How far from [0, 1] a value, and from 1 a row's sum, may lie: :data:`PROBABILITY_TOLERANCE`,
+    or more where the dtype (float16) cannot hold a sum of ``num_classes`` values that closely."""
+    dtype = np.dtype(dtype) if np.dtype(dtype).kind == "f" else np.dtype(np.float64)
+    return max(PROBABILITY_TOLERANCE, num_classes * float(np.finfo(dtype).eps))
+
+
 def looks_like_probabilities(outputs: np.ndarray) -> bool:
-    """True when every value lies in [0, 1] and every row (the last axis) sums to 1."""
+    """True when every value lies in [0, 1] and every row (the last axis) sums to 1, within
+    :func:`probability_tolerance`."""
     outputs = np.asarray(outputs)
-    if outputs.size == 0 or outputs.min() < 0 or outputs.max() > 1:
+    if outputs.size == 0:
         return False
-    return bool(np.all(np.abs(outputs.sum(axis=-1, dtype=np.float64) - 1.0) <= PROBABILITY_TOLERANCE))
+    tolerance = probability_tolerance(outputs.shape[-1], outputs.dtype)
+    if outputs.min() < -tolerance or outputs.max() > 1 + tolerance:
+        return False
+    return bool(np.all(np.abs(outputs.sum(axis=-1, dtype=np.float64) - 1.0) <= tolerance))
 
 
 def to_log_probabilities(probabilities: np.ndarray) -> np.ndarray:

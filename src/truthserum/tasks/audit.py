@@ -32,6 +32,7 @@ from truthserum.tasks.membership import MembershipRunner
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
 from truthserum.tasks.stages import Log, log_to_stderr, resume_pool
+from truthserum.train.augment import check_augment_fits_data
 from truthserum.train.executors import LocalBackend, ShardBackend
 from truthserum.train.own import ModuleTrainer, TrainingPath
 from truthserum.train.trainers import ModelTrainer, ProtocolShardTrainer, as_trainer, describe_trainer
@@ -95,6 +96,7 @@ class OwnModelRunner(MembershipRunner):
         if config.design.num_targets > pool.num_points:
             raise DataError(f"data: {pool.num_points} points, too few for num_targets = {config.design.num_targets}")
         check_views_fit_data(config.query.resolved_views(), is_image=pool.is_image, source=config.data.source)
+        check_augment_fits_data(config.train.augment, pool.feature_shape)
         trainer = self.model.shard_trainer
         if trainer is None:
             config.model.build(feature_shape=pool.feature_shape, num_classes=pool.num_classes)
@@ -147,8 +149,10 @@ class OwnModelRunner(MembershipRunner):
             path = {"path": TrainingPath.VECTORIZED.value}
         elif isinstance(trainer, ProtocolShardTrainer):
             path = {"path": TrainingPath.TRAINER.value}
-        elif trainer.path is not None:
-            path = {"path": trainer.path.value} | ({"reason": trainer.reason} if trainer.reason else {})
+        elif trainer.trained:
+            # the path is the architecture's (see ModuleTrainer), so "mixed" would be a bug worth seeing
+            path = {"path": trainer.path.value if trainer.path is not None else "mixed"}
+            path |= {"reason": trainer.reason} if trainer.reason else {}
             write_json(run_dir.file("training.json"), path)
         else:
             try:
@@ -207,7 +211,8 @@ def audit_membership(
             scikit-learn classifier (cloned and fitted per model); or any object with
             ``fit_predict`` (:class:`~truthserum.train.trainers.ModelTrainer`).
         out_dir: the run directory (created, or resumed).
-        train: optimizer, epochs, batches for built-in and ``nn.Module`` models.
+        train: optimizer, epochs, batches for built-in and ``nn.Module`` models (a trainer
+            trains itself: refused with one).
         num_models: models per condition (even; each point is in half of them).
         num_targets: points under attack.
         replicas: poisons per target (0: the clean condition only).
@@ -226,6 +231,9 @@ def audit_membership(
     if not isinstance(data, Dataset):
         raise DataError(f"data: pass truthserum.Dataset.from_arrays(x=..., y=...), got {type(data).__name__}")
     own = resolve_model(model)
+    if isinstance(own.shard_trainer, ProtocolShardTrainer) and train is not None:
+        raise ConfigError("train: a trainer trains its models itself; train= is for built-in architectures and "
+                          "nn.Module factories")
     config = audit_config(
         model=own, train=train, query=query, metrics=metrics, num_models=num_models, num_targets=num_targets,
         replicas=replicas, seed=seed, attacks=attacks,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,15 +58,51 @@ def architecture_of(module: nn.Module) -> tuple:
     )
 
 
-def describe_module(module: nn.Module) -> dict:
-    """The module's class, trainable parameter count and an architecture fingerprint (what a
-    run directory records, so a resumed run never mixes two models' shards)."""
-    return {
+def _sha256(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+def _source_of(module: nn.Module) -> str:
+    """The source of the module's class (its forward), where Python can find it."""
+    try:
+        return inspect.getsource(type(module))
+    except (OSError, TypeError):  # defined in an interactive session: the other records remain
+        return type(module).__qualname__
+
+
+def describe_module(module: nn.Module, *, initial: bool = False) -> dict:
+    """The module's class, trainable parameter count and fingerprints: of its architecture
+    (submodule types, parameter and buffer shapes), its ``repr`` (hyper-parameters such as a
+    dropout rate) and its class's source. With ``initial``, of its initial weights too (model
+    0's: they reflect the factory's initialisation code). A run directory records them, so a
+    resumed run never mixes the shards of two models."""
+    described = {
         "kind": "torch.nn.Module",
         "class": type(module).__qualname__,
         "parameters": int(sum(p.numel() for p in module.parameters() if p.requires_grad)),
-        "architecture_sha256": hashlib.sha256(repr(architecture_of(module)).encode()).hexdigest(),
+        "architecture_sha256": _sha256(repr(architecture_of(module))),
+        "repr_sha256": _sha256(repr(module)),
+        "source_sha256": _sha256(_source_of(module)),
     }
+    if initial:
+        digest = hashlib.sha256()
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        described["initial_weights_sha256"] = digest.hexdigest()
+    return described
+
+
+def _call_factory(factory: ModuleFactory) -> nn.Module:
+    try:
+        return factory()
+    except Exception as exc:  # noqa: BLE001 - the user's code: one line, not a traceback
+        raise ConfigError(f"model: the factory raised {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def build_modules(factory: ModuleFactory, seeds: Sequence[int]) -> list[nn.Module]:
@@ -79,7 +116,7 @@ def build_modules(factory: ModuleFactory, seeds: Sequence[int]) -> list[nn.Modul
     modules = []
     for seed in seeds:
         torch.manual_seed(seed)
-        module = factory()
+        module = _call_factory(factory)
         if not isinstance(module, nn.Module):
             raise ConfigError(f"model: the factory must return a torch.nn.Module, got {type(module).__name__}")
         if not any(p.requires_grad for p in module.parameters()):
@@ -103,9 +140,14 @@ def check_outputs(module: nn.Module, sample: torch.Tensor, num_classes: int) -> 
     Raises:
         ConfigError: another output shape, or NaN or inf outputs.
     """
-    with torch.no_grad():
-        out = module.eval()(sample)
-    module.train()
+    try:
+        with torch.no_grad():
+            out = module.eval()(sample)
+    except Exception as exc:  # noqa: BLE001 - the user's module: one line, not a traceback
+        raise ConfigError(f"model: the module cannot take the data's {tuple(sample.shape[1:])} points: "
+                          f"{type(exc).__name__}: {_first_line(exc)}") from None
+    finally:
+        module.train()
     if not isinstance(out, torch.Tensor) or out.shape != (sample.shape[0], num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(
@@ -121,13 +163,15 @@ def stacking_obstacle(modules: Sequence[nn.Module], sample: torch.Tensor) -> str
     buffers = [name for name, _ in modules[0].named_buffers()]
     if buffers:
         return f"it has buffers ({', '.join(buffers[:3])}{', ...' if len(buffers) > 3 else ''}) updated in training"
+    frozen = [name for name, p in modules[0].named_parameters() if not p.requires_grad]
+    if frozen:  # a stacked ensemble trains every parameter it stacks
+        return f"it has frozen parameters ({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''})"
     try:
         trial = Ensemble([copy.deepcopy(module) for module in modules[:2]], torch.device("cpu"))
         out = trial.forward_per_model(sample.unsqueeze(0).expand(trial.num_models, *sample.shape))
         out.float().sum().backward()
     except Exception as exc:  # noqa: BLE001 - any failure to stack means: train one by one
-        text = str(exc).strip().splitlines()
-        return f"stacked training failed ({text[0] if text else type(exc).__name__})"
+        return f"stacked training failed ({_first_line(exc)})"
     return None
 
 
@@ -166,7 +210,7 @@ def train_module(
                 rows = torch.from_numpy(batches[index, 0][valid]).to(device)
                 inputs = x[rows]
                 if draws is not None:
-                    flip, top, left = (torch.from_numpy(a[index, :1, valid]).to(device)
+                    flip, top, left = (torch.from_numpy(a[index, 0][valid][None]).to(device)
                                        for a in (draws.flip, draws.top, draws.left))
                     inputs = augment_images(inputs.unsqueeze(0), flip, top, left)[0]
                 with forward_precision(settings, device):
@@ -214,15 +258,20 @@ class ModuleTrainer:
     ``nn.Module``; it records which path trained the shards and why."""
 
     factory: ModuleFactory
-    path: TrainingPath | None = None
+    trained: dict[TrainingPath, int] = field(default_factory=dict)  # models trained on each path
     reason: str | None = None  # why the modules trained one by one
     described: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> TrainingPath | None:
+        """The path every model trained in this process took (None: none trained, or several)."""
+        return next(iter(self.trained)) if len(self.trained) == 1 else None
 
     def describe(self, config: RunConfig, feature_shape: tuple[int, ...], num_classes: int) -> dict:
         """Build and check models 0 and 1 before anything is written; their description."""
         module = build_modules(self.factory, [model_seed(config, 0), model_seed(config, 1)])[0]
         check_outputs(module, torch.zeros((2, *feature_shape)), num_classes)
-        self.described = describe_module(module)
+        self.described = describe_module(module, initial=True)
         return self.described
 
     def __call__(
@@ -241,14 +290,16 @@ class ModuleTrainer:
         self.described = self.described or built
         sample = torch.from_numpy(job.x[:2])
         check_outputs(modules[0], sample, job.num_classes)
-        obstacle = stacking_obstacle(modules, sample) if len(modules) > 1 else "the shard holds one model"
+        # a property of the architecture, so every shard (one of a single model too) takes the same path
+        obstacle = stacking_obstacle([modules[0], modules[-1]], sample)
         if obstacle is None:
-            self.path = TrainingPath.VECTORIZED
+            path = TrainingPath.VECTORIZED
             shard = train_stacked_shard(config, job, models, Ensemble(modules, device), device, on_epoch,
                                         started=started)
         else:
-            self.path, self.reason = TrainingPath.ONE_BY_ONE, obstacle
+            path, self.reason = TrainingPath.ONE_BY_ONE, obstacle
             shard = self._one_by_one(config, job, models, modules, device, on_epoch, started)
+        self.trained[path] = self.trained.get(path, 0) + len(models)
         check_finite_logits(shard["logits"], models)
         return shard
 

@@ -11,6 +11,7 @@ the built-in models.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -39,13 +40,23 @@ class ModelTrainer(Protocol):
         training set."""
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def describe_trainer(trainer: ModelTrainer) -> dict:
-    """The trainer's class and ``repr`` (scikit-learn's lists every parameter set away from its
-    default), with a fingerprint a run directory records."""
-    text = repr(trainer)
+    """What the trainer is, with a fingerprint a run directory records: the class (a
+    scikit-learn estimator's own, for :class:`SklearnTrainer`) and its ``repr`` (scikit-learn's
+    lists every parameter set away from its default). A class without a ``repr`` of its own
+    is described by its attributes instead, memory addresses left out: the default ``repr``
+    holds one, which would differ on every run."""
+    if type(trainer).__repr__ is object.__repr__:
+        text = f"{type(trainer).__qualname__}({_ADDRESS.sub('', repr(sorted(vars(trainer).items())))})"
+    else:
+        text = repr(trainer)
+    estimator = getattr(trainer, "estimator", None) if isinstance(trainer, SklearnTrainer) else None
     return {
-        "kind": "trainer", "class": type(trainer).__qualname__, "repr": text[:500],
-        "repr_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "kind": "trainer", "class": type(estimator if estimator is not None else trainer).__qualname__,
+        "repr": text[:500], "repr_sha256": hashlib.sha256(text.encode()).hexdigest(),
     }
 
 
@@ -54,7 +65,7 @@ class SklearnTrainer:
     """Any scikit-learn classifier as a :class:`ModelTrainer`.
 
     Each model is a ``sklearn.base.clone`` of ``estimator`` (so nothing fitted carries over),
-    with ``random_state`` set to the model's seed when the estimator has one, fitted on the
+    with every ``random_state`` (a pipeline's steps' too) set to the model's seed, fitted on the
     flattened features. Its outputs are ``predict_log_proba`` (``log`` of ``predict_proba``
     where there is none), over every class: a class missing from a model's training set gets
     the smallest probability. A model whose probabilities saturate at exactly 0 or 1 gives the
@@ -80,8 +91,10 @@ class SklearnTrainer:
         from sklearn.base import clone
 
         model = clone(self.estimator)
-        if "random_state" in model.get_params():
-            model.set_params(random_state=seed % 2**32)
+        # every random_state, a pipeline's steps' too (step__random_state)
+        seeds = {key: seed % 2**32 for key in model.get_params()
+                 if key == "random_state" or key.endswith("__random_state")}
+        model.set_params(**seeds)
         model.fit(x.reshape(len(x), -1), y)
         flat = queries.reshape(len(queries), -1)
         if callable(getattr(model, "predict_log_proba", None)):
@@ -112,7 +125,11 @@ class ProtocolShardTrainer:
     Probabilities where logits were expected are taken as probabilities, and said once."""
 
     trainer: ModelTrainer
-    warned_probabilities: bool = False
+    probabilities: bool | None = None  # what the first model returned; every other must agree
+
+    @property
+    def warned_probabilities(self) -> bool:
+        return bool(self.probabilities)
 
     def __call__(
         self, config: RunConfig, job: TrainingJob, models: range, device: torch.device,
@@ -140,11 +157,15 @@ class ProtocolShardTrainer:
         if out.shape != expected or out.dtype.kind not in "fiu":
             raise TrainingError(f"model {model}: {name}.fit_predict returned {out.dtype} {out.shape}; expected "
                                 f"{expected} floats (logits or log-probabilities on the queries)")
+        probabilities = looks_like_probabilities(out)  # in the dtype returned, whose rounding it allows for
         # -inf is the log of a probability of 0: the smallest probability, as for a classifier's
         out = np.maximum(out.astype(np.float64), np.log(SMALLEST_PROBABILITY))
         if not np.isfinite(out).all():
             raise TrainingError(f"model {model}: {name}.fit_predict returned NaN or +inf")
-        if looks_like_probabilities(out):
-            self.warned_probabilities = True
-            out = to_log_probabilities(out)
-        return out
+        if self.probabilities is None:
+            self.probabilities = probabilities
+        elif probabilities != self.probabilities:
+            said = {True: "probabilities", False: "logits"}
+            raise TrainingError(f"model {model}: {name}.fit_predict returned {said[probabilities]}, the models "
+                                f"before it {said[self.probabilities]}; return one kind from every model")
+        return to_log_probabilities(out) if probabilities else out
