@@ -19,6 +19,7 @@ from truthserum.poison.label_flip import replicate_poisons
 from truthserum.tasks.membership import conditions_for, membership_job, run_experiment
 from truthserum.tasks.plan import read_plan, write_plan
 from truthserum.tasks.plan_attack import attack_plan
+from truthserum.errors import RunDirError
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.stages import prepare_pool
 from truthserum.train.shard import shard_training_set
@@ -289,3 +290,19 @@ def test_a_table_plan_has_its_raw_rows(tmp_path, sensitive):
         for row, target in zip(poison_rows, np.repeat(plan.design().targets, 2), strict=True):
             assert row[:-1] == pool_rows[1 + target][:-1] and row[-1] == flipped[pool_rows[1 + target][-1]]
     assert json.loads((tmp_path / "plan" / "preprocessing.json").read_text())
+
+
+def test_a_plan_is_not_rewritten_over_other_data(tmp_path):
+    table = tmp_path / "people.csv"
+    rng = np.random.default_rng(0)
+    table.write_text("a,b,label\n" + "".join(f"{x},{y},{int(x > y)}\n" for x, y in rng.normal(size=(40, 2))))
+    config = parse_config({"data": {"source": "csv", "path": str(table),
+                                    "columns": {"label": "label", "numeric": "rest"}},
+                           "design": {"num_models": 4, "num_targets": 3}, "poison": {"replicas": 1}})
+    write_plan(config=config, out_dir=tmp_path / "plan", log=quiet)
+    write_plan(config=config, out_dir=tmp_path / "plan", log=quiet)  # the same data: rewritten alike
+    before = tree(tmp_path / "plan")
+    table.write_text(table.read_text() + "9,1,1\n")  # one more row: every standardised value moves
+    with pytest.raises(RunDirError, match="an earlier plan of other data"):
+        write_plan(config=config, out_dir=tmp_path / "plan", log=quiet)
+    assert tree(tmp_path / "plan") == before

@@ -36,7 +36,7 @@ from truthserum.errors import ConfigError, RunDirError
 from truthserum.poison.label_flip import PoisonSet, replicate_poisons
 from truthserum.store.rundir import CONFIG_FILE, RunDirectory, read_npz, write_json, write_npz, write_text
 from truthserum.tasks.membership import Condition, conditions_for, stage_poisons
-from truthserum.tasks.stages import Log, log_to_stderr, prepare_pool, stage_design
+from truthserum.tasks.stages import Log, log_to_stderr, pool_fingerprint, prepare_pool, stage_design
 
 PLAN_FILE = "plan.json"
 PLAN_FORMAT = "truthserum-plan"
@@ -84,6 +84,7 @@ class Plan:
     num_targets: int
     feature_shape: tuple[int, ...]
     is_table: bool
+    pool_sha256: str = ""  # the pool's fingerprint (tasks.stages.pool_fingerprint)
 
     def file(self, name: str) -> Path:
         return self.root / name
@@ -204,7 +205,7 @@ def _description(plan: Plan, *, complete: bool) -> dict[str, Any]:
              if plan.is_table or name not in ("pool.csv", "preprocessing.json", "train/<condition>/model-<m>.csv")}
     return {
         "format": PLAN_FORMAT, "format_version": PLAN_FORMAT_VERSION, "truthserum_version": __version__,
-        "complete": complete, "seed": plan.config.seed,
+        "complete": complete, "seed": plan.config.seed, "pool_sha256": plan.pool_sha256,
         "conditions": [{"name": c.name, "replicas": c.replicas, "poisons": c.replicas * plan.num_targets}
                        for c in plan.conditions],
         "shapes": {"models": plan.num_models, "pool_points": plan.num_points, "classes": plan.num_classes,
@@ -243,8 +244,13 @@ def write_plan(*, config: MembershipConfig, out_dir: Path, log: Log = log_to_std
     plan = Plan(
         root=root, config=config, conditions=tuple(conditions_for(config)), num_models=config.design.num_models,
         num_points=pool.num_points, num_classes=pool.num_classes, num_targets=config.design.num_targets,
-        feature_shape=pool.feature_shape, is_table=pool.table is not None,
+        feature_shape=pool.feature_shape, is_table=pool.table is not None, pool_sha256=pool_fingerprint(pool),
     )
+    earlier = _recorded(root)
+    if earlier is not None and earlier.get("pool_sha256") != plan.pool_sha256:
+        # its models may have been trained on the earlier data: a plan is never rewritten over them
+        raise RunDirError(f"{root}: an earlier plan of other data ({config.data.source.value} changed since); "
+                          "use another out_dir or delete it")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -291,7 +297,7 @@ def read_plan(plan_dir: Path) -> Plan:
             root=root, config=config, conditions=conditions, num_models=int(shapes["models"]),
             num_points=int(shapes["pool_points"]), num_classes=int(shapes["classes"]),
             num_targets=int(shapes["targets"]), feature_shape=tuple(int(n) for n in shapes["features"]),
-            is_table="pool.csv" in recorded.get("files", {}),
+            is_table="pool.csv" in recorded.get("files", {}), pool_sha256=str(recorded.get("pool_sha256", "")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise RunDirError(f"{root / PLAN_FILE}: damaged ({exc}); run truthserum plan again") from None
