@@ -131,16 +131,29 @@ def test_a_heavy_poison_share_calls_for_fewer_replicas_then_fewer_targets_under_
     assert (fewer + 1) * r / ((fewer + 1) * r + members) > g.POISON_SHARE_LIMIT  # ... by a target
 
 
-def test_fewer_targets_than_the_pairs_need_call_for_more_models():
+def test_a_small_table_keeps_its_targets_with_one_replica_and_more_models():
     members, replicas, targets = 89.0, 8, 100  # wine with every default
     share = targets * replicas / (targets * replicas + members)
     guidance = membership_guidance(clean(), condition(tpr=0.085, share=share, replicas=replicas),
                                    dataclasses.replace(settings(members=members, targets=targets), num_models=16))
     suggested = changes(guidance)
-    new_targets, new_models = suggested["design.num_targets"][1], suggested["design.num_models"][1]
-    assert new_targets * suggested["poison.replicas"][1] / (new_targets * suggested["poison.replicas"][1]
-                                                            + members) <= g.POISON_SHARE_LIMIT
-    assert new_models % 2 == 0 and new_targets * new_models >= g.MIN_PAIRS > new_targets * (new_models - 2)
+    # 10% of 89 rows is 9 poisons: fewer than MIN_TARGETS targets at one replica, so the targets stay
+    assert suggested["poison.replicas"] == (8, 1) and suggested["design.num_targets"] == (100, g.MIN_TARGETS)
+    new_models = suggested["design.num_models"][1]
+    assert new_models % 2 == 0 and g.MIN_TARGETS * new_models >= g.MIN_PAIRS > g.MIN_TARGETS * (new_models - 2)
+    assert "too small" in guidance.findings[0].why and "18%" in guidance.findings[0].why
+
+
+def test_a_mid_sized_table_gives_up_replicas_before_targets_fall_under_the_minimum():
+    members, replicas, targets = 284.0, 8, 100  # breast cancer with every default
+    share = targets * replicas / (targets * replicas + members)
+    guidance = membership_guidance(clean(), condition(tpr=0.07, share=share, replicas=replicas),
+                                   dataclasses.replace(settings(members=members, targets=targets), num_models=16))
+    suggested = changes(guidance)
+    new_replicas, new_targets = suggested["poison.replicas"][1], suggested["design.num_targets"][1]
+    assert new_targets >= g.MIN_TARGETS
+    assert new_targets * new_replicas / (new_targets * new_replicas + members) <= g.POISON_SHARE_LIMIT
+    assert new_replicas == 1  # at 2 replicas only 15 targets would fit
 
 
 def test_when_one_targets_replicas_are_too_many_the_replicas_go_down():
@@ -218,6 +231,11 @@ def test_apply_suggestions_writes_a_config_that_parses():
     # findings and suggestions take the same path; changes to the user's own model are skipped
     assert apply_suggestions(config, guidance.findings) == new
     assert apply_suggestions(config, [Suggestion("your model: a larger one")]) == config
+    # a run's recorded config (read-only views, as RunResults.config holds it) takes them too
+    from truthserum.tasks.results import RunResults
+
+    recorded = RunResults.from_json({"config": config.to_json_dict(), "conditions": {}}).config
+    assert apply_suggestions(recorded, guidance) == new
 
 
 def test_apply_suggestions_refuses_what_the_config_refuses():
@@ -228,6 +246,8 @@ def test_apply_suggestions_refuses_what_the_config_refuses():
         apply_suggestions(config, [config_change("train.epochs", 20, 0)])
     with pytest.raises(ConfigError, match="no section"):
         apply_suggestions(parse_config({"task": "lm"}), [config_change("train.epochs", 20, 60)])
+    with pytest.raises(ConfigError, match="pass a config"):
+        apply_suggestions("configs/demo.yaml", [config_change("train.epochs", 20, 60)])
 
 
 def test_conditions_without_a_clean_or_poisoned_one_get_no_guidance():

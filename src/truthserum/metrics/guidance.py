@@ -15,6 +15,7 @@ amplification is small") gives the same rules for readers.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ NEAR_PERFECT_CLEAN = 1.0 - ABSOLUTE_GAIN
 
 # The diagnoses, each looked for only once the amplification is small.
 FEW_REPLICAS = 4  # a heavy poison share gives up replicas down to this before it gives up targets
+MIN_TARGETS = 20  # nor does it cut the targets below this: fewer points measure little of the data
 MIN_PAIRS = 400  # (model, target) pairs: 200 non-member pairs make 1% FPR two false positives
 MAX_SUGGESTED_MODELS = 256
 POISON_FIT_GOOD = 0.9  # an unfitted OUT pair looks like a member; at 1% FPR nearly all must fit
@@ -287,10 +289,11 @@ def guidance_warning(guidance: Guidance) -> str | None:
 def apply_suggestions(config: Any, suggestions: Iterable[Finding | Suggestion] | Guidance) -> Any:
     """``config`` with every config change of ``suggestions`` (a :class:`Guidance`, its
     findings, or suggestions) written in, validated as a config file would be: a config of the
-    same task. Changes to the user's own model or trainer (no key) are skipped.
+    same task. ``config`` is a config, or a run's recorded one (``results.config``). Changes to
+    the user's own model or trainer (no key) are skipped.
 
     Raises:
-        ConfigError: a key the config has no section for, or a value it refuses.
+        ConfigError: not a config, a key the config has no section for, or a value it refuses.
     """
     # config.loading imports every task's config (and torch); the rest of this module is plain data
     from truthserum.config.loading import parse_config
@@ -299,7 +302,12 @@ def apply_suggestions(config: Any, suggestions: Iterable[Finding | Suggestion] |
     items = suggestions.suggestions if isinstance(suggestions, Guidance) else suggestions
     changes = [item for entry in items
                for item in (entry.suggestions if isinstance(entry, Finding) else (entry,)) if item.key is not None]
-    raw = config.model_dump(mode="json")
+    if isinstance(config, Mapping):
+        raw = json.loads(json.dumps(config, default=_plain_mapping))  # a recorded config: read-only views
+    elif callable(getattr(config, "model_dump", None)):
+        raw = config.model_dump(mode="json")
+    else:
+        raise ConfigError(f"apply_suggestions: pass a config (RunConfig) or results.config, got {type(config).__name__}")
     for change in changes:
         *sections, name = change.key.split(".")
         section = raw
@@ -309,6 +317,13 @@ def apply_suggestions(config: Any, suggestions: Iterable[Finding | Suggestion] |
             section = section[part]
         section[name] = _plain(change.suggested)
     return parse_config(raw, source="suggestions")
+
+
+def _plain_mapping(value: Any) -> Any:
+    """JSON for the read-only views a run's recorded config is made of."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _poison_fit(poisoned: ConditionMeasurements, settings: RunSettings) -> Finding | None:
@@ -382,11 +397,16 @@ def _poison_share(poisoned: ConditionMeasurements, settings: RunSettings) -> Fin
     # the most poisons a training set of this size takes at the limit: T R / (T R + m) <= limit
     budget = POISON_SHARE_LIMIT * settings.members_per_model / (1 - POISON_SHARE_LIMIT)
     # replicas go down to FEW_REPLICAS first: past a few, more replicas of a target add little
-    # (the demo's sweep), while every target they cost is pairs the attack is measured on
+    # (the demo's sweep), while every target they cost is pairs the attack is measured on; then
+    # further, down to one, while fewer than MIN_TARGETS targets would fit under the limit
+    kept_targets = min(targets, MIN_TARGETS)
     fewer_replicas = min(replicas, FEW_REPLICAS)
-    if budget < fewer_replicas:  # even one target's replicas are too many
-        fewer_replicas = max(1, math.floor(budget))
-    fewer_targets = max(1, min(targets, math.floor(budget / fewer_replicas)))
+    while fewer_replicas > 1 and math.floor(budget / fewer_replicas) < kept_targets:
+        fewer_replicas -= 1
+    # a table too small for MIN_TARGETS single replicas under the limit keeps them anyway: a
+    # measurement of a handful of points says little of the table
+    fewer_targets = min(targets, max(math.floor(budget / fewer_replicas), kept_targets))
+    over = fewer_targets * fewer_replicas / (fewer_targets * fewer_replicas + settings.members_per_model)
     changes: tuple[Suggestion, ...] = ()
     if fewer_replicas != replicas:
         changes += (config_change("poison.replicas", replicas, fewer_replicas),)
@@ -404,9 +424,12 @@ def _poison_share(poisoned: ConditionMeasurements, settings: RunSettings) -> Fin
         measured=(f"{targets} targets x {replicas} replicas: poisons are {share:.1%} of a model's training set "
                   f"(wanted: {POISON_SHARE_LIMIT:.0%} or less)"),
         why=("label noise this heavy costs the models accuracy and the room to fit each target's poisons; fewer "
-             f"replicas (down to {FEW_REPLICAS}), then fewer targets, bring it down, and more models give back the "
-             f"(model, target) pairs that fewer targets take away (at least {MIN_PAIRS}, so that 1% FPR is two "
-             "false positives or more)."),
+             f"replicas (down to {FEW_REPLICAS}, or to one to keep {MIN_TARGETS} targets), then fewer targets, bring "
+             f"it down, and more models give back the (model, target) pairs that fewer targets take away (at least "
+             f"{MIN_PAIRS}, so that 1% FPR is two false positives or more)."
+             + (f" This training set is too small for {kept_targets} targets' single replicas to stay under "
+                f"{POISON_SHARE_LIMIT:.0%} (they make {over:.0%}): the suggestion keeps the targets and accepts the "
+                "label noise" if over > POISON_SHARE_LIMIT else "")),
         values={"poison_share": share, "num_targets": targets, "replicas": replicas},
         suggestions=changes,
     )
