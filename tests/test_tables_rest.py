@@ -74,6 +74,15 @@ def test_membership_csv_without_sensitive_and_numeric_rest(people):
     np.testing.assert_array_equal(pool.y, [0, 1, 1, 0, 1, 0])  # high < low
 
 
+def test_a_text_column_that_rest_made_numeric_says_so(people):
+    columns = TableColumns(label="income", numeric=REST)
+    with pytest.raises(DataError, match=r"column 'city' is numeric but line 2 holds 'paris' \(numeric: rest took it; "
+                                        r"list it under data.columns.categorical"):
+        read_csv_table(people, columns)
+    with pytest.raises(DataError, match=r"holds 'paris'$"):  # named numeric by the user: no such hint
+        read_csv_table(people, TableColumns(label="income", numeric=("age", "city")))
+
+
 def test_categorical_rest_takes_the_columns_left(people):
     columns = TableColumns(label="income", sensitive="married", numeric=("age",), categorical=REST)
     table = read_csv_table(people, columns)

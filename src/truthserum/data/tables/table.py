@@ -331,6 +331,7 @@ def read_csv_table(path: Path, columns: TableColumns) -> Table:
                     f"{source}: the header names column {col!r} twice (fields {first[col]} and {i})"
                 )
             first.setdefault(col, i)
+        numeric_by_rest = columns.numeric == REST
         columns = check_roles(columns, [col for col in header if col], source=source)
         index = {col: i - 1 for col, i in first.items()}
         cells: dict[str, list[str]] = {col: [] for col in columns.used}
@@ -350,7 +351,13 @@ def read_csv_table(path: Path, columns: TableColumns) -> Table:
         raise DataError(f"{source}: line {start}: malformed CSV ({exc})") from None
     if not lines:
         raise DataError(f"{source}: the file has a header but no rows")
-    numeric, text = _parse_cells(cells, columns, source=source, locate=lambda i: f"line {lines[i]}")
+    try:
+        numeric, text = _parse_cells(cells, columns, source=source, locate=lambda i: f"line {lines[i]}")
+    except DataError as exc:
+        if numeric_by_rest and "is numeric but" in str(exc):  # the user never called it numeric
+            raise DataError(f"{exc} (numeric: rest took it; list it under data.columns.categorical, or name "
+                            "the numeric columns)") from None
+        raise
     return assemble_table(source, columns, numeric, text, dropped_rows=0, source=source)
 
 
