@@ -30,9 +30,14 @@ def test_every_code_block_of_the_page_runs(tmp_path, monkeypatch, capsys):
     assert {language for language, _ in blocks} <= {"python", "sh", "yaml", "text"}, "a block the test cannot run"
     assert sum(language == "python" for language, _ in blocks) >= 3
     namespace: dict = {"__name__": "own_model_page"}
+    checked_paths: list[str] = []
     for number, (language, body) in enumerate(blocks, start=1):
         if language == "python":
             exec(compile(body, f"{PAGE.name} block {number}", "exec"), namespace)
+            # a block that says which path its models took ("# \"vectorized\"") took it
+            for said in re.findall(r'details\["training"\]\["path"\]\)\s*# "([\w-]+)"', body):
+                assert namespace["results"].details["training"]["path"] == said, f"block {number}"
+                checked_paths.append(said)
         elif language == "yaml":  # a file the next blocks use, named on its first line
             first = body.splitlines()[0]
             assert first.startswith("# file: "), f"block {number}: a yaml block names its file"
@@ -42,6 +47,7 @@ def test_every_code_block_of_the_page_runs(tmp_path, monkeypatch, capsys):
                 words = shlex.split(line)
                 assert words[0] == "truthserum", f"block {number}: only truthserum commands run here: {line}"
                 assert cli.main(words[1:]) == 0, f"block {number}: {line} failed: {capsys.readouterr().err}"
+    assert checked_paths == ["vectorized"]
     results = namespace["results"]
     assert results.details["training"]["path"] == "trainer"
     assert (tmp_path / "runs" / "own-module" / "results.json").is_file()

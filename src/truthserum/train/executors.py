@@ -90,11 +90,14 @@ class LocalBackend:
         self, config: RunConfig, job: TrainingJob, shards: Sequence[range], device: torch.device,
         *, progress: bool,
     ) -> Generator[Shard, None, None]:
+        # a trainer that reports once per model (one by one, or a user's trainer) says so
+        counts = getattr(self.trainer, "progress", lambda config, models: (config.train.epochs, "epoch"))
         for models in shards:
-            with _bar(config.train.epochs, f"{job.condition} models {models.start}-{models.stop - 1}",
-                      "epoch", progress) as bar:
+            total, unit = counts(config, models)
+            with _bar(total, f"{job.condition} models {models.start}-{models.stop - 1}", unit, progress) as bar:
                 def on_epoch(epoch: int, loss: float) -> None:
-                    bar.set_postfix(loss=f"{loss:.3f}")
+                    if loss == loss:  # a trainer of the user's reports no loss (NaN)
+                        bar.set_postfix(loss=f"{loss:.3f}")
                     bar.update(1)
 
                 yield self.trainer(config, job, models, device, on_epoch)

@@ -269,10 +269,16 @@ class ModuleTrainer:
 
     def describe(self, config: RunConfig, feature_shape: tuple[int, ...], num_classes: int) -> dict:
         """Build and check models 0 and 1 before anything is written; their description."""
-        module = build_modules(self.factory, [model_seed(config, 0), model_seed(config, 1)])[0]
-        check_outputs(module, torch.zeros((2, *feature_shape)), num_classes)
-        self.described = describe_module(module, initial=True)
+        modules = build_modules(self.factory, [model_seed(config, 0), model_seed(config, 1)])
+        sample = torch.zeros((2, *feature_shape))
+        check_outputs(modules[0], sample, num_classes)
+        self.described = describe_module(modules[0], initial=True)
+        self.reason = stacking_obstacle(modules, sample)
         return self.described
+
+    def progress(self, config: RunConfig, models: range) -> tuple[int, str]:
+        """What a shard reports: epochs of the stacked ensemble, or one report per model."""
+        return (config.train.epochs, "epoch") if self.reason is None else (len(models), "model")
 
     def __call__(
         self, config: RunConfig, job: TrainingJob, models: range, device: torch.device,

@@ -131,6 +131,10 @@ class ProtocolShardTrainer:
     def warned_probabilities(self) -> bool:
         return bool(self.probabilities)
 
+    def progress(self, config: RunConfig, models: range) -> tuple[int, str]:
+        """One report per model trained."""
+        return len(models), "model"
+
     def __call__(
         self, config: RunConfig, job: TrainingJob, models: range, device: torch.device,
         on_epoch: EpochReport | None = None,
