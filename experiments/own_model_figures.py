@@ -7,7 +7,8 @@ prints the tables the page shows. Every number comes from one seed (0); the inte
 runs' 95% bootstrap intervals over target points.
 
 1. scikit-learn's ``MLPClassifier`` through the trainer protocol (``SklearnTrainer``) on the
-   breast-cancer table (569 rows, standardised), clean against poisoned.
+   breast-cancer table (569 rows, standardised), clean against poisoned: 20 targets with 4
+   replicas each (22% of a training set), and 30 targets with one replica each (9.6%).
 2. The default path against the guided one on two bundled tables (breast-cancer, wine): a
    config naming only the table (every other setting its default), then the same config with
    the run's own guidance applied (``truthserum.metrics.guidance``), once.
@@ -20,14 +21,13 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 from sklearn.datasets import load_breast_cancer
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
 from truthserum import Dataset, audit_membership, parse_config, run_task
-from truthserum.metrics.guidance import apply_suggestions
+from truthserum import apply_suggestions
 
 
 def attack_row(results, condition: str, attack: str) -> dict:
@@ -36,14 +36,14 @@ def attack_row(results, condition: str, attack: str) -> dict:
     return {"auc": result.auc, "tpr_at_1pct_fpr": result.tpr_at_fpr[0.01], "tpr_ci": [low, high]}
 
 
-def sklearn_mlp_on_breast_cancer(out: Path) -> dict:
+def sklearn_mlp_on_breast_cancer(out: Path, *, num_targets: int = 20, replicas: int = 4) -> dict:
     x, y = load_breast_cancer(return_X_y=True)
     data = Dataset.from_arrays(x=StandardScaler().fit_transform(x), y=y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         results = audit_membership(
             data=data, model=MLPClassifier(hidden_layer_sizes=(64,), max_iter=300), out_dir=out,
-            num_models=32, num_targets=20, replicas=4, progress=False,
+            num_models=32, num_targets=num_targets, replicas=replicas, progress=False,
         )
     figures = {}
     for condition in ("clean", "poisoned"):
@@ -84,7 +84,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/own-model-figures"))
     args = parser.parse_args()
-    figures = {"breast_cancer_sklearn_mlp": sklearn_mlp_on_breast_cancer(args.out / "breast-cancer-sklearn-mlp")}
+    figures = {
+        "breast_cancer_sklearn_mlp": sklearn_mlp_on_breast_cancer(args.out / "breast-cancer-sklearn-mlp"),
+        # the poisons under 10% of a training set: one replica of each of 30 targets
+        "breast_cancer_sklearn_mlp_one_replica": sklearn_mlp_on_breast_cancer(
+            args.out / "breast-cancer-sklearn-mlp-one-replica", num_targets=30, replicas=1),
+    }
     for table in ("breast-cancer", "wine"):
         figures[f"{table}_default_against_guided"] = default_against_guided(table, args.out)
     print(json.dumps(figures, indent=2))

@@ -161,6 +161,26 @@ def test_points_without_shadows_are_counted_then_skipped_on_request(tmp_path, ca
         attack_signals(signals=AttackInputs.from_arrays(**arrays), attacks=["lira-online"], skip_unsupported=True)
 
 
+def test_a_registered_attack_declares_what_it_needs_of_the_shadows(tmp_path):
+    from truthserum import register_attack
+    from truthserum.attacks.registry import unregister_attack
+    from truthserum.attacks.shadows import ShadowNeed
+
+    register_attack("mean-phi-checked", lambda scoring: scoring.phi.mean(axis=-1), signal="phi",
+                    target_shadows=ShadowNeed.IN_AND_OUT)
+    register_attack("mean-phi-unchecked", lambda scoring: scoring.phi.mean(axis=-1), signal="phi")
+    try:
+        inputs = AttackInputs.from_arrays(**unsupported_arrays())
+        with pytest.raises(SignalsError, match="7 of 12 target points have too few shadow models for "
+                                               "mean-phi-checked"):
+            attack_signals(signals=inputs, attacks=["mean-phi-checked"])
+        unchecked = attack_signals(signals=inputs, attacks=["mean-phi-unchecked"], log=lambda _: None)
+        assert unchecked.conditions["signals"].attacks["mean-phi-unchecked"].metrics.members > 0
+    finally:
+        unregister_attack("mean-phi-checked")
+        unregister_attack("mean-phi-unchecked")
+
+
 def test_out_is_a_directory_that_never_replaces_what_is_not_its_own(tmp_path, capsys):
     signals = write_signals(tmp_path / "s.npz", **signals_arrays())
     run = tmp_path / "run"

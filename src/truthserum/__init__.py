@@ -46,6 +46,7 @@ _EXPORTS = {
     "ModelTrainer": "truthserum.train.trainers",
     "SklearnTrainer": "truthserum.train.trainers",
     "attack_signals": "truthserum.tasks.signals",
+    "apply_suggestions": "truthserum.config.suggestions",
     "attack_plan": "truthserum.tasks.plan_attack",
     "write_plan": "truthserum.tasks.plan",
     "read_plan": "truthserum.tasks.plan",
@@ -58,6 +59,7 @@ if _TYPE_CHECKING:
     )
     from truthserum.config import RunConfig, load_config, parse_config
     from truthserum.config.sections import MetricsConfig, ModelConfig, QueryConfig, TrainConfig
+    from truthserum.config.suggestions import apply_suggestions
     from truthserum.data.datasets import Dataset
     from truthserum.errors import TruthserumError
     from truthserum.metrics.attack import evaluate
@@ -90,7 +92,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AttackInputs", "AttackName", "AttackOptions", "Dataset", "MetricsConfig", "ModelConfig", "ModelTrainer",
     "Plan", "QueryConfig", "RunConfig", "RunResults", "SklearnTrainer", "TrainConfig", "TruthserumError",
-    "attack_plan", "attack_signals", "audit_membership", "bootstrap_intervals", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config",
+    "apply_suggestions", "attack_plan", "attack_signals", "audit_membership", "bootstrap_intervals", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config",
     "load_signals", "parse_config", "read_plan", "register_attack", "run_experiment", "run_replica_sweep",
     "run_shadow_sweep", "run_task", "score_attacks", "write_plan",
 ]

@@ -18,7 +18,7 @@ from truthserum.attacks.label_only import label_only
 from truthserum.attacks.lira import global_threshold, lira
 from truthserum.attacks.options import TUNE, AttackOptions
 from truthserum.attacks.rmia import rmia_scores, tune_offline_a
-from truthserum.attacks.shadows import ShadowPlan
+from truthserum.attacks.shadows import ShadowNeed, ShadowPlan
 from truthserum.attacks.signals import label_is_correct, log_true_probability, phi_from_logits
 from truthserum.errors import SignalsError
 from truthserum.store.logits import column_chunks
@@ -145,12 +145,17 @@ class Attack:
             the last attack reading it is done.
         needs_population: it compares targets with non-target points (RMIA), so it cannot
             run where every point is a target (the untargeted task).
+        target_shadows: what it needs of each target point's shadow models (None: nothing);
+            points that lack them are refused, or dropped (``skip_unsupported``), before scoring.
+        population_shadows: the same of each point of its population (RMIA's references).
     """
 
     name: str
     score: Callable[[Scoring], np.ndarray]
     signal: str | None = None
     needs_population: bool = False
+    target_shadows: ShadowNeed | None = None
+    population_shadows: ShadowNeed | None = None
 
 
 _REGISTRY: dict[str, Attack] = {}
@@ -158,7 +163,8 @@ _REGISTRY: dict[str, Attack] = {}
 
 def register_attack(
     name: str, score: Callable[[Scoring], np.ndarray] | None = None, *, signal: str | None = None,
-    needs_population: bool = False,
+    needs_population: bool = False, target_shadows: ShadowNeed | None = None,
+    population_shadows: ShadowNeed | None = None,
 ):
     """Register a membership attack under ``name``; usable as a decorator::
 
@@ -174,7 +180,8 @@ def register_attack(
             raise ValueError(f"attack name {name!r} is {'taken' if name else 'empty'}")
         if signal is not None and not isinstance(getattr(Scoring, signal, None), cached_property):
             raise ValueError(f"attack {name!r}: unknown signal {signal!r} (phi, correct or log_p)")
-        _REGISTRY[name] = Attack(name=name, score=function, signal=signal, needs_population=needs_population)
+        _REGISTRY[name] = Attack(name=name, score=function, signal=signal, needs_population=needs_population,
+                                 target_shadows=target_shadows, population_shadows=population_shadows)
         return function
 
     return add if score is None else add(score)
@@ -204,19 +211,23 @@ def get_attack(name: str) -> Attack:
         raise SignalsError(f"unknown attack {name!r}; registered: {', '.join(_REGISTRY)}") from None
 
 
-for _name, _score, _signal in (
-    (AttackName.LIRA_ONLINE, lambda s: lira(s.phi, s.keep, s.target_mask, online=True, fixed_variance=False), "phi"),
-    (AttackName.LIRA_OFFLINE, lambda s: lira(s.phi, s.keep, s.target_mask, online=False, fixed_variance=False), "phi"),
+_IN_OUT, _OUT, _ANY = ShadowNeed.IN_AND_OUT, ShadowNeed.OUT_ONLY, ShadowNeed.ANY
+for _name, _score, _signal, _targets, _population in (
+    (AttackName.LIRA_ONLINE, lambda s: lira(s.phi, s.keep, s.target_mask, online=True, fixed_variance=False), "phi",
+     _IN_OUT, None),
+    (AttackName.LIRA_OFFLINE, lambda s: lira(s.phi, s.keep, s.target_mask, online=False, fixed_variance=False), "phi",
+     _IN_OUT, None),
     (AttackName.LIRA_ONLINE_FIXED, lambda s: lira(s.phi, s.keep, s.target_mask, online=True, fixed_variance=True),
-     "phi"),
+     "phi", _IN_OUT, None),
     (AttackName.LIRA_OFFLINE_FIXED, lambda s: lira(s.phi, s.keep, s.target_mask, online=False, fixed_variance=True),
-     "phi"),
-    (AttackName.RMIA_ONLINE, lambda s: s.rmia(offline=False), "log_p"),
-    (AttackName.RMIA_OFFLINE, lambda s: s.rmia(offline=True), "log_p"),
-    (AttackName.LABEL_ONLY, lambda s: label_only(s.correct, s.keep, s.target_mask), "correct"),
-    (AttackName.GLOBAL_THRESHOLD, lambda s: global_threshold(s.phi), "phi"),
+     "phi", _IN_OUT, None),
+    (AttackName.RMIA_ONLINE, lambda s: s.rmia(offline=False), "log_p", _ANY, _ANY),
+    (AttackName.RMIA_OFFLINE, lambda s: s.rmia(offline=True), "log_p", _OUT, _OUT),
+    (AttackName.LABEL_ONLY, lambda s: label_only(s.correct, s.keep, s.target_mask), "correct", _IN_OUT, None),
+    (AttackName.GLOBAL_THRESHOLD, lambda s: global_threshold(s.phi), "phi", None, None),
 ):
-    register_attack(_name.value, _score, signal=_signal, needs_population=_signal == "log_p")
+    register_attack(_name.value, _score, signal=_signal, needs_population=_signal == "log_p",
+                    target_shadows=_targets, population_shadows=_population)
 
 
 ScoreSink = Callable[[str, np.ndarray], None]

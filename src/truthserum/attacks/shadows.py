@@ -23,6 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from collections.abc import Iterable
+from enum import Enum
+
 import numpy as np
 
 from truthserum import seeding
@@ -30,10 +33,30 @@ from truthserum.errors import SignalsError
 
 KEY_BLOCK = 1024
 
-# What an attack needs of a point's shadow models, for every target model (lacking_shadows).
-IN_AND_OUT = "in-and-out"  # IN and OUT shadows (LiRA, label-only): its Gaussians or histograms
-OUT_ONLY = "out"  # OUT shadows (RMIA offline's references)
-ANY = "any"  # a shadow of either kind (RMIA online's references)
+class ShadowNeed(Enum):
+    """What an attack needs of a point's shadow models, for every target model; members in
+    order of strictness (:meth:`strictest`)."""
+
+    ANY = "any"  # a shadow of either kind (RMIA online's references)
+    OUT_ONLY = "out"  # OUT shadows (RMIA offline's references)
+    IN_AND_OUT = "in-and-out"  # IN and OUT shadows (LiRA, label-only): its Gaussians or histograms
+
+    @classmethod
+    def strictest(cls, needs: Iterable[ShadowNeed]) -> ShadowNeed:
+        order = list(cls)
+        return max(needs, key=order.index)
+
+    def describe(self, count: int | None = None) -> str:
+        """What a point needs, in words (with a shadow budget of ``count``, k/2 + 1 of each kind)."""
+        if count is not None:
+            return (f"{count // 2 + 1} models that trained on it and {count // 2 + 1} that did not ({count} shadow "
+                    f"models: {count // 2} of each besides the target model)")
+        return {
+            ShadowNeed.IN_AND_OUT: "2 models that trained on it and 2 that did not (one of each besides the target "
+                                   "model)",
+            ShadowNeed.OUT_ONLY: "2 models that did not train on it (one besides the target model)",
+            ShadowNeed.ANY: "a shadow model besides the target model",
+        }[self]
 
 
 def check_shadow_budget(count: int, num_models: int) -> None:
@@ -135,7 +158,7 @@ class ShadowPlan:
 
 
 def lacking_shadows(keep: np.ndarray, columns: np.ndarray, *, count: int | None = None,
-                    needs: str = IN_AND_OUT) -> np.ndarray:
+                    needs: ShadowNeed = ShadowNeed.IN_AND_OUT) -> np.ndarray:
     """``(len(columns),)`` bool: the points (pool indices ``columns``) for which some target
     model would find too few shadow models in :class:`ShadowPlan` ``(keep, count)``.
 
@@ -151,11 +174,9 @@ def lacking_shadows(keep: np.ndarray, columns: np.ndarray, *, count: int | None 
     if count is not None:
         need = count // 2 + 1
         return (members < need) | (others < need)
-    if needs == IN_AND_OUT:
+    if needs is ShadowNeed.IN_AND_OUT:
         return (members < 2) | (others < 2)
-    if needs == OUT_ONLY:
+    if needs is ShadowNeed.OUT_ONLY:
         return others < 2
-    if needs != ANY:
-        raise ValueError(f"unknown shadow need {needs!r}")
     dropped = ShadowPlan(keep=keep).balanced & (members > 0) & (others > 0)
     return num_models - 1 - dropped.astype(int) < 1

@@ -8,14 +8,14 @@ that do not fit their poisons behave as if unpoisoned, and the poisoned attack i
 than the clean one. :func:`membership_guidance` judges whether the amplification is small (the
 rule is :func:`is_amplified`) and, when it is, names each measurement that explains it (poison
 fit, train and test accuracy, parameters against training points, poison share) with the
-change it calls for: as text, and as config keys that :func:`apply_suggestions` writes into a
+change it calls for: as text, and as config keys that
+:func:`truthserum.config.suggestions.apply_suggestions` writes into a
 config. Everything here is plain data in, plain data out; docs/membership.md ("When the
 amplification is small") gives the same rules for readers.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +37,7 @@ NEAR_PERFECT_CLEAN = 1.0 - ABSOLUTE_GAIN
 
 # The diagnoses, each looked for only once the amplification is small.
 FEW_REPLICAS = 4  # a heavy poison share gives up replicas down to this before it gives up targets
-MIN_TARGETS = 20  # nor does it cut the targets below this: fewer points measure little of the data
+MIN_TARGETS = 10  # nor does it cut the targets below this: fewer points measure little of the data
 MIN_PAIRS = 400  # (model, target) pairs: 200 non-member pairs make 1% FPR two false positives
 MAX_SUGGESTED_MODELS = 256
 POISON_FIT_GOOD = 0.9  # an unfitted OUT pair looks like a member; at 1% FPR nearly all must fit
@@ -107,13 +107,13 @@ class Suggestion:
     suggested: Any = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "current": _plain(self.current), "suggested": _plain(self.suggested),
+        return {"key": self.key, "current": plain(self.current), "suggested": plain(self.suggested),
                 "text": self.text}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Suggestion:
-        return cls(text=data["text"], key=data.get("key"), current=_plain(data.get("current")),
-                   suggested=_plain(data.get("suggested")))
+        return cls(text=data["text"], key=data.get("key"), current=plain(data.get("current")),
+                   suggested=plain(data.get("suggested")))
 
 
 def config_change(key: str, current: Any, suggested: Any) -> Suggestion:
@@ -286,46 +286,6 @@ def guidance_warning(guidance: Guidance) -> str | None:
             f"AUC {clean.auc:.3f} -> {poisoned.auc:.3f}); why: {kinds} (see guidance in results.json)")
 
 
-def apply_suggestions(config: Any, suggestions: Iterable[Finding | Suggestion] | Guidance) -> Any:
-    """``config`` with every config change of ``suggestions`` (a :class:`Guidance`, its
-    findings, or suggestions) written in, validated as a config file would be: a config of the
-    same task. ``config`` is a config, or a run's recorded one (``results.config``). Changes to
-    the user's own model or trainer (no key) are skipped.
-
-    Raises:
-        ConfigError: not a config, a key the config has no section for, or a value it refuses.
-    """
-    # config.loading imports every task's config (and torch); the rest of this module is plain data
-    from truthserum.config.loading import parse_config
-    from truthserum.errors import ConfigError
-
-    items = suggestions.suggestions if isinstance(suggestions, Guidance) else suggestions
-    changes = [item for entry in items
-               for item in (entry.suggestions if isinstance(entry, Finding) else (entry,)) if item.key is not None]
-    if isinstance(config, Mapping):
-        raw = json.loads(json.dumps(config, default=_plain_mapping))  # a recorded config: read-only views
-    elif callable(getattr(config, "model_dump", None)):
-        raw = config.model_dump(mode="json")
-    else:
-        raise ConfigError(f"apply_suggestions: pass a config (RunConfig) or results.config, got {type(config).__name__}")
-    for change in changes:
-        *sections, name = change.key.split(".")
-        section = raw
-        for part in sections:
-            if not isinstance(section.get(part), dict):
-                raise ConfigError(f"suggestion {change.key}: a {raw.get('task')} config has no section {part}")
-            section = section[part]
-        section[name] = _plain(change.suggested)
-    return parse_config(raw, source="suggestions")
-
-
-def _plain_mapping(value: Any) -> Any:
-    """JSON for the read-only views a run's recorded config is made of."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
 def _poison_fit(poisoned: ConditionMeasurements, settings: RunSettings) -> Finding | None:
     fit = poisoned.poison_fit
     if fit is None or fit >= POISON_FIT_GOOD:
@@ -493,9 +453,9 @@ def _regularise_less(settings: RunSettings) -> tuple[Suggestion, ...]:
     return ()
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Tuples as lists, as JSON and the config's YAML write them."""
-    return [_plain(item) for item in value] if isinstance(value, list | tuple) else value
+    return [plain(item) for item in value] if isinstance(value, list | tuple) else value
 
 
 def _shown(value: Any) -> str:

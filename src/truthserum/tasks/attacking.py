@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from truthserum.attacks import AttackInputs, AttackName, AttackOptions, Scoring, get_attack, registered_attacks
+from truthserum.attacks import AttackInputs, AttackOptions, Scoring, get_attack, registered_attacks
+from truthserum.attacks.registry import Attack
 from truthserum.attacks.inputs import LogitsKind, read_as_logits
 from truthserum.attacks.lira import first_few
-from truthserum.attacks.shadows import ANY, IN_AND_OUT, OUT_ONLY, lacking_shadows
+from truthserum.attacks.shadows import ShadowNeed, lacking_shadows
 from truthserum.config.sections import MetricsConfig
 from truthserum.config.tasks import MembershipConfig
 from truthserum.errors import RunDirError, SignalsError
@@ -36,17 +37,6 @@ ALL = "all"
 OUTPUT_MARK = "attacked"  # the entry of results.json that says truthserum attack wrote it
 RESULTS_FILE, ROC_FILE = "results.json", "roc.png"
 PLAN_FILE = "plan.json"
-
-# What each built-in attack needs of the shadow models, on the targets and on RMIA's population
-# (attacks/shadows.py); global-threshold needs none, a user's attack is not checked here.
-_TARGET_NEEDS = {
-    AttackName.LIRA_ONLINE: IN_AND_OUT, AttackName.LIRA_OFFLINE: IN_AND_OUT,
-    AttackName.LIRA_ONLINE_FIXED: IN_AND_OUT, AttackName.LIRA_OFFLINE_FIXED: IN_AND_OUT,
-    AttackName.LABEL_ONLY: IN_AND_OUT, AttackName.RMIA_ONLINE: ANY, AttackName.RMIA_OFFLINE: OUT_ONLY,
-}
-_POPULATION_NEEDS = {AttackName.RMIA_ONLINE: ANY, AttackName.RMIA_OFFLINE: OUT_ONLY}
-_STRICTNESS = (ANY, OUT_ONLY, IN_AND_OUT)
-
 
 def resolve_attacks(attacks: str | Sequence[str] | None, default: Iterable[str] | None = None) -> tuple[str, ...]:
     """The attacks to run, in order, each once: ``"all"`` (alone or in the list) means every
@@ -150,23 +140,16 @@ def as_logits(inputs: AttackInputs, kind: LogitsKind | str, *, source: str, warn
     return converted, probabilities
 
 
-def _need_text(needs: str, count: int | None) -> str:
-    if count is not None:
-        return (f"{count // 2 + 1} models that trained on it and {count // 2 + 1} that did not ({count} shadow "
-                f"models: {count // 2} of each besides the target model)")
-    return {
-        IN_AND_OUT: "2 models that trained on it and 2 that did not (one of each besides the target model)",
-        OUT_ONLY: "2 models that did not train on it (one besides the target model)",
-        ANY: "a shadow model besides the target model",
-    }[needs]
+def _strictest(attacks: Sequence[str], population: bool) -> tuple[ShadowNeed | None, list[str]]:
+    """The strictest need of ``attacks`` (of their targets' shadows, or their population's) and
+    the attacks that have one; a registered attack declares its own."""
+    def need(attack: Attack) -> ShadowNeed | None:
+        return attack.population_shadows if population else attack.target_shadows
 
-
-def _strictest(attacks: Sequence[str], table: dict) -> tuple[str | None, list[str]]:
-    """The strictest need of ``attacks`` in ``table`` and the attacks that have one."""
-    found = [(table[name], name) for name in attacks if name in table]
+    found = [(needed, name) for name in attacks if (needed := need(get_attack(name))) is not None]
     if not found:
         return None, []
-    return max((need for need, _ in found), key=_STRICTNESS.index), [name for _, name in found]
+    return ShadowNeed.strictest(need for need, _ in found), [name for _, name in found]
 
 
 @dataclass(frozen=True)
@@ -210,8 +193,8 @@ def supported_inputs(inputs: AttackInputs, attacks: Sequence[str], options: Atta
     """
     count = options.shadow_models
     keep, targets = inputs.keep, inputs.targets
-    target_need, target_attacks = _strictest(attacks, _TARGET_NEEDS)
-    population_need, population_attacks = _strictest(attacks, _POPULATION_NEEDS)
+    target_need, target_attacks = _strictest(attacks, population=False)
+    population_need, population_attacks = _strictest(attacks, population=True)
     nothing = np.zeros(0, dtype=np.int64)
     bad_targets = nothing
     if target_need is not None:
@@ -226,12 +209,12 @@ def supported_inputs(inputs: AttackInputs, attacks: Sequence[str], options: Atta
         if bad_targets.size:
             problems.append(
                 f"{bad_targets.size} of {targets.size} target points have too few shadow models for "
-                f"{', '.join(target_attacks)}: each needs {_need_text(target_need, count)}; points "
+                f"{', '.join(target_attacks)}: each needs {target_need.describe(count)}; points "
                 f"{first_few(bad_targets)}")
         if bad_population.size:
             problems.append(
                 f"{bad_population.size} population points (non-targets) have too few reference models for "
-                f"{', '.join(population_attacks)}: each needs {_need_text(population_need, count)}; points "
+                f"{', '.join(population_attacks)}: each needs {population_need.describe(count)}; points "
                 f"{first_few(bad_population)}")
         raise SignalsError(f"{source}: {'; '.join(problems)}; pass skip_unsupported=True to drop them")
     if not bad_targets.size and not bad_population.size:
@@ -239,7 +222,7 @@ def supported_inputs(inputs: AttackInputs, attacks: Sequence[str], options: Atta
     kept_targets = targets[~np.isin(targets, bad_targets)]
     if not kept_targets.size:
         raise SignalsError(f"{source}: all {targets.size} target points have too few shadow models for "
-                           f"{', '.join(target_attacks)} (each needs {_need_text(target_need, count)}); "
+                           f"{', '.join(target_attacks)} (each needs {target_need.describe(count)}); "
                            "nothing is left to attack")
     if population_need is None:  # the dropped targets need not leave the pool: no attack compares with it
         return Support(replace(inputs, targets=kept_targets), kept_targets, bad_targets, bad_population)
