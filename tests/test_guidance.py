@@ -143,7 +143,7 @@ def test_a_small_table_keeps_its_targets_with_one_replica_and_more_models():
     new_models = suggested["design.num_models"][1]
     assert new_models % 2 == 0 and g.MIN_TARGETS * new_models >= g.MIN_PAIRS > g.MIN_TARGETS * (new_models - 2)
     share = g.MIN_TARGETS / (g.MIN_TARGETS + members)
-    assert "too small" in guidance.findings[0].why and f"they make {share:.0%}" in guidance.findings[0].why
+    assert "too small" in guidance.findings[0].why and f"they make {share:.1%}" in guidance.findings[0].why
 
 
 def test_a_mid_sized_table_gives_up_replicas_before_targets_fall_under_the_minimum():
@@ -332,3 +332,16 @@ def test_results_written_before_the_guidance_have_none():
     results = RunResults.from_json(old)
     assert results.guidance is None
     assert "Why the amplification" not in results.summary()
+
+
+def test_poisons_that_dominate_are_blamed_for_the_low_train_accuracy_not_the_epochs():
+    # breast-cancer with every default: the models fit every poison, which are 74% of what they learn
+    dominated = condition(tpr=0.071, share=0.738, fit=1.0, train=0.246, test=0.15)
+    guidance = membership_guidance(clean(0.014), dominated, settings(members=284.0, targets=100))
+    assert kinds(guidance) == ["poison-share"]
+    assert "fit 100% of them" in guidance.findings[0].why and "24.6%" in guidance.findings[0].why
+    assert "train.epochs" not in changes(guidance)
+    # the same accuracy with poisons unfitted: the training is short, and said so
+    unfitted = membership_guidance(clean(0.014), condition(tpr=0.071, share=0.738, fit=0.4, train=0.246, test=0.15),
+                                   settings(members=284.0, targets=100))
+    assert "train-accuracy" in kinds(unfitted) and "train.epochs" in changes(unfitted)

@@ -148,7 +148,8 @@ class Frozen(nn.Module):
     (DriftingFactory(), ConfigError, "different architectures"),
     (lambda: Frozen(), ConfigError, "no parameters"),
     (lambda: NanNet(), ConfigError, "NaN or inf"),
-    (lambda: nn.Linear(30, 3), ConfigError, "(2, 2) logits"),
+    (lambda: nn.Linear(30, 3), ConfigError, "(8, 2) logits"),
+    (lambda: nn.Sequential(nn.Linear(30, 2), nn.Softmax(dim=1)), ConfigError, "returns probabilities"),
     (lambda: "a network", ConfigError, "must return a torch.nn.Module"),
     (small_net(), ConfigError, "pass a factory"),
     (42, ConfigError, "got int"),
@@ -157,6 +158,13 @@ def test_a_bad_model_is_one_clear_error_and_nothing_is_written(cancer, tmp_path,
     with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
         audit_membership(data=cancer, model=model, out_dir=tmp_path / "run", **QUICK)
     assert not (tmp_path / "run").exists()
+
+
+def test_dropout_trains_one_by_one_and_says_why(cancer, tmp_path):
+    results = audit_membership(data=cancer, out_dir=tmp_path, **QUICK,
+                               model=lambda: nn.Sequential(nn.Linear(30, 16), nn.Dropout(0.2), nn.ReLU(), nn.Linear(16, 2)))
+    assert results.details["training"]["path"] == "one-by-one"
+    assert results.details["training"]["reason"].startswith("it draws random numbers in training (dropout?)")
 
 
 def test_a_module_that_diverges_names_the_model(cancer, tmp_path):
@@ -188,10 +196,13 @@ def test_a_trainer_with_the_wrong_output_is_named(cancer, tmp_path):
     (np.ones((8, 2)), np.zeros(8, dtype=int), "at least two classes"),
     (np.ones((8, 2)), np.array([0, 1] * 3), "8 rows but y has 6"),
     (np.ones((8, 2)), np.array([0, 1, 0, 1, 0, 1, 0, 5]), "0..2"),
+    (np.ones((8, 2)), np.array([1, 2, 1, 2, 1, 2, 1, 2]), "labels 1..2 leave class 0 without a point"),
 ])
 def test_bad_arrays_are_refused_at_the_entry(x, y, words):
     with pytest.raises(DataError, match=words.replace("(", r"\(").replace(")", r"\)")):
-        Dataset.from_arrays(x=x, y=y, num_classes=3 if "0..2" in words else None)
+        Dataset.from_arrays(x=x, y=y, num_classes=3 if words == "0..2" else None)
+    # a class absent on purpose: said with num_classes
+    assert Dataset.from_arrays(x=np.ones((4, 2)), y=np.array([0, 2, 0, 2]), num_classes=3).num_classes == 3
 
 
 def test_a_pool_too_small_for_the_design_is_refused_before_anything_is_written(cancer, tmp_path):
@@ -233,8 +244,34 @@ def test_a_trainer_without_a_repr_resumes_and_another_is_refused(cancer, tmp_pat
     first = audit_membership(data=cancer, model=PlainTrainer(1.0), out_dir=tmp_path, **TRAINER_QUICK)
     again = audit_membership(data=cancer, model=PlainTrainer(1.0), out_dir=tmp_path, **TRAINER_QUICK)
     assert again.conditions["poisoned"].to_json() == first.conditions["poisoned"].to_json()
-    with pytest.raises(RunDirError, match=r"the model differs .*\(PlainTrainer\)"):
+    with pytest.raises(RunDirError, match=r"the model differs .*\(PlainTrainer then, PlainTrainer now"):
         audit_membership(data=cancer, model=PlainTrainer(0.1), out_dir=tmp_path, **TRAINER_QUICK)
+
+
+def test_a_failed_first_attempt_does_not_bind_the_run_directory_to_its_model(cancer, tmp_path):
+    from sklearn.svm import SVC
+
+    with pytest.raises(ConfigError, match="SVC has no predict_proba"):
+        audit_membership(data=cancer, model=SVC(), out_dir=tmp_path, **TRAINER_QUICK)
+
+    class Failing(ProbabilityTrainer):
+        def fit_predict(self, x, y, queries, *, num_classes, seed):
+            raise TrainingError("my cluster is down")
+
+    with pytest.raises(TrainingError, match="my cluster is down"):
+        audit_membership(data=cancer, model=Failing(False), out_dir=tmp_path, **TRAINER_QUICK)
+    assert (tmp_path / "model.json").is_file() and not any((tmp_path / "shards").rglob("*.npz"))
+    results = audit_membership(data=cancer, model=ProbabilityTrainer(False), out_dir=tmp_path, **TRAINER_QUICK)
+    assert results.details["training"]["path"] == "trainer"
+
+
+def test_a_pipeline_is_a_scikit_learn_model(cancer, tmp_path):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler as Scaler
+
+    results = audit_membership(data=cancer, model=make_pipeline(Scaler(), LogisticRegression(max_iter=200)),
+                               out_dir=tmp_path, **TRAINER_QUICK)
+    assert results.details["training"]["model"]["class"] == "Pipeline"
 
 
 def test_a_pipeline_is_seeded_in_every_step(cancer):

@@ -26,6 +26,7 @@ _EXPORTS = {
     "epsilon_from_counts": "truthserum.metrics.epsilon",
     "epsilon_lower_bound": "truthserum.metrics.epsilon",
     "RunConfig": "truthserum.config",
+    "dump_config": "truthserum.config",
     "load_config": "truthserum.config",
     "parse_config": "truthserum.config",
     "TruthserumError": "truthserum.errors",
@@ -57,7 +58,7 @@ if _TYPE_CHECKING:
     from truthserum.attacks import (
         AttackInputs, AttackName, AttackOptions, load_signals, register_attack, score_attacks,
     )
-    from truthserum.config import RunConfig, load_config, parse_config
+    from truthserum.config import RunConfig, dump_config, load_config, parse_config
     from truthserum.config.sections import MetricsConfig, ModelConfig, QueryConfig, TrainConfig
     from truthserum.config.suggestions import apply_suggestions
     from truthserum.data.datasets import Dataset
@@ -92,7 +93,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AttackInputs", "AttackName", "AttackOptions", "Dataset", "MetricsConfig", "ModelConfig", "ModelTrainer",
     "Plan", "QueryConfig", "RunConfig", "RunResults", "SklearnTrainer", "TrainConfig", "TruthserumError",
-    "apply_suggestions", "attack_plan", "attack_signals", "audit_membership", "bootstrap_intervals", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config",
-    "load_signals", "parse_config", "read_plan", "register_attack", "run_experiment", "run_replica_sweep",
+    "apply_suggestions", "attack_plan", "attack_signals", "audit_membership", "bootstrap_intervals", "dump_config",
+    "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config", "load_signals", "parse_config", "read_plan", "register_attack", "run_experiment", "run_replica_sweep",
     "run_shadow_sweep", "run_task", "score_attacks", "write_plan",
 ]

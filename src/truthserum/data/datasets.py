@@ -71,6 +71,10 @@ class Dataset:
     preprocessing: Preprocessing | None = None
     sensitive: np.ndarray | None = None
 
+    def __repr__(self) -> str:  # not the arrays: a pool may hold 600 MB
+        table = ", a table" if self.table is not None else ""
+        return f"Dataset({self.name!r}, {self.num_points} points of shape {self.feature_shape}, {self.num_classes} classes{table})"
+
     @property
     def num_points(self) -> int:
         return int(self.y.shape[0])
@@ -152,6 +156,13 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, *, num_classes: int | None, so
         raise DataError(f"{source}: need at least two classes, found {present}")
     if num_classes is None:
         num_classes = int(y.max()) + 1
+        empty = np.setdiff1d(np.arange(num_classes), np.unique(y))
+        if empty.size:  # labels 1..C, or names coded with gaps: the classes would not be those meant
+            listed = ", ".join(str(c) for c in empty[:5]) + (f" and {empty.size - 5} more" if empty.size > 5 else "")
+            raise DataError(
+                f"{source}: labels {int(y.min())}..{int(y.max())} leave class {listed} without a point; labels "
+                "must be 0..C-1 (give num_classes if a class truly has no point here)"
+            )
     if num_classes < 2:
         raise DataError(f"{source}: num_classes must be at least 2, got {num_classes}")
     if y.max() >= num_classes:

@@ -303,9 +303,16 @@ def _poison_fit(poisoned: ConditionMeasurements, settings: RunSettings) -> Findi
     )
 
 
+def _poisons_dominate(poisoned: ConditionMeasurements) -> bool:
+    """The models fit their poisons, which are a heavy share of what they learn: their clean
+    accuracy then reflects the label noise, not too little training (poison-share says so)."""
+    fitted = poisoned.poison_fit is not None and poisoned.poison_fit >= POISON_FIT_GOOD
+    return fitted and poisoned.poison_share > POISON_SHARE_LIMIT
+
+
 def _training_set_fit(poisoned: ConditionMeasurements, settings: RunSettings) -> Finding | None:
     train = poisoned.train_accuracy
-    if train >= TRAIN_ACCURACY_FITTED:
+    if train >= TRAIN_ACCURACY_FITTED or _poisons_dominate(poisoned):
         return None
     return Finding(
         kind="train-accuracy",
@@ -319,7 +326,7 @@ def _training_set_fit(poisoned: ConditionMeasurements, settings: RunSettings) ->
 
 def _memorisation(poisoned: ConditionMeasurements, settings: RunSettings) -> Finding | None:
     gap = poisoned.train_accuracy - poisoned.test_accuracy
-    if gap >= MEMORISATION_GAP:
+    if gap >= MEMORISATION_GAP or _poisons_dominate(poisoned):
         return None
     return Finding(
         kind="memorisation",
@@ -383,12 +390,14 @@ def _poison_share(poisoned: ConditionMeasurements, settings: RunSettings) -> Fin
         kind="poison-share",
         measured=(f"{targets} targets x {replicas} replicas: poisons are {share:.1%} of a model's training set "
                   f"(wanted: {POISON_SHARE_LIMIT:.0%} or less)"),
-        why=("label noise this heavy costs the models accuracy and the room to fit each target's poisons; fewer "
-             f"replicas (down to {FEW_REPLICAS}, or to one to keep {MIN_TARGETS} targets), then fewer targets, bring "
-             f"it down, and more models give back the (model, target) pairs that fewer targets take away (at least "
-             f"{MIN_PAIRS}, so that 1% FPR is two false positives or more)."
+        why=("label noise this heavy costs the models accuracy and the room to fit each target's poisons"
+             + (f" (here they fit {poisoned.poison_fit:.0%} of them, and learn the wrong labels at the cost of their "
+                f"train accuracy, {poisoned.train_accuracy:.1%})" if _poisons_dominate(poisoned) else "")
+             + f"; fewer replicas (down to {FEW_REPLICAS}, and further only as far as {MIN_TARGETS} targets need), "
+             f"then fewer targets, bring it down, and more models give back the (model, target) pairs that fewer "
+             f"targets take away (at least {MIN_PAIRS}, so that 1% FPR is two false positives or more)."
              + (f" This training set is too small for {kept_targets} targets' single replicas to stay under "
-                f"{POISON_SHARE_LIMIT:.0%} (they make {over:.0%}): the suggestion keeps the targets and accepts the "
+                f"{POISON_SHARE_LIMIT:.0%} (they make {over:.1%}): the suggestion keeps the targets and accepts the "
                 "label noise" if over > POISON_SHARE_LIMIT else "")),
         values={"poison_share": share, "num_targets": targets, "replicas": replicas},
         suggestions=changes,

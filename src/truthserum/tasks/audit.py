@@ -23,10 +23,9 @@ from torch import nn
 from truthserum.config import RunConfig, parse_config
 from truthserum.config.sections import MetricsConfig, ModelConfig, QueryConfig, TrainConfig
 from truthserum.data.datasets import Dataset
-from truthserum.errors import ConfigError, DataError
+from truthserum.errors import ConfigError, DataError, RunDirError
 from truthserum.metrics.guidance import ModelFacts
 from truthserum.query.views import check_views_fit_data
-from truthserum.store.fingerprints import check_inputs_unchanged
 from truthserum.store.rundir import RunDirectory, write_json
 from truthserum.tasks.membership import MembershipRunner
 from truthserum.tasks.results import RunResults
@@ -38,6 +37,7 @@ from truthserum.train.own import ModuleTrainer, TrainingPath
 from truthserum.train.trainers import ModelTrainer, ProtocolShardTrainer, as_trainer, describe_trainer
 
 MIN_POINTS = 4  # fewer leave nothing to split into members and non-members
+MODEL_FILE = "model.json"
 
 ModelSpec = ModelConfig | Callable[[], nn.Module] | ModelTrainer | Any
 """A built-in architecture (:class:`ModelConfig`), a factory returning an ``nn.Module``, a
@@ -101,7 +101,7 @@ class OwnModelRunner(MembershipRunner):
         if trainer is None:
             config.model.build(feature_shape=pool.feature_shape, num_classes=pool.num_classes)
         elif isinstance(trainer, ModuleTrainer):
-            self.model.record.update(trainer.describe(config, pool.feature_shape, pool.num_classes))
+            self.model.record.update(trainer.describe(config, pool.x[:8], pool.num_classes))
         elif any(not view.is_identity for view in config.query.resolved_views()):
             raise ConfigError("query: a trainer is queried on the points as given; views other than identity "
                               "need an nn.Module")
@@ -110,14 +110,31 @@ class OwnModelRunner(MembershipRunner):
     def resume(self, run_dir: RunDirectory, pool: Dataset) -> Dataset:
         pool = resume_pool(run_dir, pool)
         if not self.model.is_builtin:
-            fingerprint = {key: value for key, value in self.model.record.items() if key.endswith("sha256")}
-            check_inputs_unchanged(
-                run_dir, "model.json", self.model.record | {"fingerprint": fingerprint},
-                compared={"fingerprint": f"{run_dir.root}: the model differs from the one this run was started with "
-                                         f"({self.model.record.get('class')}); use another out_dir"},
-                trained=lambda: any((run_dir.root / "shards").rglob("*.npz")),
-            )
+            self._check_model_unchanged(run_dir)
         return pool
+
+    def _check_model_unchanged(self, run_dir: RunDirectory) -> None:
+        """Record the model in ``model.json``, or check it against the one whose models are
+        already trained there. Until one is, the model may change (a first attempt that failed
+        leaves the design and the poisons, which do not depend on it)."""
+        path = run_dir.file(MODEL_FILE)
+        record = self.model.record | {"fingerprint": {key: value for key, value in self.model.record.items()
+                                                      if key.endswith("sha256")}}
+        if not any((run_dir.root / "shards").rglob("*.npz")):
+            write_json(path, record)
+            return
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            stored = None
+        if not isinstance(stored, dict) or "fingerprint" not in stored:
+            raise RunDirError(f"{path}: missing or damaged, so the model the trained shards came from cannot be "
+                              "checked; use another out_dir")
+        if stored["fingerprint"] != record["fingerprint"]:
+            raise RunDirError(
+                f"{run_dir.root}: the model differs from the one its models were trained with ({stored.get('class')} "
+                f"then, {record.get('class')} now, or the same class changed); use another out_dir"
+            )
 
     def run(self, run: RunContext, pool: Dataset) -> TaskOutput:
         output = super().run(run, pool)

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from truthserum import seeding
 from truthserum.config import RunConfig
 from truthserum.errors import ConfigError, TrainingError
+from truthserum.query.probabilities import looks_like_probabilities
 from truthserum.query.views import View, apply_view
 from truthserum.train.augment import Augment, augment_images, draw_augmentations
 from truthserum.train.ensemble import (
@@ -144,7 +145,8 @@ def check_outputs(module: nn.Module, sample: torch.Tensor, num_classes: int) -> 
         with torch.no_grad():
             out = module.eval()(sample)
     except Exception as exc:  # noqa: BLE001 - the user's module: one line, not a traceback
-        raise ConfigError(f"model: the module cannot take the data's {tuple(sample.shape[1:])} points: "
+        hint = " (images arrive as (C, H, W): a dense model starts with nn.Flatten())" if sample.dim() == 4 else ""
+        raise ConfigError(f"model: the module cannot take the data's {tuple(sample.shape[1:])} points{hint}: "
                           f"{type(exc).__name__}: {_first_line(exc)}") from None
     finally:
         module.train()
@@ -156,6 +158,9 @@ def check_outputs(module: nn.Module, sample: torch.Tensor, num_classes: int) -> 
         )
     if not torch.isfinite(out).all():
         raise ConfigError("model: the freshly built module outputs NaN or inf on the data")
+    if num_classes > 1 and looks_like_probabilities(out.double().numpy()):
+        raise ConfigError("model: the module returns probabilities (every row in [0, 1] sums to 1: a Softmax at the "
+                          "end?); return logits: the training's cross-entropy applies the softmax")
 
 
 def stacking_obstacle(modules: Sequence[nn.Module], sample: torch.Tensor) -> str | None:
@@ -171,6 +176,8 @@ def stacking_obstacle(modules: Sequence[nn.Module], sample: torch.Tensor) -> str
         out = trial.forward_per_model(sample.unsqueeze(0).expand(trial.num_models, *sample.shape))
         out.float().sum().backward()
     except Exception as exc:  # noqa: BLE001 - any failure to stack means: train one by one
+        if "randomness" in str(exc):  # vmap's words for dropout and other random draws in training
+            return "it draws random numbers in training (dropout?), which stacked models cannot share"
         return f"stacked training failed ({_first_line(exc)})"
     return None
 
@@ -267,10 +274,11 @@ class ModuleTrainer:
         """The path every model trained in this process took (None: none trained, or several)."""
         return next(iter(self.trained)) if len(self.trained) == 1 else None
 
-    def describe(self, config: RunConfig, feature_shape: tuple[int, ...], num_classes: int) -> dict:
-        """Build and check models 0 and 1 before anything is written; their description."""
+    def describe(self, config: RunConfig, sample: np.ndarray, num_classes: int) -> dict:
+        """Build models 0 and 1 and check them on ``sample`` (a few of the data's points) before
+        anything is written; their description."""
         modules = build_modules(self.factory, [model_seed(config, 0), model_seed(config, 1)])
-        sample = torch.zeros((2, *feature_shape))
+        sample = torch.from_numpy(np.ascontiguousarray(sample))
         check_outputs(modules[0], sample, num_classes)
         self.described = describe_module(modules[0], initial=True)
         self.reason = stacking_obstacle(modules, sample)

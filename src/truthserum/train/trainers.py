@@ -107,13 +107,30 @@ class SklearnTrainer:
         return out
 
 
+def is_sklearn_estimator(model: Any) -> bool:
+    """Duck-typed: scikit-learn's estimator interface (``get_params`` and ``fit``)."""
+    return callable(getattr(model, "get_params", None)) and callable(getattr(model, "fit", None))
+
+
 def as_trainer(model: Any) -> ModelTrainer | None:
-    """``model`` as a :class:`ModelTrainer`: itself when it is one, a scikit-learn classifier
-    wrapped in :class:`SklearnTrainer`, or None."""
+    """``model`` as a :class:`ModelTrainer`: a scikit-learn classifier wrapped in
+    :class:`SklearnTrainer`, a trainer as it is, or None.
+
+    scikit-learn comes first: a ``Pipeline`` has a ``fit_predict`` of its own (clustering's,
+    when its last step has one), which is not the protocol's.
+
+    Raises:
+        ConfigError: a scikit-learn estimator without ``predict_proba``.
+    """
+    if is_sklearn_estimator(model):
+        if not callable(getattr(model, "predict_proba", None)):
+            raise ConfigError(
+                f"model: {type(model).__name__} has no predict_proba (an SVC needs probability=True); or wrap its "
+                "decision_function in a ModelTrainer (docs/own-model.md)"
+            )
+        return SklearnTrainer(model)
     if isinstance(model, ModelTrainer):
         return model
-    if callable(getattr(model, "fit", None)) and callable(getattr(model, "predict_proba", None)):
-        return SklearnTrainer(model)
     return None
 
 
