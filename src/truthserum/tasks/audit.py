@@ -180,7 +180,7 @@ class OwnModelRunner(MembershipRunner):
 
 
 def audit_config(
-    *, model: OwnModel, train: TrainConfig | None, query: QueryConfig | None, metrics: MetricsConfig | None,
+    *, train: TrainConfig | None, query: QueryConfig | None, metrics: MetricsConfig | None,
     num_models: int, num_targets: int, replicas: int, seed: int, attacks: Sequence[str] | None,
     model_config: ModelConfig | None,
 ) -> RunConfig:
@@ -252,7 +252,7 @@ def audit_membership(
         raise ConfigError("train: a trainer trains its models itself; train= is for built-in architectures and "
                           "nn.Module factories")
     config = audit_config(
-        model=own, train=train, query=query, metrics=metrics, num_models=num_models, num_targets=num_targets,
+        train=train, query=query, metrics=metrics, num_models=num_models, num_targets=num_targets,
         replicas=replicas, seed=seed, attacks=attacks,
         model_config=model if isinstance(model, ModelConfig) else None,
     )
