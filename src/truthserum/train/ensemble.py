@@ -129,9 +129,30 @@ class Ensemble:
         self.num_models = len(models)
 
     def _stacked_leaf(self, name: str, stacked: torch.Tensor) -> torch.Tensor:
-        if self._mlp is not None and name.endswith(".weight") and name != f"{self._mlp[-1][0]}.weight":
+        if self.stored_transposed(name):
             stacked = stacked.transpose(1, 2)  # a hidden layer: (M, in, out)
         return stacked.detach().contiguous().clone().requires_grad_(True)
+
+    def stored_transposed(self, name: str) -> bool:
+        """Whether parameter ``name`` is stored transposed against ``nn.Module``'s layout (an
+        MLP's hidden weights, ``(M, in, out)``)."""
+        return self._mlp is not None and name.endswith(".weight") and name != f"{self._mlp[-1][0]}.weight"
+
+    def module_layout(self, name: str, stacked: torch.Tensor) -> torch.Tensor:
+        """``stacked`` (parameter ``name`` of every model, or a gradient of it) in ``nn.Module``'s
+        layout: a view, transposed where the ensemble stores it transposed (the inverse too)."""
+        return stacked.transpose(1, 2) if self.stored_transposed(name) else stacked
+
+    @property
+    def template(self) -> nn.Module:
+        """A weightless copy of one model: the forward code for ``functional_call``."""
+        return self._template
+
+    @property
+    def mlp_layers(self) -> list[tuple[str, bool]] | None:
+        """For an MLP or logistic regression, each Linear's name and whether a ReLU follows it
+        (None for any other architecture): what per-example gradients of Linear layers need."""
+        return self._mlp
 
     def _mlp_hidden(self, h: torch.Tensor) -> torch.Tensor:
         """The hidden layers. ``h`` is ``(M, B, D)`` or, for a batch shared by every model,

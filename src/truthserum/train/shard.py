@@ -15,6 +15,7 @@ import torch
 
 from truthserum import seeding
 from truthserum.config import RunConfig
+from truthserum.defense.private import PrivateTraining, train_private_ensemble
 from truthserum.query.views import query_logits
 from truthserum.train import Ensemble, train_ensemble
 from truthserum.train.ensemble import steps_per_epoch
@@ -26,8 +27,10 @@ EpochReport = Callable[[int, float], None]  # (epoch, mean training loss) after 
 class TrainingJob:
     """What the models of one condition train on, and what they are queried on.
 
-    Model m trains on the rows of ``x`` where ``keep[m]`` is True plus every row of
-    ``extra_x`` (the poisons, or the adversary's share): the same for all models.
+    Model m trains on the rows of ``x`` where ``keep[m]`` is True plus the rows of ``extra_x``
+    (the poisons, or the adversary's share): every one of them, or those where
+    ``extra_keep[m]`` is True once a defense has filtered them. With ``private`` set the models
+    train with DP-SGD (:mod:`truthserum.defense.private`).
     """
 
     condition: str
@@ -38,6 +41,20 @@ class TrainingJob:
     extra_y: np.ndarray
     queries: np.ndarray
     num_classes: int
+    extra_keep: np.ndarray | None = None
+    private: PrivateTraining | None = None
+
+    def extra_rows(self, model: int) -> np.ndarray:
+        """The extra rows model ``model`` trains on (indices into ``extra_x``)."""
+        if self.extra_keep is None:
+            return np.arange(self.extra_y.shape[0])
+        return np.nonzero(self.extra_keep[model])[0]
+
+    def training_set_sizes(self) -> np.ndarray:
+        """``(M,)`` how many rows each model trains on."""
+        extra = (np.full(self.keep.shape[0], self.extra_y.shape[0]) if self.extra_keep is None
+                 else self.extra_keep.sum(axis=1))
+        return self.keep.sum(axis=1) + extra
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -46,7 +63,7 @@ class TrainingJob:
     def steps_per_epoch(self, batch_size: int) -> int:
         """Optimiser steps per epoch for every model of the job, set by its largest training
         set, so that a model trains the same way whichever shard it is in."""
-        return steps_per_epoch(int(self.keep.sum(axis=1).max()) + self.extra_y.shape[0], batch_size)
+        return steps_per_epoch(int(self.training_set_sizes().max()), batch_size)
 
 
 def shard_shapes(config: RunConfig, job: TrainingJob, models: range) -> dict[str, tuple[int, ...]]:
@@ -77,8 +94,7 @@ def shard_training_set(job: TrainingJob, models: range) -> tuple[np.ndarray, np.
     num_rows, extra = job.x.shape[0], job.extra_y.shape[0]
     x = np.concatenate([job.x, job.extra_x]) if extra else job.x
     y = np.concatenate([job.y, job.extra_y]) if extra else job.y
-    extra_rows = np.arange(num_rows, num_rows + extra)
-    return x, y, [np.r_[np.nonzero(job.keep[m])[0], extra_rows].astype(np.int64) for m in models]
+    return x, y, [np.r_[np.nonzero(job.keep[m])[0], num_rows + job.extra_rows(m)].astype(np.int64) for m in models]
 
 
 def train_shard(
@@ -117,14 +133,22 @@ def train_stacked_shard(
         if on_epoch is not None:
             on_epoch(epoch, loss)
 
-    train_ensemble(
-        ensemble, x=torch.from_numpy(x).to(device), y=torch.from_numpy(y).to(device),
-        train_indices=train_indices,
-        order_rngs=[seeding.rng(config.seed, "order", m) for m in models],
-        augment_rngs=[seeding.rng(config.seed, "augment", m) for m in models],
-        settings=config.train.settings(), on_epoch=record,
-        steps=job.steps_per_epoch(config.train.batch_size),
-    )
+    x_device, y_device = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    steps = job.steps_per_epoch(config.train.batch_size)
+    if job.private is not None:
+        train_private_ensemble(
+            ensemble, x=x_device, y=y_device, train_indices=train_indices,
+            sample_rngs=[seeding.rng(config.seed, "dp-sample", m) for m in models],
+            noise_seeds=[seeding.int_seed(config.seed, "dp-noise", m) for m in models],
+            settings=config.train.settings(), private=job.private, steps=steps, on_epoch=record,
+        )
+    else:
+        train_ensemble(
+            ensemble, x=x_device, y=y_device, train_indices=train_indices,
+            order_rngs=[seeding.rng(config.seed, "order", m) for m in models],
+            augment_rngs=[seeding.rng(config.seed, "augment", m) for m in models],
+            settings=config.train.settings(), on_epoch=record, steps=steps,
+        )
     logits = query_logits(ensemble, torch.from_numpy(job.queries).to(device), config.query.resolved_views())
     return {
         "logits": logits,

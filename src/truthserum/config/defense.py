@@ -1,0 +1,144 @@
+"""The ``defense`` section (what the training pipeline does to every model's training set) and
+the poison strategies that try to get past it.
+
+Each defense and each strategy is a small section told apart by ``kind``; a kind without
+settings may be written as its bare name (``defense: dedup-exact``, ``strategy: exact``).
+The defenses themselves are in :mod:`truthserum.defense`, the strategies in
+:mod:`truthserum.poison.evasive`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BeforeValidator, Field
+
+from truthserum.config.schema import Rate, StrictSection
+
+
+class DefenseKind(str, Enum):
+    NONE = "none"
+    DEDUP_EXACT = "dedup-exact"
+    CONFLICTING_LABELS = "conflicting-labels"
+    NEAR_DUPLICATES = "near-duplicates"
+    LOSS_FILTER = "loss-filter"
+    DP_SGD = "dp-sgd"
+
+
+class StrategyKind(str, Enum):
+    EXACT = "exact"
+    PERTURBED = "perturbed"
+    BLENDED = "blended"
+
+
+class NoDefense(StrictSection):
+    """Every model trains on its whole training set, poisons included."""
+
+    kind: Literal[DefenseKind.NONE] = Field(default=DefenseKind.NONE, description="none: no defense")
+
+
+class DedupExact(StrictSection):
+    """Drop exact duplicate inputs, keeping the first in the training set's order (the pool's
+    points come before the poisons, so a member target keeps its own label)."""
+
+    kind: Literal[DefenseKind.DEDUP_EXACT] = Field(default=DefenseKind.DEDUP_EXACT, description="dedup-exact: one copy of every input")
+
+
+class ConflictingLabels(StrictSection):
+    """Drop every copy of an input that appears in one training set with more than one label."""
+
+    kind: Literal[DefenseKind.CONFLICTING_LABELS] = Field(default=DefenseKind.CONFLICTING_LABELS,
+        description="conflicting-labels: no input that carries two labels"
+    )
+
+
+class NearDuplicates(StrictSection):
+    """Drop every point within ``radius`` (Euclidean, in the models' input space) of a point kept
+    before it in the training set's order: one point per cluster of near duplicates survives."""
+
+    kind: Literal[DefenseKind.NEAR_DUPLICATES] = Field(default=DefenseKind.NEAR_DUPLICATES, description="near-duplicates: one point per neighbourhood")
+    radius: Rate = Field(
+        gt=0, description="Euclidean distance in the models' input space (mnist5k: pixels in [0, 1], "
+                          "nearest other digit at 1.65 or more for 99% of them)",
+    )
+
+
+class LossFilter(StrictSection):
+    """Train every model on its whole training set, drop the ``fraction`` of its points with the
+    highest loss under it, and train again from the same initialisation."""
+
+    kind: Literal[DefenseKind.LOSS_FILTER] = Field(default=DefenseKind.LOSS_FILTER, description="loss-filter: drop the worst-fitted points, retrain")
+    fraction: Rate = Field(default=0.05, gt=0, lt=0.5, description="share of each training set dropped")
+
+
+class Accountant(str, Enum):
+    """Opacus's accountants: ``prv`` (privacy random variables, Gopi et al. 2021: the tightest)
+    or ``rdp`` (Renyi DP, Mironov 2017)."""
+
+    PRV = "prv"
+    RDP = "rdp"
+
+
+class DpSgd(StrictSection):
+    """DP-SGD (Abadi et al. 2016): Poisson-sampled batches, every example's gradient clipped to
+    ``clip_norm``, Gaussian noise calibrated by the accountant to (``epsilon``, ``delta``) per
+    example over the whole training run."""
+
+    kind: Literal[DefenseKind.DP_SGD] = Field(default=DefenseKind.DP_SGD, description="dp-sgd: differentially private training")
+    epsilon: Rate = Field(default=8.0, gt=0, le=1000, description="the per-example privacy budget")
+    delta: Rate = Field(default=1e-5, gt=0, lt=1, description="the per-example delta")
+    clip_norm: Rate = Field(default=1.0, gt=0, description="every example's gradient is scaled to at most this L2 norm")
+    accountant: Accountant = Field(
+        default=Accountant.PRV, description="calibrates the noise (prv or rdp); the group epsilon is always RDP's",
+    )
+
+
+def _bare_kind(value: Any) -> Any:
+    """``dedup-exact`` stands for ``{kind: dedup-exact}``."""
+    return {"kind": value} if isinstance(value, str) else value
+
+
+DefenseConfig = Annotated[
+    Union[NoDefense, DedupExact, ConflictingLabels, NearDuplicates, LossFilter, DpSgd],  # noqa: UP007
+    Field(discriminator="kind"),
+    BeforeValidator(_bare_kind),
+]
+
+
+class ExactReplicas(StrictSection):
+    """Truth Serum's poisons: identical copies of the target with the wrong label."""
+
+    kind: Literal[StrategyKind.EXACT] = Field(default=StrategyKind.EXACT, description="exact: identical mislabeled copies")
+
+
+class PerturbedReplicas(StrictSection):
+    """Every replica the target plus its own Gaussian noise scaled to L2 norm ``norm``, so no
+    two replicas, and no replica and its target, are duplicates."""
+
+    kind: Literal[StrategyKind.PERTURBED] = Field(default=StrategyKind.PERTURBED, description="perturbed: a distinct noisy copy each")
+    norm: Rate = Field(gt=0, description="L2 norm of every replica's noise, in the models' input space")
+
+
+class BlendedReplicas(StrictSection):
+    """Every replica ``(1 - blend) * target + blend * d``, where ``d`` is a distinct pool point
+    that carries the wrong label: each poison looks like a point of its own label and lies far
+    from every other point, so neither the near-duplicate nor the loss filter singles it out."""
+
+    kind: Literal[StrategyKind.BLENDED] = Field(default=StrategyKind.BLENDED, description="blended: the target mixed with a real point of the wrong label")
+    blend: Rate = Field(default=0.3, gt=0, lt=1, description="weight of the wrong-label point")
+
+
+PoisonStrategy = Annotated[
+    Union[ExactReplicas, PerturbedReplicas, BlendedReplicas],  # noqa: UP007
+    Field(discriminator="kind"),
+    BeforeValidator(_bare_kind),
+]
+
+
+def defense_name(defense: Any) -> str:
+    return defense.kind.value
+
+
+def strategy_name(strategy: Any) -> str:
+    return strategy.kind.value
