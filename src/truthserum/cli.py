@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # Mirrors of enums whose modules are slow to import: config.Task, train.executors.BackendName
 # and DEVICES, attacks.registry.AttackName, attacks.inputs.LogitsKind, TUNE and RmiaOptions' defaults.
-TASKS = ("membership", "attribute", "untargeted", "lm")
+TASKS = ("membership", "attribute", "untargeted", "lm", "defenses")
 BACKENDS = ("local", "ray")
 DEVICES = ("cpu", "cuda", "auto")
 ATTACKS = (
@@ -40,7 +40,7 @@ DEFAULT_RMIA_OFFLINE_A = TUNE
 
 # The packaged demo config of each task, by task name (also under configs/ in the repository).
 DEMO_CONFIGS = {"membership": "demo.yaml", "attribute": "attribute.yaml", "untargeted": "untargeted.yaml",
-                "lm": "lm.yaml"}
+                "lm": "lm.yaml", "defenses": "defenses.yaml"}
 
 
 def demo_config_text(task: str = "membership") -> str:
@@ -96,13 +96,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo", help="clean versus poisoned: membership (MNIST digits), attribute or untargeted (census "
-                     "table), lm (secrets in language models)"
+                     "table), lm (secrets in language models), defenses (the defense matrix on MNIST digits)"
     )
     demo.add_argument("--task", default="membership", choices=list(TASKS),
                       help="membership (default): targeted poisons on built-in MNIST; attribute: infer "
                            "marital status on the built-in CPS census table; untargeted: the adversary "
                            "holds half of that table; lm: canary secrets in byte transformers trained on "
-                           "Python's bundled documentation")
+                           "Python's bundled documentation; defenses: every defense against every poison "
+                           "strategy on built-in MNIST")
     demo.add_argument("--out", type=Path, default=None,
                       help="run directory (default runs/demo, or runs/demo-<task>)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")

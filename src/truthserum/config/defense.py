@@ -94,15 +94,25 @@ class DpSgd(StrictSection):
     )
 
 
-def _bare_kind(value: Any) -> Any:
-    """``dedup-exact`` stands for ``{kind: dedup-exact}``."""
-    return {"kind": value} if isinstance(value, str) else value
+def _bare_kind(kinds: type[Enum], what: str):
+    """``dedup-exact`` stands for ``{kind: dedup-exact}``; an unknown kind is named in one line."""
+    known = [kind.value for kind in kinds]
+
+    def expand(value: Any) -> Any:
+        value = {"kind": value} if isinstance(value, str) else value
+        if isinstance(value, dict) and "kind" not in value:
+            raise ValueError(f"a {what} needs its kind: one of {', '.join(known)}")
+        if isinstance(value, dict) and value["kind"] not in known:
+            raise ValueError(f"unknown {what} {value['kind']!r}; one of: {', '.join(known)}")
+        return value
+
+    return BeforeValidator(expand)
 
 
 DefenseConfig = Annotated[
     Union[NoDefense, DedupExact, ConflictingLabels, NearDuplicates, LossFilter, DpSgd],  # noqa: UP007
     Field(discriminator="kind"),
-    BeforeValidator(_bare_kind),
+    _bare_kind(DefenseKind, "defense"),
 ]
 
 
@@ -132,7 +142,7 @@ class BlendedReplicas(StrictSection):
 PoisonStrategy = Annotated[
     Union[ExactReplicas, PerturbedReplicas, BlendedReplicas],  # noqa: UP007
     Field(discriminator="kind"),
-    BeforeValidator(_bare_kind),
+    _bare_kind(StrategyKind, "poison strategy"),
 ]
 
 

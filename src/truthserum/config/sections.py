@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SerializerFunctionWrapHandler, Strict, field_validator, model_serializer, model_validator
 from torch import nn
 
+from truthserum.config.defense import ExactReplicas, PoisonStrategy
 from truthserum.config.schema import Count, Rate
 from truthserum.config.schema import StrictSection as _Strict
 from truthserum.data.datasets import DEFAULT_ROLES, DataSource
@@ -136,6 +137,11 @@ class PoisonConfig(_Strict):
         default=8, ge=0, le=MAX_REPLICAS,
         description="mislabeled copies per target (attribute: of each candidate completion); 0 runs the clean "
                     "condition only",
+    )
+    strategy: PoisonStrategy = Field(
+        default=ExactReplicas(),
+        description="what a replica is: exact (identical copies), perturbed (a noisy copy each, needs norm) or "
+                    "blended (mixed with a real point of the wrong label); task membership only",
     )
 
 

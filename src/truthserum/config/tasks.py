@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from truthserum.attacks.options import AttackOptions, RmiaOptions
 from truthserum.attacks.registry import AttackName, registered_attacks
+from truthserum.config.defense import DefenseConfig, DefenseKind, NoDefense, PoisonStrategy, StrategyKind
 from truthserum.config.lm import LmConfig
 from truthserum.config.schema import Count, Rate, StrictSection
 from truthserum.config.sections import (
@@ -28,6 +29,7 @@ class Task(str, Enum):
     ATTRIBUTE = "attribute"  # what is this member's sensitive field? (tables only)
     UNTARGETED = "untargeted"  # membership of every victim point, the adversary holding a share
     LM = "lm"  # a secret in a language model's training text (canaries; the lm section)
+    DEFENSES = "defenses"  # targeted membership under each defense, against each poison strategy
 
 
 class AdversaryConfig(StrictSection):
@@ -106,7 +108,14 @@ def _check_augment_fits_source(train: TrainConfig, data: DataConfig) -> None:
         )
 
 
-def _attack_options(config: MembershipConfig | UntargetedConfig, shadow_models: int | None) -> AttackOptions:
+def _check_defense_fits(defense, train: TrainConfig) -> None:
+    if defense.kind is DefenseKind.DP_SGD and train.augment is not Augment.NONE:
+        raise ValueError("defense dp-sgd trains without augmentation (its batches are Poisson-sampled rows); "
+                         "set train.augment: none")
+
+
+def _attack_options(config: MembershipConfig | UntargetedConfig | DefensesConfig,
+                    shadow_models: int | None) -> AttackOptions:
     return AttackOptions(shadow_models=shadow_models, seed=config.seed, rmia=config.rmia)
 
 
@@ -128,12 +137,19 @@ class MembershipConfig(_TaskConfig):
     attacks: tuple[str, ...] = _ATTACKS
     rmia: RmiaOptions = _RMIA
     metrics: MetricsConfig = _METRICS
+    defense: DefenseConfig = Field(
+        default=NoDefense(),
+        description="what the training pipeline does against poisons, to every model's training set in every "
+                    "condition: none, dedup-exact, conflicting-labels, near-duplicates, loss-filter or dp-sgd (a "
+                    "kind whose settings all have defaults may be given by its name alone)",
+    )
 
     _known_attacks = field_validator("attacks")(_registered_and_distinct)
 
     @model_validator(mode="after")
     def _augment_fits_source(self) -> MembershipConfig:
         _check_augment_fits_source(self.train, self.data)
+        _check_defense_fits(self.defense, self.train)
         return self
 
     def attack_options(self, *, shadow_models: int | None = None) -> AttackOptions:
@@ -182,6 +198,8 @@ class AttributeConfig(_TaskConfig):
         if self.design.num_models < 6:
             raise ValueError("task 'attribute' needs design.num_models >= 6 (its offline attacks need two "
                              "shadow models that did not train on each target besides the target model)")
+        if self.poison.strategy.kind is not StrategyKind.EXACT:
+            raise ValueError("task 'attribute' poisons with exact replicas of each completion (poison.strategy: exact)")
         _check_augment_fits_source(self.train, self.data)
         return self
 
@@ -244,15 +262,83 @@ class LanguageModelConfig(_TaskConfig):
     )
 
 
+def _distinct_kinds(value: tuple, *, what: str, baseline: str) -> tuple:
+    kinds = [item.kind.value for item in value]
+    if baseline in kinds:
+        raise ValueError(f"'{baseline}' is the baseline and always runs; list the others")
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"each {what} at most once")
+    return value
+
+
+class DefensesConfig(_TaskConfig):
+    """The defense matrix: targeted membership inference trained under every defense (rows, no
+    defense included) against every poison strategy (columns, the clean baseline included), on
+    one keep matrix and one set of targets and wrong labels."""
+
+    task: Literal[Task.DEFENSES] = Field(
+        default=Task.DEFENSES, description="selects the defense matrix: each defense against each poison strategy",
+    )
+    seed: Count = _SEED
+    data: DataConfig = _DATA
+    design: DesignConfig = _DESIGN
+    poison: PoisonConfig = Field(
+        default=PoisonConfig(), description="replicas per target (every strategy's); the strategies are listed below",
+    )
+    model: ModelConfig = _MODEL
+    train: TrainConfig = _TRAIN
+    query: QueryConfig = _QUERY
+    attacks: tuple[str, ...] = _ATTACKS
+    rmia: RmiaOptions = _RMIA
+    metrics: MetricsConfig = _METRICS
+    defenses: tuple[DefenseConfig, ...] = Field(
+        min_length=1, description="the rows, each kind at most once, by name alone where its settings all have "
+                                  "defaults; no defense (none) always runs first",
+    )
+    strategies: tuple[PoisonStrategy, ...] = Field(
+        default=("exact",), min_length=1,
+        description="the columns, each kind at most once (exact, perturbed with its norm, blended); the clean "
+                    "condition (no poisons) always runs first",
+    )
+
+    _known_attacks = field_validator("attacks")(_registered_and_distinct)
+
+    @field_validator("defenses")
+    @classmethod
+    def _distinct_defenses(cls, value: tuple) -> tuple:
+        return _distinct_kinds(value, what="defense kind", baseline=DefenseKind.NONE.value)
+
+    @field_validator("strategies")
+    @classmethod
+    def _distinct_strategies(cls, value: tuple) -> tuple:
+        return _distinct_kinds(value, what="strategy kind", baseline="clean")
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> DefensesConfig:
+        if self.poison.strategy.kind is not StrategyKind.EXACT:
+            raise ValueError("task 'defenses' lists its poison strategies in strategies, not poison.strategy")
+        if self.poison.replicas == 0:
+            raise ValueError("task 'defenses' needs poison.replicas >= 1 (every strategy's replicas per target)")
+        _check_augment_fits_source(self.train, self.data)
+        for defense in self.defenses:
+            _check_defense_fits(defense, self.train)
+        return self
+
+    def attack_options(self, *, shadow_models: int | None = None) -> AttackOptions:
+        """The attacks' settings; ``shadow_models`` None means the default shadows."""
+        return _attack_options(self, shadow_models)
+
+
 TASK_CONFIGS: dict[Task, type[_TaskConfig]] = {
     Task.MEMBERSHIP: MembershipConfig,
     Task.ATTRIBUTE: AttributeConfig,
     Task.UNTARGETED: UntargetedConfig,
     Task.LM: LanguageModelConfig,
+    Task.DEFENSES: DefensesConfig,
 }
 
 # One experiment of one task; ``task`` (default membership) says which model reads it.
 RunConfig = Annotated[
-    Union[MembershipConfig, AttributeConfig, UntargetedConfig, LanguageModelConfig],  # noqa: UP007
+    Union[MembershipConfig, AttributeConfig, UntargetedConfig, LanguageModelConfig, DefensesConfig],  # noqa: UP007
     Field(discriminator="task"),
 ]

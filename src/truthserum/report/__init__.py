@@ -11,6 +11,7 @@ _TABLES = {
     "attribute": ("truthserum.report.attribute", "format_attribute"),
     "untargeted": ("truthserum.report.untargeted", "format_untargeted"),
     "lm": ("truthserum.report.lm", "format_lm"),
+    "defenses": ("truthserum.report.defenses", "format_defenses"),
 }
 
 

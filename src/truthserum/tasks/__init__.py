@@ -11,6 +11,7 @@ from pathlib import Path
 
 from truthserum.config import RunConfig, Task
 from truthserum.tasks.attribute import AttributeRunner
+from truthserum.tasks.defenses import DefenseMatrixRunner
 from truthserum.tasks.lm import LmRunner
 from truthserum.tasks.membership import MembershipRunner
 from truthserum.tasks.results import RunResults
@@ -24,6 +25,7 @@ RUNNERS: dict[Task, Callable[[], TaskRunner]] = {
     Task.ATTRIBUTE: AttributeRunner,
     Task.UNTARGETED: UntargetedRunner,
     Task.LM: LmRunner,
+    Task.DEFENSES: DefenseMatrixRunner,
 }
 
 

@@ -27,11 +27,14 @@ from truthserum.metrics.guidance import (
     ModelFacts, RunSettings, guidance_for_conditions, guidance_warning, larger_model,
 )
 from truthserum.metrics.roc import RocCurve
-from truthserum.poison.label_flip import PoisonSet, make_label_flip_poisons, replicate_poisons
+from truthserum.config.defense import strategy_name
+from truthserum.poison.evasive import strategy_poisons
+from truthserum.poison.label_flip import PoisonSet, make_label_flip_poisons
 from truthserum.report.plots import plot_roc
 from truthserum.store.logits import LogitStore
 from truthserum.store.rundir import RunDirectory, write_npz
 from truthserum.train.shard import TrainingJob
+from truthserum.tasks.defended import DefendedConditions, check_defenses_fit_model
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
 from truthserum.tasks.stages import (
@@ -134,6 +137,11 @@ class MembershipRunner(PoolInputs):
     conditions: tuple[Condition, ...] | None = None
     roc_file: str | None = "roc.png"
 
+    def prepare(self, config: RunConfig, *, device, backend) -> Dataset:
+        pool = super().prepare(config, device=device, backend=backend)
+        check_defenses_fit_model(config, pool, (config.defense,))
+        return pool
+
     def run(self, run: RunContext, pool: Dataset) -> TaskOutput:
         config, run_dir, log = run.config, run.run_dir, run.log
         design = stage_design(run_dir, config, pool, log)
@@ -156,17 +164,21 @@ class MembershipRunner(PoolInputs):
         results_by_condition: dict[str, dict] = {}
         curves: dict[tuple[str, str], RocCurve] = {}
         train_seconds = 0.0
+        condition_poisons = {condition.name: strategy_poisons(
+            config.poison.strategy, x=pool.x, y=pool.y, targets=design.targets, target_labels=poisons.target_labels,
+            replicas=condition.replicas, rng=seeding.rng(config.seed, "poison", strategy_name(config.poison.strategy)),
+        ) for condition in chosen}
+        defended = DefendedConditions.plan(run, config.defense, pool, design, condition_poisons)
         for condition in chosen:
-            condition_poisons = replicate_poisons(
-                x=pool.x, targets=design.targets, target_labels=poisons.target_labels,
-                replicas=condition.replicas,
-            )
-            logits, seconds = run.train(membership_job(pool, design, condition_poisons, condition),
-                                        logits_file=run_dir.file(signals_logits_name(condition.name)))
+            if defended is None:
+                logits, seconds = run.train(membership_job(pool, design, condition_poisons[condition.name], condition),
+                                            logits_file=run_dir.file(signals_logits_name(condition.name)))
+                entry, condition_curves = _condition_results(
+                    run_dir, config, condition, logits, pool, design, condition_poisons[condition.name]
+                )
+            else:
+                entry, condition_curves, seconds = defended.train_and_measure(run, condition.name)
             train_seconds += seconds
-            entry, condition_curves = _condition_results(
-                run_dir, config, condition, logits, pool, design, condition_poisons
-            )
             results_by_condition[condition.name] = entry
             curves.update({(condition.name, name): curve for name, curve in condition_curves.items()})
             run.warn(poison_fit_warning(condition.name, entry["poison_fit"]))

@@ -238,6 +238,10 @@ def write_plan(*, config: MembershipConfig, out_dir: Path, log: Log = log_to_std
         task = getattr(getattr(config, "task", None), "value", config)
         raise ConfigError(f"truthserum plan is for task 'membership' (targeted poisons), not '{task}'; "
                           "run that task with truthserum run")
+    if config.defense.kind.value != "none" or config.poison.strategy.kind.value != "exact":
+        raise ConfigError("truthserum plan writes exact replicas and every model's whole training set, for a pipeline "
+                          "of your own (apply your defense there); drop defense and poison.strategy from the config, "
+                          "or run it with truthserum run")
     root = Path(out_dir)
     _check_plan_dir(root, config)
     pool = prepare_pool(config)  # checks the data and the model before anything is written

@@ -23,7 +23,7 @@ from truthserum.metrics.guidance import Guidance
 # The keys every task writes around its own; a task's other top-level keys are its details.
 _COMMON_KEYS = ("task", "config", "conditions", "timing", "device", "warnings")
 # Tasks whose conditions hold membership attacks measured by an ROC.
-_ROC_TASKS = ("membership", "untargeted")
+_ROC_TASKS = ("membership", "untargeted", "defenses")
 
 
 def _frozen(value: Any) -> Any:
