@@ -102,7 +102,7 @@ def test_a_filter_that_takes_most_of_the_data_is_refused():
     x[:] = 0  # every point identical
     keep = np.ones((2, 10), dtype=bool)
     job = _job(x, y, keep, x[:0], y[:0])
-    with pytest.raises(ConfigError, match="would remove 90% of model 0's training set"):
+    with pytest.raises(ConfigError, match="would remove 90.0% of model 0's training set"):
         filtered_job(job, filter_masks(DedupExact(), job), defense_name="dedup-exact")
     with pytest.raises(ConfigError, match="near-duplicates would remove"):
         filtered_job(job, filter_masks(NearDuplicates(radius=1.0), job), defense_name="near-duplicates")
@@ -169,11 +169,30 @@ BASE = {
     ({"defenses": ["sanitize"]}, "unknown defense 'sanitize'; one of: none, dedup-exact"),
     ({"defenses": ["dedup-exact"], "strategies": [{"kind": "perturbed"}]}, "norm: Field required"),
     ({"defenses": ["dedup-exact"], "poison": {"strategy": "blended"}}, "lists its poison strategies in strategies"),
+    ({"defenses": ["dedup-exact"], "strategies": ["clean"]}, "'clean' is the baseline and always runs"),
+    ({"defenses": [{"kind": "dp-sgd"}], "train": {**BASE["train"], "mixed_precision": True}}, "trains in float32"),
+    ({"defenses": ["dedup-exact"], "poison": {"replicas": 0}}, "needs poison.replicas >= 1"),
 ])
 def test_bad_defense_settings_are_one_line_errors(change, message):
+    """Each refused while the config is read, before anything loads or trains."""
     with pytest.raises(ConfigError, match=message) as raised:
         parse_config({**BASE, "task": "defenses", **change}, source="cfg")
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("task", ["membership", "defenses"])
+def test_a_refused_filter_leaves_no_run_directory_behind(tmp_path, task):
+    """The refusal comes before the run directory exists, so the corrected config can use it."""
+    too_wide = {"kind": "near-duplicates", "radius": 1000}
+    change = {"defense": too_wide} if task == "membership" else {"task": "defenses", "defenses": [too_wide]}
+    with pytest.raises(ConfigError, match=r"near-duplicates would remove 99\.\d% of model 0's training set"):
+        run_task(parse_config({**BASE, **change}, source="cfg"), tmp_path / "run", progress=False, log=lambda _: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_columns_default_to_exact_replicas():
+    config = parse_config({**BASE, "task": "defenses", "defenses": ["dedup-exact"]}, source="cfg")
+    assert [strategy.kind.value for strategy in config.strategies] == ["exact"]
 
 
 def test_dp_sgd_on_a_model_it_cannot_train_is_refused_before_anything_is_written(tmp_path, monkeypatch):
@@ -193,7 +212,7 @@ def test_dp_sgd_on_a_model_it_cannot_train_is_refused_before_anything_is_written
 
 def test_defense_matrix_end_to_end(tmp_path):
     config = parse_config({
-        **BASE, "task": "defenses",
+        **BASE, "task": "defenses", "train": {**BASE["train"], "epochs": 4},
         "defenses": ["dedup-exact", "conflicting-labels", {"kind": "near-duplicates", "radius": 0.8},
                      {"kind": "loss-filter", "fraction": 0.05}, {"kind": "dp-sgd", "epsilon": 4}],
         "strategies": ["exact", {"kind": "perturbed", "norm": 0.3}, "blended"],
@@ -234,7 +253,8 @@ def test_a_membership_run_behind_a_loss_filter(tmp_path):
     filtered models are attacked, and the run directory serves truthserum attack as usual."""
     from truthserum.attacks import load_signals
 
-    config = parse_config({**BASE, "defense": {"kind": "loss-filter", "fraction": 0.1},
+    config = parse_config({**BASE, "train": {**BASE["train"], "epochs": 4},
+                           "defense": {"kind": "loss-filter", "fraction": 0.1},
                            "poison": {"replicas": 4, "strategy": "blended"}}, source="cfg")
     results = run_task(config, tmp_path / "run", progress=False, log=lambda _: None)
     assert list(results.conditions) == ["clean", "poisoned"]
@@ -243,6 +263,11 @@ def test_a_membership_run_behind_a_loss_filter(tmp_path):
     poisoned = results.conditions["poisoned"].measurements
     assert poisoned["defense"] == "loss-filter" and poisoned["survivors"]["pool_points_kept"] < 1
     assert results.attack("poisoned", "lira-online").auc > 0
+    with np.load(tmp_path / "run" / "poisons-poisoned.npz") as blends, np.load(tmp_path / "run" / "poisons.npz") as exact:
+        assert blends["x"].shape == exact["x"].shape == (24, 30)  # the blends trained on, beside the exact replicas
+        assert (blends["source"] == exact["source"]).all() and not np.allclose(blends["x"], exact["x"])
     signals = load_signals(tmp_path / "run" / "signals-poisoned.npz")
     assert signals.logits.shape[:2] == (8, 569)
-    assert "poisons: 24 (6 targets x 4)" in results.summary()
+    summary = results.summary()
+    assert "poisons: 24 (6 targets x 4)" in summary and "defense: loss-filter" in summary
+    assert "of the poisons survive" in summary and results.guidance is None  # no set-up advice behind a defense

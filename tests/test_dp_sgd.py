@@ -86,6 +86,7 @@ def test_linear_shortcut_equals_torch_func_on_the_mlp():
         torch.testing.assert_close(fast[name], generic[name], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # Opacus's hooks on inputs without gradients
 def test_per_example_gradients_equal_opacus_on_one_model():
     opacus = pytest.importorskip("opacus")
     ensemble, make = _ensemble(Architecture.MLP, [7])
@@ -126,7 +127,8 @@ def test_private_training_is_reproducible_and_noise_matters():
         train_private_ensemble(
             ensemble, x=x, y=y, train_indices=[np.arange(0, 40), np.arange(20, 60)][:len(seeds)],
             sample_rngs=[np.random.default_rng(s) for s in seeds], noise_seeds=list(seeds),
-            settings=settings, private=PrivateTraining(noise_multiplier=noise, clip_norm=1.0, sample_rate=0.25),
+            settings=settings, private=PrivateTraining(noise_multiplier=noise, clip_norm=1.0, sample_rate=0.25,
+                                                                   expected_batch_size=10.0),
             steps=4,
         )
         return ensemble.params
@@ -186,3 +188,6 @@ def test_rdp_epsilon_and_group_epsilon():
     curve = analysis.compute_rdp(q=DEMO["sample_rate"], noise_multiplier=sigma, steps=DEMO["steps"], orders=[16.0])
     by_hand = 3 * curve[0] + math.log(1 / 1e-5) / (8 - 1)  # the plain RDP-to-DP conversion at order 8
     assert groups[0] <= by_hand + 1e-9
+    # the unsubsampled Gaussian of sensitivity 8C: steps * alpha * 64 / (2 sigma^2) at order 1.5
+    unsampled = DEMO["steps"] * 1.5 * 64 / (2 * sigma ** 2) + math.log(1 / 1e-5) / 0.5
+    assert groups[2] <= unsampled

@@ -42,7 +42,8 @@ class DedupExact(StrictSection):
     """Drop exact duplicate inputs, keeping the first in the training set's order (the pool's
     points come before the poisons, so a member target keeps its own label)."""
 
-    kind: Literal[DefenseKind.DEDUP_EXACT] = Field(default=DefenseKind.DEDUP_EXACT, description="dedup-exact: one copy of every input")
+    kind: Literal[DefenseKind.DEDUP_EXACT] = Field(
+        default=DefenseKind.DEDUP_EXACT, description="dedup-exact: one copy of every input")
 
 
 class ConflictingLabels(StrictSection):
@@ -57,7 +58,8 @@ class NearDuplicates(StrictSection):
     """Drop every point within ``radius`` (Euclidean, in the models' input space) of a point kept
     before it in the training set's order: one point per cluster of near duplicates survives."""
 
-    kind: Literal[DefenseKind.NEAR_DUPLICATES] = Field(default=DefenseKind.NEAR_DUPLICATES, description="near-duplicates: one point per neighbourhood")
+    kind: Literal[DefenseKind.NEAR_DUPLICATES] = Field(
+        default=DefenseKind.NEAR_DUPLICATES, description="near-duplicates: one point per neighbourhood")
     radius: Rate = Field(
         gt=0, description="Euclidean distance in the models' input space (mnist5k: pixels in [0, 1], "
                           "nearest other digit at 1.65 or more for 99% of them)",
@@ -68,7 +70,8 @@ class LossFilter(StrictSection):
     """Train every model on its whole training set, drop the ``fraction`` of its points with the
     highest loss under it, and train again from the same initialisation."""
 
-    kind: Literal[DefenseKind.LOSS_FILTER] = Field(default=DefenseKind.LOSS_FILTER, description="loss-filter: drop the worst-fitted points, retrain")
+    kind: Literal[DefenseKind.LOSS_FILTER] = Field(
+        default=DefenseKind.LOSS_FILTER, description="loss-filter: drop the worst-fitted points, retrain")
     fraction: Rate = Field(default=0.05, gt=0, lt=0.5, description="share of each training set dropped")
 
 
@@ -85,7 +88,8 @@ class DpSgd(StrictSection):
     ``clip_norm``, Gaussian noise calibrated by the accountant to (``epsilon``, ``delta``) per
     example over the whole training run."""
 
-    kind: Literal[DefenseKind.DP_SGD] = Field(default=DefenseKind.DP_SGD, description="dp-sgd: differentially private training")
+    kind: Literal[DefenseKind.DP_SGD] = Field(
+        default=DefenseKind.DP_SGD, description="dp-sgd: differentially private training")
     epsilon: Rate = Field(default=8.0, gt=0, le=1000, description="the per-example privacy budget")
     delta: Rate = Field(default=1e-5, gt=0, lt=1, description="the per-example delta")
     clip_norm: Rate = Field(default=1.0, gt=0, description="every example's gradient is scaled to at most this L2 norm")
@@ -94,12 +98,15 @@ class DpSgd(StrictSection):
     )
 
 
-def _bare_kind(kinds: type[Enum], what: str):
-    """``dedup-exact`` stands for ``{kind: dedup-exact}``; an unknown kind is named in one line."""
+def _bare_kind(kinds: type[Enum], what: str, baseline: str):
+    """``dedup-exact`` stands for ``{kind: dedup-exact}``; an unknown kind is named in one line,
+    and the ``baseline`` (which always runs) is pointed out as such."""
     known = [kind.value for kind in kinds]
 
     def expand(value: Any) -> Any:
         value = {"kind": value} if isinstance(value, str) else value
+        if isinstance(value, dict) and value.get("kind") == baseline and baseline not in known:
+            raise ValueError(f"'{baseline}' is the baseline and always runs; list the {what} kinds: {', '.join(known)}")
         if isinstance(value, dict) and "kind" not in value:
             raise ValueError(f"a {what} needs its kind: one of {', '.join(known)}")
         if isinstance(value, dict) and value["kind"] not in known:
@@ -112,21 +119,23 @@ def _bare_kind(kinds: type[Enum], what: str):
 DefenseConfig = Annotated[
     Union[NoDefense, DedupExact, ConflictingLabels, NearDuplicates, LossFilter, DpSgd],  # noqa: UP007
     Field(discriminator="kind"),
-    _bare_kind(DefenseKind, "defense"),
+    _bare_kind(DefenseKind, "defense", "none"),
 ]
 
 
 class ExactReplicas(StrictSection):
     """Truth Serum's poisons: identical copies of the target with the wrong label."""
 
-    kind: Literal[StrategyKind.EXACT] = Field(default=StrategyKind.EXACT, description="exact: identical mislabeled copies")
+    kind: Literal[StrategyKind.EXACT] = Field(
+        default=StrategyKind.EXACT, description="exact: identical mislabeled copies")
 
 
 class PerturbedReplicas(StrictSection):
     """Every replica the target plus its own Gaussian noise scaled to L2 norm ``norm``, so no
     two replicas, and no replica and its target, are duplicates."""
 
-    kind: Literal[StrategyKind.PERTURBED] = Field(default=StrategyKind.PERTURBED, description="perturbed: a distinct noisy copy each")
+    kind: Literal[StrategyKind.PERTURBED] = Field(
+        default=StrategyKind.PERTURBED, description="perturbed: a distinct noisy copy each")
     norm: Rate = Field(gt=0, description="L2 norm of every replica's noise, in the models' input space")
 
 
@@ -135,14 +144,15 @@ class BlendedReplicas(StrictSection):
     that carries the wrong label: each poison looks like a point of its own label and lies far
     from every other point, so neither the near-duplicate nor the loss filter singles it out."""
 
-    kind: Literal[StrategyKind.BLENDED] = Field(default=StrategyKind.BLENDED, description="blended: the target mixed with a real point of the wrong label")
+    kind: Literal[StrategyKind.BLENDED] = Field(
+        default=StrategyKind.BLENDED, description="blended: the target mixed with a real point of the wrong label")
     blend: Rate = Field(default=0.3, gt=0, lt=1, description="weight of the wrong-label point")
 
 
 PoisonStrategy = Annotated[
     Union[ExactReplicas, PerturbedReplicas, BlendedReplicas],  # noqa: UP007
     Field(discriminator="kind"),
-    _bare_kind(StrategyKind, "poison strategy"),
+    _bare_kind(StrategyKind, "poison strategy", "clean"),
 ]
 
 

@@ -11,7 +11,9 @@ from pydantic import Field, field_validator, model_validator
 
 from truthserum.attacks.options import AttackOptions, RmiaOptions
 from truthserum.attacks.registry import AttackName, registered_attacks
-from truthserum.config.defense import DefenseConfig, DefenseKind, NoDefense, PoisonStrategy, StrategyKind
+from truthserum.config.defense import (
+    DefenseConfig, DefenseKind, ExactReplicas, NoDefense, PoisonStrategy, StrategyKind,
+)
 from truthserum.config.lm import LmConfig
 from truthserum.config.schema import Count, Rate, StrictSection
 from truthserum.config.sections import (
@@ -112,6 +114,9 @@ def _check_defense_fits(defense, train: TrainConfig) -> None:
     if defense.kind is DefenseKind.DP_SGD and train.augment is not Augment.NONE:
         raise ValueError("defense dp-sgd trains without augmentation (its batches are Poisson-sampled rows); "
                          "set train.augment: none")
+    if defense.kind is DefenseKind.DP_SGD and train.mixed_precision:
+        raise ValueError("defense dp-sgd trains in float32 (its clipping needs every example's exact gradient "
+                         "norm); set train.mixed_precision: false")
 
 
 def _attack_options(config: MembershipConfig | UntargetedConfig | DefensesConfig,
@@ -262,9 +267,9 @@ class LanguageModelConfig(_TaskConfig):
     )
 
 
-def _distinct_kinds(value: tuple, *, what: str, baseline: str) -> tuple:
+def _distinct_kinds(value: tuple, *, what: str, baseline: str | None = None) -> tuple:
     kinds = [item.kind.value for item in value]
-    if baseline in kinds:
+    if baseline is not None and baseline in kinds:
         raise ValueError(f"'{baseline}' is the baseline and always runs; list the others")
     if len(set(kinds)) != len(kinds):
         raise ValueError(f"each {what} at most once")
@@ -296,7 +301,7 @@ class DefensesConfig(_TaskConfig):
                                   "defaults; no defense (none) always runs first",
     )
     strategies: tuple[PoisonStrategy, ...] = Field(
-        default=("exact",), min_length=1,
+        default=(ExactReplicas(),), min_length=1,
         description="the columns, each kind at most once (exact, perturbed with its norm, blended); the clean "
                     "condition (no poisons) always runs first",
     )
@@ -311,7 +316,7 @@ class DefensesConfig(_TaskConfig):
     @field_validator("strategies")
     @classmethod
     def _distinct_strategies(cls, value: tuple) -> tuple:
-        return _distinct_kinds(value, what="strategy kind", baseline="clean")
+        return _distinct_kinds(value, what="strategy kind")  # 'clean' is refused as a kind: see _bare_kind
 
     @model_validator(mode="after")
     def _fits_the_task(self) -> DefensesConfig:

@@ -22,6 +22,7 @@ replicas' own privacy.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -63,14 +64,17 @@ class PrivacySpent:
         }
 
 
+@functools.lru_cache(maxsize=64)  # a matrix asks again for each column of equal size
 def calibrate_noise(defense: DpSgd, *, sample_rate: float, steps: int) -> float:
     """The smallest noise multiplier sigma that the configured accountant says spends at most
     ``defense.epsilon`` at ``defense.delta`` over ``steps`` steps at ``sample_rate``."""
+    # RDP searches the orders that epsilon_spent reports over, so the two agree
+    orders = {"alphas": _ORDERS} if defense.accountant is Accountant.RDP else {}
     with warnings.catch_warnings():  # Opacus warns when its best RDP order is its largest
         warnings.simplefilter("ignore")
         return float(get_noise_multiplier(
             target_epsilon=defense.epsilon, target_delta=defense.delta, sample_rate=sample_rate, steps=steps,
-            accountant=defense.accountant.value, epsilon_tolerance=0.01,
+            accountant=defense.accountant.value, epsilon_tolerance=0.01, **orders,
         ))
 
 
@@ -86,20 +90,29 @@ def epsilon_spent(accountant: Accountant, *, noise_multiplier: float, sample_rat
         return float(keeper.get_epsilon(delta))
 
 
-def group_epsilon(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float, group_size: int) -> float:
-    """The epsilon for data sets that differ in ``group_size`` rows, by RDP's group property."""
-    doublings = math.ceil(math.log2(group_size)) if group_size > 1 else 0
-    factor = 2 ** doublings
-    orders = [order for order in _ORDERS if order >= 2 * factor]
-    if not orders:
-        return math.inf
-    curve = rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=steps, orders=orders)
+def _rdp_to_dp(orders: list[float], curve: np.ndarray, delta: float) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        epsilon, _ = rdp_analysis.get_privacy_spent(
-            orders=[order / factor for order in orders], rdp=(3.0 ** doublings) * np.asarray(curve), delta=delta,
-        )
+        epsilon, _ = rdp_analysis.get_privacy_spent(orders=orders, rdp=curve, delta=delta)
     return float(epsilon)
+
+
+def group_epsilon(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float, group_size: int) -> float:
+    """The epsilon for data sets that differ in ``group_size`` rows: the smaller of two valid
+    bounds, RDP's group property on the subsampled mechanism, and the Gaussian mechanism of
+    sensitivity ``group_size * C`` without subsampling's help (every step moves the clipped sum
+    by at most that much, whichever rows are drawn)."""
+    if group_size <= 1:
+        return epsilon_spent(Accountant.RDP, noise_multiplier=noise_multiplier, sample_rate=sample_rate,
+                             steps=steps, delta=delta)
+    doublings = math.ceil(math.log2(group_size))
+    factor = 2 ** doublings
+    orders = [order for order in _ORDERS if order >= 2 * factor]  # the property holds for alpha >= 2^(c+1)
+    curve = rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=steps, orders=orders)
+    by_property = _rdp_to_dp([order / factor for order in orders], (3.0 ** doublings) * np.asarray(curve), delta)
+    unsampled = rdp_analysis.compute_rdp(q=1.0, noise_multiplier=noise_multiplier / group_size, steps=steps,
+                                         orders=_ORDERS)
+    return min(by_property, _rdp_to_dp(_ORDERS, np.asarray(unsampled), delta))
 
 
 def privacy_spent(defense: DpSgd, *, noise_multiplier: float, sample_rate: float, steps: int,

@@ -15,12 +15,11 @@ Per-example gradients are computed for all models at once:
 * for every other architecture, by ``torch.func``: ``vmap`` over models of ``vmap`` over
   examples of ``grad``, a chunk of examples at a time.
 
-Both give the same numbers as a Python loop over models and examples (tests/test_defenses.py).
+Both give the same numbers as a Python loop over models and examples (tests/test_dp_sgd.py).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,8 +29,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from truthserum.errors import ConfigError, TrainingError
-from truthserum.train.ensemble import Ensemble, TrainSettings, lr_factor, make_optimizer
+from truthserum.errors import ConfigError
+from truthserum.train.ensemble import Ensemble, TrainSettings, check_finite_loss, make_optimizer, set_learning_rate
 
 CLIP_STABILITY = 1e-6  # added to a norm before dividing by it, as Opacus does
 _GENERIC_CHUNK_FLOATS = 1 << 27  # per-example gradients held at once by the torch.func path (512 MB)
@@ -40,11 +39,14 @@ _GENERIC_CHUNK_FLOATS = 1 << 27  # per-example gradients held at once by the tor
 @dataclass(frozen=True)
 class PrivateTraining:
     """DP-SGD's settings for one training job, fixed before it trains: the accountant's
-    ``noise_multiplier`` sigma, the ``clip_norm`` C and the Poisson ``sample_rate`` q."""
+    ``noise_multiplier`` sigma, the ``clip_norm`` C, the Poisson ``sample_rate`` q and the
+    ``expected_batch_size`` every model divides its noisy sum by (q times the job's largest
+    training set: the same for every model, so the divisor does not depend on the data)."""
 
     noise_multiplier: float
     clip_norm: float
     sample_rate: float
+    expected_batch_size: float
 
 
 def check_private_module(model: nn.Module) -> None:
@@ -188,7 +190,8 @@ def train_private_ensemble(
     per epoch for ``settings.epochs`` epochs (what the accountant was told).
 
     A model's batches and noise come from its own generators (``sample_rngs``, ``noise_seeds``),
-    so it trains the same whichever models share its ensemble.
+    so it trains the same whichever models share its ensemble (up to float rounding: the padded
+    batch width depends on the other models' draws).
 
     Raises:
         TrainingError: the loss became NaN or infinite.
@@ -196,16 +199,12 @@ def train_private_ensemble(
     params = ensemble.params
     optimizer = make_optimizer(list(params.values()), settings)
     noise = [torch.Generator().manual_seed(seed) for seed in noise_seeds]
-    expected = torch.tensor(
-        [private.sample_rate * len(indices) for indices in train_indices], dtype=x.dtype, device=x.device
-    )
     total_steps = steps * settings.epochs
     step = 0
     for epoch in range(settings.epochs):
         epoch_loss = torch.zeros((), device=ensemble.device)
         for _ in range(steps):
-            for group in optimizer.param_groups:
-                group["lr"] = settings.learning_rate * lr_factor(settings.schedule, step, total_steps)
+            set_learning_rate(optimizer, settings, step, total_steps)
             batch = torch.from_numpy(poisson_batches(train_indices, private.sample_rate, sample_rngs)).to(x.device)
             valid = batch >= 0
             rows = batch.clamp(min=0)
@@ -214,15 +213,13 @@ def train_private_ensemble(
                 draws = torch.stack([
                     torch.randn(param.shape[1:], generator=generator, dtype=param.dtype) for generator in noise
                 ]).to(param.device)
-                scale = expected.view(-1, *([1] * (param.dim() - 1)))
-                param.grad = (sums[name] + private.noise_multiplier * private.clip_norm * draws) / scale
+                param.grad = (sums[name] + private.noise_multiplier * private.clip_norm * draws) \
+                    / private.expected_batch_size
             optimizer.step()
             counts = valid.sum(dim=1).clamp(min=1)
             epoch_loss += ((losses * valid).sum(dim=1) / counts).mean()
             step += 1
         mean_loss = float(epoch_loss) / steps
-        if not math.isfinite(mean_loss):
-            raise TrainingError(f"DP-SGD training diverged (loss {mean_loss}) in epoch {epoch + 1}; "
-                                "lower train.learning_rate")
+        check_finite_loss(mean_loss, epoch, what="DP-SGD training")
         if on_epoch is not None:
             on_epoch(epoch, mean_loss)

@@ -68,7 +68,7 @@ def filtered_job(job: TrainingJob, masks: list[np.ndarray], *, defense_name: str
         removed = 1.0 - len(kept) / max(1, len(model_rows))
         if removed > MAX_REMOVED:
             raise ConfigError(
-                f"defense {defense_name} would remove {removed:.0%} of model {model}'s training set "
+                f"defense {defense_name} would remove {removed:.1%} of model {model}'s training set "
                 f"({len(model_rows) - len(kept):,} of {len(model_rows):,} points) in condition {job.condition}; a "
                 f"filter that removes most of the data measures nothing (refused past {MAX_REMOVED:.0%}: "
                 "loosen its setting)"
@@ -100,6 +100,7 @@ def private_job(job: TrainingJob, defense: DpSgd, *, batch_size: int, epochs: in
                                            steps=epochs * steps_per_epoch(largest, batch_size))
     return replace(job, private=PrivateTraining(
         noise_multiplier=noise_multiplier, clip_norm=defense.clip_norm, sample_rate=sample_rate,
+        expected_batch_size=sample_rate * largest,
     ))
 
 

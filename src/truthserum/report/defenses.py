@@ -86,7 +86,7 @@ def format_defenses(results: dict) -> str:
             bound = max(cell["epsilon_lower_bound"] for cell in private)
             lines += ["", f"{row}: the accountant's epsilon {span('epsilon', 2)} per example (what bounds this "
                           f"attack: the worlds differ in the target alone), {span('group_epsilon', 0)} for a group "
-                          f"of {private[0]['group_size']} replicas (RDP's group property); the largest empirical "
+                          f"of {private[0]['group_size']} replicas (a valid, loose RDP bound); the largest empirical "
                           f"lower bound in this row: {bound:.2f}"]
     reused = [f"{row}.{column} = {matrix['cells'][row][column]['trained_as']}"
               for row in matrix["rows"] for column in matrix["columns"]

@@ -35,8 +35,31 @@ def format_comparison(results: dict) -> str:
             f"{percent(poison['fraction'])} of a model's training set; fitted by "
             f"{percent(poison['fit'])} of the models that did not train on the target."
         )
+    lines.extend(defense_lines(conditions))
     lines.extend(guidance_lines(results.get("guidance")))  # absent from runs older than the guidance
     return "\n".join(lines)
+
+
+def defense_lines(conditions: dict) -> list[str]:
+    """What a run's defense left of each condition's poisons and, under DP-SGD, what the
+    accountant says (nothing for a run without a defense section)."""
+    defended = {name: entry for name, entry in conditions.items() if entry.get("defense") not in (None, "none")}
+    if not defended:
+        return []
+    lines = [f"defense: {next(iter(defended.values()))['defense']} (docs/defenses.md)"]
+    for name, entry in defended.items():
+        survivors = entry["survivors"]
+        text = f"  {name}: {percent(survivors['pool_points_kept'])} of the pool's points kept"
+        if survivors["poisons_surviving"] is not None:
+            text += (f", {percent(survivors['poisons_surviving'])} of the poisons survive (of a member target's: "
+                     f"{percent(survivors['poisons_surviving_target_member'])}, of a non-member's: "
+                     f"{percent(survivors['poisons_surviving_target_nonmember'])})")
+        privacy = entry.get("privacy")
+        if privacy:
+            text += (f"; DP-SGD: epsilon {privacy['epsilon']:.2f} per example ({privacy['accountant']}), "
+                     f"{privacy['group_epsilon']:,.0f} for a group of {privacy['group_size']}")
+        lines.append(text)
+    return lines
 
 
 def guidance_lines(guidance: dict | None) -> list[str]:

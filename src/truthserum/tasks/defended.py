@@ -15,13 +15,15 @@ from typing import Any
 import numpy as np
 
 from truthserum.attacks import AttackInputs, signals_logits_name
-from truthserum.config.defense import DefenseKind, defense_name
+from truthserum import seeding
+from truthserum.config.defense import DefenseKind, defense_name, strategy_name
 from truthserum.data.datasets import Dataset
 from truthserum.defense import stage as defense_stage
 from truthserum.defense.private import check_private_module
-from truthserum.design import Design
+from truthserum.design import Design, make_design
 from truthserum.metrics.accuracy import accuracy, poison_fit
-from truthserum.poison.label_flip import PoisonSet
+from truthserum.poison.evasive import strategy_poisons
+from truthserum.poison.label_flip import PoisonSet, make_label_flip_poisons, replicate_poisons
 from truthserum.store.logits import LogitDtype, LogitStore
 from truthserum.store.rundir import commit_temporary, temporary_path, write_npz
 from truthserum.tasks.skeleton import RunContext
@@ -99,6 +101,8 @@ def defend(
     if kind is DefenseKind.NONE:
         return job
     if kind is DefenseKind.DP_SGD:
+        run.log(f"{job.condition}: calibrating DP-SGD's noise to epsilon {defense.epsilon:g} per example "
+                f"(Opacus, {defense.accountant.value} accountant)")
         return defense_stage.private_job(job, defense, batch_size=config.train.batch_size, epochs=config.train.epochs)
     losses = None
     if kind is DefenseKind.LOSS_FILTER:
@@ -198,10 +202,16 @@ class DefendedConditions:
 
     @classmethod
     def plan(cls, run: RunContext, defense, pool: Dataset, design: Design,
-             poisons: dict[str, PoisonSet]) -> DefendedConditions | None:
-        """None when there is no defense (the task's own path, unchanged)."""
-        if defense.kind is DefenseKind.NONE:
+             poisons: dict[str, PoisonSet], *, exact: bool) -> DefendedConditions | None:
+        """None for exact replicas without a defense (the task's own path, unchanged). Poisons
+        other than exact replicas are written to ``poisons-<condition>.npz`` (``poisons.npz``
+        holds the exact replicas and each target's wrong label, which every strategy shares)."""
+        if defense.kind is DefenseKind.NONE and exact:
             return None
+        if not exact:
+            for name, condition_poisons in poisons.items():
+                write_npz(run.run_dir.file(f"poisons-{name}.npz"),
+                          {"x": condition_poisons.x, "y": condition_poisons.y, "source": condition_poisons.source})
         trained = TrainedConditions()
         jobs = {name: poisoned_job(name, pool, design, condition_poisons) for name, condition_poisons in poisons.items()}
         defended = {} if defense.kind is DefenseKind.LOSS_FILTER else {
@@ -214,8 +224,37 @@ class DefendedConditions:
         job = self.jobs[name]
         defended = self.defended.get(name) or defend(run, self.trained, self.defense, job)
         outcome = train_defended(run, self.trained, job, defended)
+        poisons = self.poisons[name]
         entry, curves = measure_condition(
-            run, self.pool, self.design, self.poisons[name], outcome, self.defense,
-            group_size=max(1, run.config.poison.replicas), signals_dtype=run.config.query.signals_dtype,
+            run, self.pool, self.design, poisons, outcome, self.defense,
+            group_size=poisons.replicas if poisons.total else max(1, run.config.poison.replicas),
+            signals_dtype=run.config.query.signals_dtype,
         )
         return entry, curves, outcome.train_seconds
+
+
+_DATA_FILTERS = (DefenseKind.DEDUP_EXACT, DefenseKind.CONFLICTING_LABELS, DefenseKind.NEAR_DUPLICATES)
+
+
+def check_filters(config, pool: Dataset, defenses, strategies, replicas: int) -> None:
+    """Run every data filter on the training sets the run will hand it, and refuse (one line)
+    one that takes most of a model's set, before the run directory is written: a refusal then
+    leaves nothing behind that would stand in the way of the corrected config. The design and
+    the poisons are drawn as the run's stages draw them (the same seeds), then dropped."""
+    data_filters = [defense for defense in defenses if defense.kind in _DATA_FILTERS]
+    if not data_filters:
+        return
+    design = make_design(num_models=config.design.num_models, num_points=pool.num_points,
+                         num_targets=config.design.num_targets, rng=seeding.rng(config.seed, "design"))
+    labels = make_label_flip_poisons(x=pool.x, y=pool.y, targets=design.targets, replicas=0,
+                                     num_classes=pool.num_classes, rng=seeding.rng(config.seed, "poison")).target_labels
+    columns = {"clean": replicate_poisons(x=pool.x, targets=design.targets, target_labels=labels, replicas=0)}
+    for strategy in strategies:
+        columns[strategy_name(strategy)] = strategy_poisons(
+            strategy, x=pool.x, y=pool.y, targets=design.targets, target_labels=labels, replicas=replicas,
+            rng=seeding.rng(config.seed, "poison", strategy_name(strategy)),
+        )
+    for name, poisons in columns.items():
+        job = poisoned_job(name, pool, design, poisons)
+        for defense in data_filters:
+            defense_stage.filtered_job(job, defense_stage.filter_masks(defense, job), defense_name=defense.kind.value)

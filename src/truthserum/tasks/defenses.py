@@ -24,8 +24,8 @@ from truthserum.poison.label_flip import PoisonSet, replicate_poisons
 from truthserum.report.defenses import matrix_summary, plot_defense_matrix
 from truthserum.store.rundir import write_npz
 from truthserum.tasks.defended import (
-    DefendedCondition, TrainedConditions, check_defenses_fit_model, defend, measure_condition, poisoned_job,
-    train_defended,
+    DefendedCondition, TrainedConditions, check_defenses_fit_model, check_filters, defend, measure_condition,
+    poisoned_job, train_defended,
 )
 from truthserum.tasks.membership import stage_poisons
 from truthserum.tasks.results import RunResults
@@ -43,6 +43,7 @@ class DefenseMatrixRunner(PoolInputs):
     def prepare(self, config, *, device: torch.device, backend: ShardBackend) -> Dataset:
         pool = prepare_pool(config)
         check_defenses_fit_model(config, pool, config.defenses)
+        check_filters(config, pool, config.defenses, config.strategies, config.poison.replicas)
         return pool
 
     def _columns(self, run: RunContext, pool: Dataset, design: Design) -> dict[str, PoisonSet]:

@@ -27,14 +27,14 @@ from truthserum.metrics.guidance import (
     ModelFacts, RunSettings, guidance_for_conditions, guidance_warning, larger_model,
 )
 from truthserum.metrics.roc import RocCurve
-from truthserum.config.defense import strategy_name
+from truthserum.config.defense import DefenseKind, StrategyKind, strategy_name
 from truthserum.poison.evasive import strategy_poisons
 from truthserum.poison.label_flip import PoisonSet, make_label_flip_poisons
 from truthserum.report.plots import plot_roc
 from truthserum.store.logits import LogitStore
 from truthserum.store.rundir import RunDirectory, write_npz
 from truthserum.train.shard import TrainingJob
-from truthserum.tasks.defended import DefendedConditions, check_defenses_fit_model
+from truthserum.tasks.defended import DefendedConditions, check_defenses_fit_model, check_filters
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
 from truthserum.tasks.stages import (
@@ -140,6 +140,7 @@ class MembershipRunner(PoolInputs):
     def prepare(self, config: RunConfig, *, device, backend) -> Dataset:
         pool = super().prepare(config, device=device, backend=backend)
         check_defenses_fit_model(config, pool, (config.defense,))
+        check_filters(config, pool, (config.defense,), (config.poison.strategy,), config.poison.replicas)
         return pool
 
     def run(self, run: RunContext, pool: Dataset) -> TaskOutput:
@@ -168,7 +169,8 @@ class MembershipRunner(PoolInputs):
             config.poison.strategy, x=pool.x, y=pool.y, targets=design.targets, target_labels=poisons.target_labels,
             replicas=condition.replicas, rng=seeding.rng(config.seed, "poison", strategy_name(config.poison.strategy)),
         ) for condition in chosen}
-        defended = DefendedConditions.plan(run, config.defense, pool, design, condition_poisons)
+        defended = DefendedConditions.plan(run, config.defense, pool, design, condition_poisons,
+                                           exact=config.poison.strategy.kind is StrategyKind.EXACT)
         for condition in chosen:
             if defended is None:
                 logits, seconds = run.train(membership_job(pool, design, condition_poisons[condition.name], condition),
@@ -189,12 +191,14 @@ class MembershipRunner(PoolInputs):
         }
         details: dict = {"poison": poison}
         facts = self.model_description(config, pool)
-        guidance = guidance_for_conditions(results_by_condition, RunSettings(
-            model=facts, epochs=config.train.epochs if facts.training_in_config else None,
-            weight_decay=config.train.weight_decay if facts.training_in_config else None,
-            members_per_model=members_per_model, num_targets=int(len(design.targets)),
-            num_models=config.design.num_models,
-        ))
+        # behind a defense, a small amplification is what is measured, not a set-up to fix
+        guidance = None if config.defense.kind is not DefenseKind.NONE else guidance_for_conditions(
+            results_by_condition, RunSettings(
+                model=facts, epochs=config.train.epochs if facts.training_in_config else None,
+                weight_decay=config.train.weight_decay if facts.training_in_config else None,
+                members_per_model=members_per_model, num_targets=int(len(design.targets)),
+                num_models=config.design.num_models,
+            ))
         if guidance is not None:
             details["guidance"] = guidance.to_json()
             run.warn(guidance_warning(guidance))

@@ -29,6 +29,7 @@ import numpy as np
 
 from truthserum import __version__
 from truthserum.config import SCORING_KEYS, Task, parse_config
+from truthserum.config.defense import DefenseKind, StrategyKind
 from truthserum.config.tasks import MembershipConfig
 from truthserum.data.datasets import Dataset
 from truthserum.design import Design
@@ -238,7 +239,7 @@ def write_plan(*, config: MembershipConfig, out_dir: Path, log: Log = log_to_std
         task = getattr(getattr(config, "task", None), "value", config)
         raise ConfigError(f"truthserum plan is for task 'membership' (targeted poisons), not '{task}'; "
                           "run that task with truthserum run")
-    if config.defense.kind.value != "none" or config.poison.strategy.kind.value != "exact":
+    if config.defense.kind is not DefenseKind.NONE or config.poison.strategy.kind is not StrategyKind.EXACT:
         raise ConfigError("truthserum plan writes exact replicas and every model's whole training set, for a pipeline "
                           "of your own (apply your defense there); drop defense and poison.strategy from the config, "
                           "or run it with truthserum run")

@@ -264,6 +264,18 @@ def lr_factor(schedule: Schedule, step: int, total_steps: int) -> float:
     return 1.0
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, settings: TrainSettings, step: int, total_steps: int) -> None:
+    """The schedule's learning rate for optimiser step ``step`` of ``total_steps``."""
+    for group in optimizer.param_groups:
+        group["lr"] = settings.learning_rate * lr_factor(settings.schedule, step, total_steps)
+
+
+def check_finite_loss(mean_loss: float, epoch: int, *, what: str = "training") -> None:
+    """Raise :class:`TrainingError` when an epoch's mean loss is NaN or infinite."""
+    if not math.isfinite(mean_loss):
+        raise TrainingError(f"{what} diverged (loss {mean_loss}) in epoch {epoch + 1}; lower train.learning_rate")
+
+
 def uses_mixed_precision(settings: TrainSettings, device: torch.device) -> bool:
     """bfloat16 autocast only when asked for, on CUDA, on a GPU that has bfloat16 (Ampere or
     newer; older GPUs train in float32). Never on the CPU: CPU numbers stay reproducible."""
@@ -330,8 +342,7 @@ def train_ensemble(
             )
         epoch_loss = torch.zeros((), device=ensemble.device)  # summed on the device: no sync per step
         for index, batch in enumerate(batches):
-            for group in optimizer.param_groups:
-                group["lr"] = settings.learning_rate * lr_factor(settings.schedule, step, total_steps)
+            set_learning_rate(optimizer, settings, step, total_steps)
             valid = batch >= 0
             rows = batch.clamp(min=0)
             # into one buffer reused every step: a fresh tensor this large costs its page
@@ -349,10 +360,6 @@ def train_ensemble(
             epoch_loss += per_model.detach().mean()
             step += 1
         mean_loss = float(epoch_loss) / len(batches)
-        if not math.isfinite(mean_loss):
-            raise TrainingError(
-                f"training diverged (loss {mean_loss}) in epoch {epoch + 1}; "
-                "lower train.learning_rate"
-            )
+        check_finite_loss(mean_loss, epoch)
         if on_epoch is not None:
             on_epoch(epoch, mean_loss)

@@ -34,7 +34,7 @@ from truthserum.query.probabilities import looks_like_probabilities
 from truthserum.query.views import View, apply_view
 from truthserum.train.augment import Augment, augment_images, draw_augmentations
 from truthserum.train.ensemble import (
-    Ensemble, TrainSettings, epoch_batches, forward_precision, lr_factor, make_optimizer,
+    Ensemble, TrainSettings, check_finite_loss, epoch_batches, forward_precision, make_optimizer, set_learning_rate,
 )
 from truthserum.train.shard import EpochReport, TrainingJob, model_seed, shard_training_set, train_stacked_shard
 
@@ -209,8 +209,7 @@ def train_module(
                  if settings.augment is not Augment.NONE else None)
         epoch_loss = 0.0
         for index in range(steps):
-            for group in optimizer.param_groups:
-                group["lr"] = settings.learning_rate * lr_factor(settings.schedule, step, total_steps)
+            set_learning_rate(optimizer, settings, step, total_steps)
             valid = batches[index, 0] >= 0
             optimizer.zero_grad(set_to_none=True)
             if valid.any():
@@ -230,10 +229,7 @@ def train_module(
             optimizer.step()
             step += 1
         mean_loss = epoch_loss / steps
-        if not np.isfinite(mean_loss):
-            raise TrainingError(
-                f"training diverged (loss {mean_loss}) in epoch {epoch + 1}; lower train.learning_rate"
-            )
+        check_finite_loss(float(mean_loss), epoch)
         losses.append(mean_loss)
         if on_epoch is not None:
             on_epoch(epoch, mean_loss)
@@ -321,6 +317,9 @@ class ModuleTrainer:
         self, config: RunConfig, job: TrainingJob, models: range, modules: list[nn.Module], device: torch.device,
         on_epoch: EpochReport | None, started: float,
     ) -> dict[str, np.ndarray]:
+        if job.private is not None:
+            raise ConfigError(f"defense dp-sgd needs modules that train stacked; these train one by one "
+                              f"({self.reason})")
         x, y, train_indices = shard_training_set(job, models)
         x_t, y_t = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
         queries = torch.from_numpy(job.queries).to(device)

@@ -156,6 +156,9 @@ class ProtocolShardTrainer:
         self, config: RunConfig, job: TrainingJob, models: range, device: torch.device,
         on_epoch: EpochReport | None = None,
     ) -> dict[str, np.ndarray]:
+        if job.private is not None:
+            raise ConfigError(f"{type(self.trainer).__name__} trains itself; DP-SGD (defense dp-sgd) is for "
+                              "models truthserum trains")
         started = time.perf_counter()
         x, y, train_indices = shard_training_set(job, models)
         logits = np.empty((len(models), job.queries.shape[0], 1, job.num_classes), dtype=np.float32)
