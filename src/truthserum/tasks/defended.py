@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from truthserum.attacks import AttackInputs, signals_logits_name
 from truthserum import seeding
+from truthserum.attacks import AttackInputs, signals_logits_name
 from truthserum.config.defense import DefenseKind, defense_name, strategy_name
 from truthserum.data.datasets import Dataset
 from truthserum.defense import stage as defense_stage
