@@ -7,8 +7,6 @@ from pathlib import Path
 
 from truthserum.report.text import interval_text, percent, table_lines
 
-LEVELS = ("0.01", "0.001")
-
 
 def _best_attack(attacks: dict) -> str:
     """The attack with the highest TPR at 1% FPR (then at 0.1%, then AUC): the adversary picks it."""
@@ -94,7 +92,9 @@ def format_defenses(results: dict) -> str:
     if reused:
         lines += ["", "the same training sets after their defense, so the same models (trained once): "
                   + ", ".join(reused)]
-    lines.append("* fewer than 1,000 non-members behind TPR at 0.1% FPR: one false positive moves it past the level")
+    if any(cell["low_support_0.1pct"] for row in matrix["cells"].values() for cell in row.values()):
+        lines.append("* fewer than 1,000 non-members behind TPR at 0.1% FPR: one false positive moves it past the "
+                     "level")
     return "\n".join(lines)
 
 
