@@ -271,3 +271,14 @@ def test_a_membership_run_behind_a_loss_filter(tmp_path):
     summary = results.summary()
     assert "poisons: 24 (6 targets x 4)" in summary and "defense: loss-filter" in summary
     assert "of the poisons survive" in summary and results.guidance is None  # no set-up advice behind a defense
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"task": "attribute", "data": {"source": "cps"}, "defense": "dp-sgd"},
+     "task 'attribute' does not use defense: defense is for task 'membership'"),
+    ({"task": "defenses", "defense": "dedup-exact"}, "task 'defenses' lists its rows in defenses"),
+    ({"defenses": ["dedup-exact"]}, "task 'membership' does not use defenses"),
+])
+def test_a_defense_key_in_the_wrong_task_says_where_it_belongs(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw, source="cfg")

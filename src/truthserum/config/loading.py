@@ -27,8 +27,15 @@ _SECTIONS = {
 }
 
 
+# The keys of the defense sections: each belongs to one task (defense: membership; defenses and
+# strategies: the defense matrix), and a config of another task is told where they go.
+_DEFENSE_KEYS = ("defense", "defenses", "strategies")
+
+
 def _restates_default(key: str, value: Any) -> bool:
     """Whether ``value`` of section ``key`` reads as that section's defaults."""
+    if key in _DEFENSE_KEYS:
+        return key == "defense" and value in ("none", {"kind": "none"})
     if key == "attacks":
         return isinstance(value, list | tuple) and list(value) == [name.value for name in AttackName]
     try:
@@ -42,6 +49,11 @@ def _not_for_task(task: Task, keys: list[str]) -> str:
     if task is Task.LM:
         return f"task 'lm' is configured in its lm section; it does not use {', '.join(keys)}"
     key = keys[0]
+    if key == "defense" and task is Task.DEFENSES:
+        return "task 'defenses' lists its rows in defenses (a list); defense (one) is for task 'membership'"
+    if key in _DEFENSE_KEYS:
+        return (f"task '{task.value}' does not use {key}: defense is for task 'membership', defenses and "
+                "strategies for task 'defenses' (docs/defenses.md)")
     if key in ("lm", "untargeted"):
         return f"the {key} section is for task '{key}', not '{task.value}'"
     if task is Task.ATTRIBUTE and key in ("attacks", "rmia"):
@@ -57,7 +69,7 @@ def _task_sections(raw: dict[str, Any], task: Task, source: str) -> dict[str, An
     written before each task had its own model spelled every section out, and the old single
     model accepted any section left at its defaults), refusing the others."""
     fields = TASK_CONFIGS[task].model_fields
-    foreign = [key for key in raw if key not in fields and (key in _SECTIONS or key == "attacks")]
+    foreign = [key for key in raw if key not in fields and (key in _SECTIONS or key in ("attacks", *_DEFENSE_KEYS))]
     refused = [key for key in foreign if not _restates_default(key, raw[key])]
     if refused:
         raise ConfigError(f"{source}: {_not_for_task(task, refused)}")
