@@ -8,11 +8,12 @@ ours are torch's and opt-einsum.
 
 Group privacy: Opacus counts every row of a training set as one person. r replicas of one
 input are r rows, so whatever concerns all of them at once (the poisons themselves, or one
-person's r duplicates) is protected only at the group level. The group epsilon comes from
-RDP's group property (Mironov 2017, Proposition 2): a mechanism that is (alpha, e)-RDP for
-neighbouring data sets is (alpha / 2^c, 3^c e)-RDP for data sets that differ in 2^c rows,
-for alpha >= 2^(c+1); r rows are covered by c = ceil(log2 r), then converted to
-(epsilon, delta) by Opacus's RDP conversion.
+person's r duplicates) is protected only at the group level. The group epsilon is the smaller
+of two valid bounds, each converted to (epsilon, delta) by Opacus's RDP conversion: RDP's group
+property (Mironov 2017, Proposition 2: a mechanism that is (alpha, e)-RDP for neighbouring data
+sets is (alpha / 2^c, 3^c e)-RDP for data sets that differ in 2^c rows, for alpha >= 2^(c+1);
+r rows are covered by c = ceil(log2 r)), and the Gaussian mechanism of sensitivity r C without
+subsampling's help.
 
 Note for the membership attack: its poisons are in the training sets of both worlds; the worlds
 differ in the target alone, one row. The per-example epsilon is therefore the bound the
@@ -25,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from opacus.accountants import PRVAccountant, RDPAccountant
@@ -53,15 +54,10 @@ class PrivacySpent:
     epsilon: float  # per example, by the configured accountant
     epsilon_rdp: float  # per example, by RDP (the curve the group bound starts from)
     group_size: int
-    group_epsilon: float  # by RDP's group property; inf where no order is left
+    group_epsilon: float  # see group_epsilon
 
     def to_json(self) -> dict:
-        return {
-            "accountant": self.accountant, "noise_multiplier": self.noise_multiplier,
-            "sample_rate": self.sample_rate, "steps": self.steps, "delta": self.delta,
-            "epsilon": self.epsilon, "epsilon_rdp": self.epsilon_rdp,
-            "group_size": self.group_size, "group_epsilon": self.group_epsilon,
-        }
+        return asdict(self)
 
 
 @functools.lru_cache(maxsize=64)  # a matrix asks again for each column of equal size

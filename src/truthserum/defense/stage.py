@@ -25,18 +25,12 @@ MAX_REMOVED = 0.5
 anything trains: what it measures is then the filter, not the attack."""
 
 
-def training_rows(job: TrainingJob) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Every row any model may train on (the pool, then the extra rows), their labels, and each
-    model's rows in its training order."""
-    return shard_training_set(job, range(job.keep.shape[0]))
-
-
 def filter_masks(defense, job: TrainingJob, *, losses: np.ndarray | None = None) -> list[np.ndarray]:
     """Per model, the mask over its training rows (in order) of those the filter keeps.
 
     ``losses`` ``(M, R)``: every model's loss on every row, trained on its whole set (the
     loss filter's first pass)."""
-    x, y, rows = training_rows(job)
+    x, y, rows = shard_training_set(job, range(job.keep.shape[0]))
     kind = defense.kind
     if kind in (DefenseKind.DEDUP_EXACT, DefenseKind.CONFLICTING_LABELS):
         groups = filters.identical_groups(x)
@@ -60,10 +54,10 @@ def filtered_job(job: TrainingJob, masks: list[np.ndarray], *, defense_name: str
         ConfigError: the filter would take more than :data:`MAX_REMOVED` of a model's set.
     """
     num_rows = job.x.shape[0]
-    _, _, rows = training_rows(job)
     keep = np.zeros_like(job.keep)
     extra_keep = np.zeros((job.keep.shape[0], job.extra_y.shape[0]), dtype=bool)
-    for model, (model_rows, mask) in enumerate(zip(rows, masks, strict=True)):
+    for model, mask in enumerate(masks):
+        model_rows = job.model_rows(model)
         kept = model_rows[mask]
         removed = 1.0 - len(kept) / max(1, len(model_rows))
         if removed > MAX_REMOVED:

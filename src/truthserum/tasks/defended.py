@@ -20,14 +20,14 @@ from truthserum.config.defense import DefenseKind, defense_name, strategy_name
 from truthserum.data.datasets import Dataset
 from truthserum.defense import stage as defense_stage
 from truthserum.defense.private import check_private_module
-from truthserum.design import Design, make_design
+from truthserum.design import Design
 from truthserum.metrics.accuracy import accuracy, poison_fit
 from truthserum.poison.evasive import strategy_poisons
 from truthserum.poison.label_flip import PoisonSet, make_label_flip_poisons, replicate_poisons
 from truthserum.store.logits import LogitDtype, LogitStore
 from truthserum.store.rundir import commit_temporary, temporary_path, write_npz
 from truthserum.tasks.skeleton import RunContext
-from truthserum.tasks.stages import attack_metrics
+from truthserum.tasks.stages import attack_metrics, draw_design
 from truthserum.train.shard import TrainingJob
 
 
@@ -64,9 +64,7 @@ class TrainedConditions:
         trained = self.by_digest.setdefault(digest, job)
         if trained is not job:
             run.log(f"{job.condition}: the same training sets as {trained.condition}; its models are reused")
-        logits, seconds = run.train(trained)
-        if isinstance(logits, LogitStore):
-            logits = logits.read_points(0, logits.num_points)
+        logits, seconds = run.train(trained)  # in memory: no logits file asked for
         return logits, trained.condition, seconds if trained is job else 0.0
 
 
@@ -233,6 +231,23 @@ class DefendedConditions:
         return entry, curves, outcome.train_seconds
 
 
+CLEAN = "clean"
+
+
+def poison_columns(config, pool: Dataset, design: Design, target_labels: np.ndarray, strategies,
+                   replicas: int) -> dict[str, PoisonSet]:
+    """The clean column (no poisons), then every strategy's ``replicas`` poisons per target, each
+    strategy drawing from its own seeded stream: by strategy name."""
+    columns = {CLEAN: replicate_poisons(x=pool.x, targets=design.targets, target_labels=target_labels, replicas=0)}
+    for strategy in strategies:
+        name = strategy_name(strategy)
+        columns[name] = strategy_poisons(
+            strategy, x=pool.x, y=pool.y, targets=design.targets, target_labels=target_labels, replicas=replicas,
+            rng=seeding.rng(config.seed, "poison", name),
+        )
+    return columns
+
+
 _DATA_FILTERS = (DefenseKind.DEDUP_EXACT, DefenseKind.CONFLICTING_LABELS, DefenseKind.NEAR_DUPLICATES)
 
 
@@ -244,17 +259,10 @@ def check_filters(config, pool: Dataset, defenses, strategies, replicas: int) ->
     data_filters = [defense for defense in defenses if defense.kind in _DATA_FILTERS]
     if not data_filters:
         return
-    design = make_design(num_models=config.design.num_models, num_points=pool.num_points,
-                         num_targets=config.design.num_targets, rng=seeding.rng(config.seed, "design"))
+    design = draw_design(config, pool)
     labels = make_label_flip_poisons(x=pool.x, y=pool.y, targets=design.targets, replicas=0,
                                      num_classes=pool.num_classes, rng=seeding.rng(config.seed, "poison")).target_labels
-    columns = {"clean": replicate_poisons(x=pool.x, targets=design.targets, target_labels=labels, replicas=0)}
-    for strategy in strategies:
-        columns[strategy_name(strategy)] = strategy_poisons(
-            strategy, x=pool.x, y=pool.y, targets=design.targets, target_labels=labels, replicas=replicas,
-            rng=seeding.rng(config.seed, "poison", strategy_name(strategy)),
-        )
-    for name, poisons in columns.items():
+    for name, poisons in poison_columns(config, pool, design, labels, strategies, replicas).items():
         job = poisoned_job(name, pool, design, poisons)
         for defense in data_filters:
             defense_stage.filtered_job(job, defense_stage.filter_masks(defense, job), defense_name=defense.kind.value)

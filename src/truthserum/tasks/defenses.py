@@ -15,26 +15,21 @@ from dataclasses import dataclass
 
 import torch
 
-from truthserum import seeding
-from truthserum.config.defense import DefenseKind, NoDefense, defense_name, strategy_name
+from truthserum.config.defense import DefenseKind, NoDefense, defense_name
 from truthserum.data.datasets import Dataset
 from truthserum.design import Design
-from truthserum.poison.evasive import strategy_poisons
-from truthserum.poison.label_flip import PoisonSet, replicate_poisons
+from truthserum.poison.label_flip import PoisonSet
 from truthserum.report.defenses import matrix_summary, plot_defense_matrix
 from truthserum.store.rundir import write_npz
 from truthserum.tasks.defended import (
-    DefendedCondition, TrainedConditions, check_defenses_fit_model, check_filters, defend, measure_condition,
-    poisoned_job, train_defended,
+    CLEAN, DefendedCondition, TrainedConditions, check_defenses_fit_model, check_filters, defend, measure_condition,
+    poison_columns, poisoned_job, train_defended,
 )
 from truthserum.tasks.membership import stage_poisons
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.skeleton import RunContext, TaskOutput
 from truthserum.tasks.stages import PoolInputs, poison_share_warning, prepare_pool, stage_design
 from truthserum.train.executors import ShardBackend
-
-CLEAN = "clean"
-
 
 @dataclass(frozen=True)
 class DefenseMatrixRunner(PoolInputs):
@@ -49,16 +44,11 @@ class DefenseMatrixRunner(PoolInputs):
     def _columns(self, run: RunContext, pool: Dataset, design: Design) -> dict[str, PoisonSet]:
         config = run.config
         exact = stage_poisons(run.run_dir, config, pool, design, run.log)
-        columns = {CLEAN: replicate_poisons(x=pool.x, targets=design.targets, target_labels=exact.target_labels,
-                                            replicas=0)}
-        for strategy in config.strategies:
-            name = strategy_name(strategy)
-            poisons = strategy_poisons(
-                strategy, x=pool.x, y=pool.y, targets=design.targets, target_labels=exact.target_labels,
-                replicas=config.poison.replicas, rng=seeding.rng(config.seed, "poison", name),
-            )
-            write_npz(run.run_dir.file(f"poisons-{name}.npz"), {"x": poisons.x, "y": poisons.y, "source": poisons.source})
-            columns[name] = poisons
+        columns = poison_columns(config, pool, design, exact.target_labels, config.strategies, config.poison.replicas)
+        for name, poisons in columns.items():
+            if name != CLEAN:
+                write_npz(run.run_dir.file(f"poisons-{name}.npz"),
+                          {"x": poisons.x, "y": poisons.y, "source": poisons.source})
         return columns
 
     def run(self, run: RunContext, pool: Dataset) -> TaskOutput:

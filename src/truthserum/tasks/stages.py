@@ -139,12 +139,17 @@ def stage_design(
     stored = load_stage(path, shapes, log)
     if stored is not None:
         return Design(keep=stored["keep"], targets=stored["targets"])
-    design = make_design(
+    design = draw_design(config, pool, eligible=eligible)
+    write_npz(path, {"keep": design.keep, "targets": design.targets})
+    return design
+
+
+def draw_design(config: RunConfig, pool: Dataset, *, eligible: np.ndarray | None = None) -> Design:
+    """The keep matrix and targets of ``config`` on ``pool``: what :func:`stage_design` records."""
+    return make_design(
         num_models=config.design.num_models, num_points=pool.num_points,
         num_targets=config.design.num_targets, rng=seeding.rng(config.seed, "design"), eligible=eligible,
     )
-    write_npz(path, {"keep": design.keep, "targets": design.targets})
-    return design
 
 
 def resume_pool(run_dir: RunDirectory, pool: Dataset) -> Dataset:

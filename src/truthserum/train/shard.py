@@ -44,6 +44,11 @@ class TrainingJob:
     extra_keep: np.ndarray | None = None
     private: PrivateTraining | None = None
 
+    def model_rows(self, model: int) -> np.ndarray:
+        """The rows model ``model`` trains on, in order, as indices into the pool's rows followed
+        by the extra rows (see :func:`shard_training_set`)."""
+        return np.r_[np.nonzero(self.keep[model])[0], self.x.shape[0] + self.extra_rows(model)].astype(np.int64)
+
     def extra_rows(self, model: int) -> np.ndarray:
         """The extra rows model ``model`` trains on (indices into ``extra_x``)."""
         if self.extra_keep is None:
@@ -90,11 +95,11 @@ def model_seed(config: RunConfig, model: int) -> int:
 
 def shard_training_set(job: TrainingJob, models: range) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Every row any model of the shard trains on (the pool, then the extra rows) and, per model,
-    the rows it trains on: its members under the keep matrix, then every extra row."""
-    num_rows, extra = job.x.shape[0], job.extra_y.shape[0]
+    the rows it trains on: its members under the keep matrix, then its extra rows."""
+    extra = job.extra_y.shape[0]
     x = np.concatenate([job.x, job.extra_x]) if extra else job.x
     y = np.concatenate([job.y, job.extra_y]) if extra else job.y
-    return x, y, [np.r_[np.nonzero(job.keep[m])[0], num_rows + job.extra_rows(m)].astype(np.int64) for m in models]
+    return x, y, [job.model_rows(m) for m in models]
 
 
 def train_shard(
