@@ -25,6 +25,8 @@ _EXPORTS = {
     "score_attacks": "truthserum.attacks",
     "epsilon_from_counts": "truthserum.metrics.epsilon",
     "epsilon_lower_bound": "truthserum.metrics.epsilon",
+    "epsilon_bounds": "truthserum.metrics.bounds",
+    "ceiling_table": "truthserum.metrics.bounds",
     "RunConfig": "truthserum.config",
     "dump_config": "truthserum.config",
     "load_config": "truthserum.config",
@@ -65,6 +67,7 @@ if _TYPE_CHECKING:
     from truthserum.errors import TruthserumError
     from truthserum.metrics.attack import evaluate
     from truthserum.metrics.bootstrap import bootstrap_intervals
+    from truthserum.metrics.bounds import ceiling_table, epsilon_bounds
     from truthserum.metrics.epsilon import epsilon_from_counts, epsilon_lower_bound
     from truthserum.tasks import run_task
     from truthserum.tasks.audit import audit_membership
@@ -93,7 +96,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AttackInputs", "AttackName", "AttackOptions", "Dataset", "MetricsConfig", "ModelConfig", "ModelTrainer",
     "Plan", "QueryConfig", "RunConfig", "RunResults", "SklearnTrainer", "TrainConfig", "TruthserumError",
-    "apply_suggestions", "attack_plan", "attack_signals", "audit_membership", "bootstrap_intervals", "dump_config",
-    "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config", "load_signals", "parse_config", "read_plan", "register_attack", "run_experiment", "run_replica_sweep",
+    "apply_suggestions", "attack_plan", "attack_signals", "audit_membership", "bootstrap_intervals", "ceiling_table",
+    "dump_config", "epsilon_bounds", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config", "load_signals", "parse_config", "read_plan", "register_attack", "run_experiment", "run_replica_sweep",
     "run_shadow_sweep", "run_task", "score_attacks", "write_plan",
 ]

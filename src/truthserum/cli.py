@@ -131,6 +131,16 @@ def _build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--out", type=Path, required=True,
                       help="plan directory (created; an earlier plan of the same config is rewritten)")
 
+    audit_plan = commands.add_parser(
+        "audit-plan", help="the largest epsilon each lower bound can show at a perfect attack, for a "
+                           "number of trials: what an audit of that size can prove at best"
+    )
+    audit_plan.add_argument("--trials", default="100,1000,10000", metavar="N,N,...",
+                            help="(model, target) pairs for the many-run bounds, canaries for the one-run "
+                                 "bounds (default 100,1000,10000; at most 100000)")
+    audit_plan.add_argument("--delta", type=float, default=1e-5, help="the audited delta (default 1e-5)")
+    audit_plan.add_argument("--confidence", type=float, default=0.95, help="of every bound (default 0.95)")
+
     attack = commands.add_parser("attack", help="attack signals, or a plan's logits, computed elsewhere")
     source = attack.add_mutually_exclusive_group(required=True)
     source.add_argument("--signals", type=Path,
@@ -330,7 +340,28 @@ def _attack(args: argparse.Namespace, backend: ShardBackend) -> int:
     return 0
 
 
-_COMMANDS = {"run": _run, "demo": _demo, "sweep": _sweep, "plan": _plan, "attack": _attack}
+MAX_PLANNED_TRIALS = 100_000  # the f-DP test steps once per right guess
+
+
+def _audit_plan(args: argparse.Namespace, backend: ShardBackend) -> int:
+    from truthserum.metrics.bounds import ceiling_table
+
+    try:
+        trials = [int(part) for part in args.trials.split(",")]
+    except ValueError:
+        raise ConfigError(f"--trials must be whole numbers separated by commas, got {args.trials!r}") from None
+    if any(not 2 <= count <= MAX_PLANNED_TRIALS for count in trials):
+        raise ConfigError(f"--trials must each be between 2 and {MAX_PLANNED_TRIALS:,}, got {args.trials}")
+    if not 0.0 < args.delta < 1.0:
+        raise ConfigError(f"--delta must be in (0, 1), got {args.delta:g}")
+    if not 0.5 <= args.confidence < 1.0:
+        raise ConfigError(f"--confidence must be in [0.5, 1), got {args.confidence:g}")
+    print(ceiling_table(trials, delta=args.delta, confidence=args.confidence))
+    return 0
+
+
+_COMMANDS = {"run": _run, "demo": _demo, "sweep": _sweep, "plan": _plan, "attack": _attack,
+             "audit-plan": _audit_plan}
 
 
 # The library's errors name its parameters; the command's name its options.

@@ -294,11 +294,14 @@ class QueryConfig(_Strict):
 
 
 class MetricsConfig(_Strict):
-    """Confidence intervals and the privacy lower bound (definitions in docs/attacks.md)."""
+    """Confidence intervals and the privacy lower bounds (definitions in docs/auditing.md)."""
 
     bootstrap: Count = Field(
         default=1000, ge=0, le=100_000,
         description="bootstrap resamples of the target points (lm: of the canaries) for the intervals; 0: no intervals",
     )
-    confidence: Rate = Field(default=0.95, ge=0.5, lt=1, description="of the intervals and the epsilon bound")
-    delta: Rate = Field(default=0.0, ge=0, lt=1, description="the delta of the epsilon lower bound")
+    confidence: Rate = Field(default=0.95, ge=0.5, lt=1, description="of the intervals and the epsilon bounds")
+    delta: Rate = Field(
+        default=1e-5, ge=0, lt=1,
+        description="the delta at which every epsilon lower bound is stated; the Gaussian-DP bounds need it above 0",
+    )

@@ -1,5 +1,5 @@
 """One attack's measurements: AUC, TPR at each FPR level with its support, the epsilon lower
-bound, and the bootstrap's intervals (:class:`AttackMetrics`, computed by :func:`evaluate`)."""
+bounds, and the bootstrap's intervals (:class:`AttackMetrics`, computed by :func:`evaluate`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from truthserum.metrics.bootstrap import BOOTSTRAP_SEED, BootstrapIntervals, bootstrap_intervals
+from truthserum.metrics.bounds import EpsilonBounds, epsilon_bounds
 from truthserum.metrics.epsilon import epsilon_lower_bound
 from truthserum.metrics.roc import FPR_LEVELS, RocCurve, area_under_curve, low_support, roc_curve, tpr_at_fpr
 
@@ -19,6 +20,8 @@ class AttackMetrics:
     ``auc_ci`` and ``tpr_at_fpr_ci`` are None when no bootstrap was run (``resamples`` 0).
     ``low_support[level]`` is True when fewer than 10 non-members could be false positives at
     that level, so its TPR rests on a handful of pairs whatever its interval says.
+    ``epsilon_lower_bound`` is the Clopper-Pearson bound; ``bounds`` holds it beside the
+    others (:mod:`truthserum.metrics.bounds`), None where only the ROC was summarized.
     """
 
     auc: float
@@ -33,11 +36,12 @@ class AttackMetrics:
     tpr_at_fpr_ci: dict[float, tuple[float, float]] | None = None
     resamples: int = 0
     degenerate_resamples: int = 0
+    bounds: EpsilonBounds | None = None
 
     # the keys of :meth:`to_dict`, which :meth:`from_dict` reads back
     DICT_KEYS = (
         "auc", "auc_ci", "tpr_at_fpr", "tpr_at_fpr_ci", "low_support", "members", "nonmembers",
-        "epsilon_lower_bound", "delta", "confidence", "resamples", "degenerate_resamples",
+        "epsilon_lower_bound", "delta", "confidence", "resamples", "degenerate_resamples", "epsilon_bounds",
     )
 
     def to_dict(self) -> dict:
@@ -45,7 +49,7 @@ class AttackMetrics:
         def pair(interval):
             return None if interval is None else [float(interval[0]), float(interval[1])]
 
-        return {
+        data = {
             "auc": float(self.auc),
             "auc_ci": pair(self.auc_ci),
             "tpr_at_fpr": {str(level): float(tpr) for level, tpr in self.tpr_at_fpr.items()},
@@ -60,6 +64,9 @@ class AttackMetrics:
             "resamples": int(self.resamples),
             "degenerate_resamples": int(self.degenerate_resamples),
         }
+        if self.bounds is not None:  # results older than the bounds read back as they were
+            data["epsilon_bounds"] = self.bounds.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> AttackMetrics:
@@ -81,6 +88,7 @@ class AttackMetrics:
             tpr_at_fpr_ci=None if intervals is None else {float(level): pair(ci) for level, ci in intervals.items()},
             resamples=int(data.get("resamples", 0)),
             degenerate_resamples=int(data.get("degenerate_resamples", 0)),
+            bounds=None if data.get("epsilon_bounds") is None else EpsilonBounds.from_dict(data["epsilon_bounds"]),
         )
 
 
@@ -132,7 +140,7 @@ def evaluate(
             pair, so it is not worth computing twice on large inputs).
 
     Returns:
-        The point estimates, their intervals, the support flags and the epsilon lower bound.
+        The point estimates, their intervals, the support flags and every epsilon lower bound.
 
     Raises:
         SignalsError: bad scores or too few target points to bootstrap.
@@ -142,6 +150,7 @@ def evaluate(
     if roc is None:
         roc = roc_curve(scores, members)
     metrics = summarize(roc, levels, delta=delta, confidence=confidence)
+    metrics = replace(metrics, bounds=epsilon_bounds(scores, members, roc, delta=delta, confidence=confidence))
     if resamples == 0:
         return metrics
     del roc  # freed before the bootstrap, unless the caller holds it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from truthserum.report.audit import audit_lines, bounds_row
 from truthserum.report.text import (
     accuracy_rows, format_tpr, intervals_note, percent, roc_rows, support_note, table_lines,
 )
@@ -20,6 +21,9 @@ def format_comparison(results: dict) -> str:
         if metrics[names[0]].get("epsilon_lower_bound") is not None:
             rows.append(["  epsilon lower bound",
                          *(f"{metrics[c]['epsilon_lower_bound']:.2f}" for c in names)])
+        more = [bounds_row(metrics[c]) for c in names]
+        if all(more):
+            rows.append([more[0][0], *(row[1] for row in more)])
         if any(metrics[c].get("tuned_offline_a") for c in names):
             rows.append(["  tuned a (two halves)", *(
                 " / ".join(f"{a:g}" for a in metrics[c].get("tuned_offline_a") or []) or "-" for c in names
@@ -36,6 +40,7 @@ def format_comparison(results: dict) -> str:
             f"{percent(poison['fit'])} of the models that did not train on the target."
         )
     lines.extend(defense_lines(conditions))
+    lines.extend(audit_lines(conditions))
     lines.extend(guidance_lines(results.get("guidance")))  # absent from runs older than the guidance
     return "\n".join(lines)
 

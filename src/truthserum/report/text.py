@@ -70,7 +70,8 @@ def support_note(first: dict) -> str:
     if first.get("epsilon_lower_bound") is not None:
         note += (f"\nepsilon: the largest epsilon (delta {first.get('delta', 0):g}) that the attack's ROC "
                  f"proves at {100 * first.get('confidence', 0.95):g}% confidence (Clopper-Pearson, "
-                 "Bonferroni over thresholds).")
+                 "Bonferroni over thresholds); the other bounds, Gaussian DP and one run, are "
+                 "defined in docs/auditing.md.")
     return note
 
 
