@@ -252,3 +252,54 @@ def test_no_bound_exceeds_the_true_epsilon_more_often_than_its_alpha():
     for row in rows:
         assert row.violations <= allowed, row
     assert max(row.median_fraction for row in rows) > 0.2  # and they say something
+
+
+# --- the command and the report ----------------------------------------------------------------
+
+def test_audit_plan_prints_the_ceilings_and_refuses_bad_input_in_one_line(capsys):
+    from truthserum import cli
+
+    assert cli.main(["audit-plan", "--trials", "100,1000"]) == 0
+    out = capsys.readouterr().out
+    assert f"| 1,000 | {ceilings(1000, delta=1e-5).clopper_pearson:.2f} |" in out
+    for argv, message in [(["--trials", "10,x"], "--trials must be whole numbers"),
+                          (["--trials", "1"], "between 2 and"), (["--delta", "0"], "--delta must be in (0, 1)"),
+                          (["--confidence", "1.5"], "--confidence must be in")]:
+        assert cli.main(["audit-plan", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+
+
+def _condition(bounds: dict | None, privacy: dict | None) -> dict:
+    attack = {"epsilon_bounds": bounds} if bounds else {}
+    return {"attacks": {"lira-online": attack}, "privacy": privacy}
+
+
+def test_the_audit_block_sets_every_bound_beside_the_accountant():
+    from truthserum.report.audit import audit_lines, bounds_row
+
+    rng = np.random.default_rng(5)
+    members = rng.random((8, 40)) < 0.5
+    scores = rng.standard_normal((8, 40)) + 3.0 * members
+    bounds = evaluate(scores, members, resamples=0, delta=1e-5).bounds.to_dict()
+    privacy = {"epsilon": 4.0, "delta": 1e-5, "accountant": "prv"}
+    lines = audit_lines({"clean": _condition(bounds, privacy), "poisoned": _condition(bounds, privacy)})
+    text = "\n".join(lines)
+    largest = max(v for v in (bounds[k] for k in ("clopper_pearson", "gaussian", "gaussian_split",
+                                                    "one_run", "one_run_fdp")) if v is not None)
+    assert "beside the accountant's epsilon" in text and "clean lira-online" in text and "poisoned lira-online" in text
+    assert lines[3].rstrip().endswith("4.00")  # the first row, its accountant column
+    assert largest > 1.0
+    # each condition is judged against its own accountant
+    lines = audit_lines({"clean": _condition(bounds, privacy | {"epsilon": 1e3}),
+                         "poisoned": _condition(bounds, privacy | {"epsilon": 1.0})})
+    exceeding = [line for line in lines if "EXCEEDS the accountant's 1.00" in line]
+    assert exceeding and all("poisoned" in line for line in exceeding)
+    assert not any("largest bound" in line for line in lines)
+    below = audit_lines({"clean": _condition(bounds, privacy | {"epsilon": 1e3})})
+    assert f"largest bound {largest:.2f}" in below[-1]
+    assert "below the accountant's 1000.00: no evidence against the accounting" in below[-1]
+    # no DP-SGD, or results older than the bounds: no block; the compact row needs the bounds
+    assert audit_lines({"clean": _condition(bounds, None)}) == []
+    assert audit_lines({"clean": _condition(None, privacy)}) == []
+    assert bounds_row({}) is None and bounds_row({"epsilon_bounds": bounds})[1].count(" / ") == 3

@@ -17,6 +17,15 @@ def bound_text(bounds: dict, name: str) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def largest_bound(attacks: dict) -> tuple[float, str, str] | None:
+    """The largest bound of any attack (value, attack, bound name); None when no attack
+    carries the bounds (results older than them)."""
+    found = [(value, attack, name) for attack, metrics in attacks.items()
+             for name, key in BOUND_KEYS.items()
+             if (value := (metrics.get("epsilon_bounds") or {}).get(key)) is not None]
+    return max(found, key=lambda item: item[0]) if found else None
+
+
 def bounds_row(metrics: dict) -> list[str] | None:
     """The compact row of an attack's bounds in a condition table, or None for results that
     predate them."""
@@ -28,44 +37,44 @@ def bounds_row(metrics: dict) -> list[str] | None:
 
 
 def audit_lines(conditions: dict) -> list[str]:
-    """The audit block of a run under DP-SGD: per condition and attack every bound, then the
-    largest against the accountant's epsilon. Nothing for a run without DP-SGD."""
+    """The audit block of a run under DP-SGD: per condition and attack every bound beside that
+    condition's accountant epsilon, then the verdict: the largest bound below its condition's
+    epsilon, or every bound above it. Nothing for a run without DP-SGD."""
     private = {name: entry for name, entry in conditions.items() if entry.get("privacy")}
-    if not private:
-        return []
-    rows, largest = [], (-1.0, "", "", "")
+    rows, above, largest = [], [], None
     names = list(BOUND_LABELS)
     first_bounds: dict | None = None
     for condition, entry in private.items():
+        accountant = entry["privacy"]["epsilon"]
         for attack, metrics in entry["attacks"].items():
             bounds = metrics.get("epsilon_bounds")
             if not bounds:
                 continue
             first_bounds = first_bounds or bounds
-            rows.append([f"{condition} {attack}", *(bound_text(bounds, name) for name in names)])
-            for name in names:
-                value = bounds.get(BOUND_KEYS[name])
-                if value is not None and value > largest[0]:
-                    largest = (value, condition, attack, name)
-    if first_bounds is None:
+            rows.append([f"{condition} {attack}", *(bound_text(bounds, name) for name in names), f"{accountant:.2f}"])
+            above += [(bounds[BOUND_KEYS[name]], name, attack, condition, accountant) for name in names
+                      if bounds.get(BOUND_KEYS[name]) is not None and bounds[BOUND_KEYS[name]] > accountant]
+        found = largest_bound(entry["attacks"])
+        if found and (largest is None or found[0] > largest[0]):
+            largest = (*found, condition, accountant)
+    if first_bounds is None or largest is None:
         return []
     privacy = next(iter(private.values()))["privacy"]
-    accountant = privacy["epsilon"]
     lines = ["", (f"Audit: every lower bound ({100 * first_bounds['confidence']:g}% confidence, delta "
-                  f"{first_bounds['delta']:g}) beside the accountant's epsilon {accountant:.2f} per example "
-                  f"(delta {privacy['delta']:g}, {privacy['accountant']}); docs/auditing.md")]
-    lines.extend(table_lines(["", *names], rows))
+                  f"{first_bounds['delta']:g}) beside the accountant's epsilon per example (delta "
+                  f"{privacy['delta']:g}, {privacy['accountant']}); docs/auditing.md")]
+    lines.extend(table_lines(["", *names, "accountant"], rows))
     lines.append(f"many runs: every (model, target) pair; one run: the first model's "
                  f"{first_bounds['one_run_canaries']} targets as canaries.")
-    value, condition, attack, name = largest
     if first_bounds["delta"] != privacy["delta"]:
         lines.append(f"note: the bounds are at delta {first_bounds['delta']:g}, the accountant at "
                      f"{privacy['delta']:g}; set metrics.delta to the defense's delta to compare them.")
-    if value > accountant:
-        lines.append(f"largest bound {value:.2f} ({name}, {attack}, {condition}) EXCEEDS the accountant's "
-                     f"{accountant:.2f}: the training is less private than accounted, or the bound's "
-                     "premises fail here (docs/auditing.md)")
-    else:
+    for value, name, attack, condition, accountant in above:
+        lines.append(f"{name} bound {value:.2f} ({attack}, {condition}) EXCEEDS the accountant's {accountant:.2f}: "
+                     "the training is less private than accounted, or the bound's premises fail here "
+                     "(docs/auditing.md)")
+    if not above:
+        value, attack, name, condition, accountant = largest
         lines.append(f"largest bound {value:.2f} ({name}, {attack}, {condition}), below the accountant's "
                      f"{accountant:.2f}: no evidence against the accounting")
     return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from truthserum.report.audit import largest_bound
 from truthserum.report.text import interval_text, percent, table_lines
 
 
@@ -16,14 +17,16 @@ def _best_attack(attacks: dict) -> str:
 
 def cell_summary(entry: dict) -> dict:
     """One cell: the best attack's rates with their intervals, the accuracy, what survived the
-    defense, the largest empirical epsilon lower bound of any attack and, under DP-SGD, the
-    accountant's epsilons."""
+    defense, the largest Clopper-Pearson bound of any attack, the largest of every bound
+    (docs/auditing.md; None in results older than them) and, under DP-SGD, the accountant's
+    epsilons."""
     attacks = entry["attacks"]
     best = _best_attack(attacks)
     metrics = attacks[best]
     bound_attack = max(attacks, key=lambda name: attacks[name]["epsilon_lower_bound"])
     intervals = metrics.get("tpr_at_fpr_ci") or {}
     privacy = entry.get("privacy") or {}
+    largest = largest_bound(attacks)
     return {
         "best_attack": best,
         "tpr_at_1pct_fpr": metrics["tpr_at_fpr"]["0.01"], "tpr_at_1pct_fpr_ci": intervals.get("0.01"),
@@ -34,6 +37,9 @@ def cell_summary(entry: dict) -> dict:
         "poisons_surviving": entry["survivors"]["poisons_surviving"],
         "poison_fit": entry.get("poison_fit"),
         "epsilon_lower_bound": attacks[bound_attack]["epsilon_lower_bound"], "epsilon_lower_bound_attack": bound_attack,
+        "largest_bound": None if largest is None else largest[0],
+        "largest_bound_attack": None if largest is None else largest[1],
+        "largest_bound_name": None if largest is None else largest[2],
         "epsilon": privacy.get("epsilon"), "group_epsilon": privacy.get("group_epsilon"),
         "group_size": privacy.get("group_size"),
         "trained_as": entry["trained_as"],
@@ -82,10 +88,12 @@ def format_defenses(results: dict) -> str:
                     f"{low:,.{digits}f} to {high:,.{digits}f}"
 
             bound = max(cell["epsilon_lower_bound"] for cell in private)
+            every = [cell["largest_bound"] for cell in private if cell.get("largest_bound") is not None]
+            every_text = f" (of every bound in docs/auditing.md: {max(every):.2f})" if every else ""
             lines += ["", f"{row}: the accountant's epsilon {span('epsilon', 2)} per example (what bounds this "
                           f"attack: the worlds differ in the target alone), {span('group_epsilon', 0)} for a group "
                           f"of {private[0]['group_size']} replicas (a valid, loose RDP bound); the largest empirical "
-                          f"lower bound in this row: {bound:.2f}"]
+                          f"Clopper-Pearson lower bound in this row: {bound:.2f}{every_text}"]
     reused = [f"{row}.{column} = {matrix['cells'][row][column]['trained_as']}"
               for row in matrix["rows"] for column in matrix["columns"]
               if matrix["cells"][row][column]["trained_as"] != f"{row}.{column}"]
