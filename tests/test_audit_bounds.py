@@ -82,6 +82,17 @@ def test_mu_from_counts_matches_a_plain_loop_over_thresholds():
     assert mu_from_counts(tp, positives, fp, negatives, confidence=confidence) == pytest.approx(best, rel=1e-6)
 
 
+@pytest.mark.parametrize("mu", [0.5, 1.0, 2.0])
+def test_gaussian_bound_is_tight_on_a_gaussian_mechanism_with_many_trials(mu):
+    # 200,000 trials a side at 90% and delta 0.05: below the truth and within 10% of it
+    rng = np.random.default_rng(11)
+    members = np.r_[np.ones(200_000, bool), np.zeros(200_000, bool)]
+    scores = rng.standard_normal(members.size) + mu * members
+    bound = epsilon_of_gaussian(gaussian_mu_bound(roc_curve(scores, members), confidence=0.9), 0.05)
+    truth = epsilon_of_gaussian(mu, 0.05)
+    assert 0.9 * truth < bound <= truth
+
+
 def test_a_long_roc_is_tried_at_geometric_grids_from_both_ends():
     tp = np.array([0, 1, 2, 3, 3, 4, 5.0])
     fp = np.array([0, 0, 1, 1, 2, 3, 4.0])

@@ -33,13 +33,11 @@ from truthserum.metrics.roc import RocCurve
 SPLIT_SEED = 20230809
 """The seed of the split of target points for ``gaussian-split``; fixed, so results repeat."""
 
-BOUND_LABELS = {
-    "clopper-pearson": "many runs, Clopper-Pearson, corrected over thresholds",
-    "gaussian": "many runs, Gaussian DP, corrected over thresholds",
-    "gaussian-split": "many runs, Gaussian DP, threshold from half the targets",
-    "one-run": "one run, Steinke et al. 2023",
-    "one-run-fdp": "one run, f-DP (Gaussian curve), Mahloujifar et al. 2025",
+BOUND_FIELDS = {
+    "clopper-pearson": "clopper_pearson", "gaussian": "gaussian", "gaussian-split": "gaussian_split",
+    "one-run": "one_run", "one-run-fdp": "one_run_fdp",
 }
+"""Bound name -> the :class:`EpsilonBounds` field (and ``epsilon_bounds`` key) holding it."""
 
 
 def _gaussian_epsilon(mu: float, delta: float) -> float | None:
@@ -74,10 +72,8 @@ class EpsilonBounds:
         return cls(**data)
 
     def by_label(self) -> dict[str, float | None]:
-        """Bound name (the keys of :data:`BOUND_LABELS`) -> epsilon."""
-        return {"clopper-pearson": self.clopper_pearson, "gaussian": self.gaussian,
-                "gaussian-split": self.gaussian_split, "one-run": self.one_run,
-                "one-run-fdp": self.one_run_fdp}
+        """Bound name (the keys of :data:`BOUND_FIELDS`) -> epsilon."""
+        return {name: getattr(self, field) for name, field in BOUND_FIELDS.items()}
 
 
 def epsilon_bounds(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
-from truthserum.metrics.bounds import BOUND_LABELS, epsilon_bounds
+from truthserum.metrics.bounds import BOUND_FIELDS, epsilon_bounds
 from truthserum.metrics.gaussian_dp import epsilon_of_gaussian
 from truthserum.metrics.roc import roc_curve
 
@@ -77,7 +77,7 @@ def simulate_bounds(
         raise ValueError(f"the simulation needs delta in (0, 1), got {delta}")
     mu = mu_of_epsilon(epsilon, delta)
     rng = np.random.default_rng(seed)
-    found = {name: [] for name in BOUND_LABELS}
+    found: dict[str, list[float]] = {name: [] for name in BOUND_FIELDS}
     for _ in range(repetitions):
         pair_scores, members, canary_scores, coins = _draw(rng, mu, pairs, canaries)
         many = epsilon_bounds(pair_scores[None, :], members[None, :], roc_curve(pair_scores, members),

@@ -3,13 +3,8 @@ bound beside the accountant's epsilon (definitions in docs/auditing.md)."""
 
 from __future__ import annotations
 
-from truthserum.metrics.bounds import BOUND_LABELS
+from truthserum.metrics.bounds import BOUND_FIELDS as BOUND_KEYS
 from truthserum.report.text import table_lines
-
-BOUND_KEYS = {
-    "clopper-pearson": "clopper_pearson", "gaussian": "gaussian", "gaussian-split": "gaussian_split",
-    "one-run": "one_run", "one-run-fdp": "one_run_fdp",
-}
 
 
 def bound_text(bounds: dict, name: str) -> str:
@@ -42,7 +37,7 @@ def audit_lines(conditions: dict) -> list[str]:
     epsilon, or every bound above it. Nothing for a run without DP-SGD."""
     private = {name: entry for name, entry in conditions.items() if entry.get("privacy")}
     rows, above, largest = [], [], None
-    names = list(BOUND_LABELS)
+    names = list(BOUND_KEYS)
     first_bounds: dict | None = None
     for condition, entry in private.items():
         accountant = entry["privacy"]["epsilon"]
