@@ -163,8 +163,9 @@ def test_to_dict_is_json_with_the_promised_keys():
     as_dict = json.loads(json.dumps(result.to_dict()))
     assert set(as_dict) == {
         "auc", "auc_ci", "tpr_at_fpr", "tpr_at_fpr_ci", "low_support", "members", "nonmembers",
-        "epsilon_lower_bound", "delta", "confidence", "resamples", "degenerate_resamples",
+        "epsilon_lower_bound", "delta", "confidence", "resamples", "degenerate_resamples", "epsilon_bounds",
     }
+    assert as_dict["epsilon_bounds"]["clopper_pearson"] == as_dict["epsilon_lower_bound"]
     assert list(as_dict["tpr_at_fpr"]) == ["0.001", "0.01", "0.1"]
     assert set(as_dict["tpr_at_fpr_ci"]) == set(as_dict["low_support"]) == set(as_dict["tpr_at_fpr"])
     assert len(as_dict["auc_ci"]) == 2 and as_dict["resamples"] == 100

@@ -15,9 +15,10 @@ smaller, so the result is a lower bound on mu at the stated confidence. A mu-GDP
     delta >= Phi(-epsilon / mu + mu / 2) - e^epsilon Phi(-epsilon / mu - mu / 2),
 
 so the mu bound becomes the epsilon of the mu-GDP curve at the audited delta. That step
-assumes the mechanism's trade-off curve has the Gaussian shape (true of DP-SGD's noise, and
-the reason the bound is tight there); for a mechanism of another shape it is a bound on the
-mu that describes it best, not on its epsilon. At delta = 0 no mu > 0 has a finite epsilon,
+assumes the mechanism's trade-off curve has the Gaussian shape (close to true of DP-SGD after
+many steps, by Dong, Roth and Su's central limit theorem, and the reason the bound is tight
+there); for a mechanism of another shape it is the epsilon of the Gaussian that fits, not a
+bound on its epsilon. At delta = 0 no mu > 0 has a finite epsilon,
 so these bounds need delta > 0.
 
 Choosing the threshold on the pairs that are counted would inflate the bound, so
