@@ -1,5 +1,5 @@
-"""The auditing bounds against independent computations, the cases we can reproduce, and a small
-soundness simulation (the full one, 1,000 repetitions, is benchmarks/audit_soundness.py)."""
+"""The auditing bounds against independent computations, the cases we can reproduce, and small
+soundness simulations (the full one, 1,000 repetitions, is experiments/audit_soundness.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from truthserum.metrics.gaussian_dp import (
     mu_from_counts, mu_from_rates,
 )
 from truthserum.metrics.one_run import (
-    epsilon_one_run, fdp_rejects, guess_counts, mu_one_run_fdp, one_run_bounds, one_run_p_value,
+    epsilon_one_run, fdp_rejects, guess_counts, guess_grid, mu_one_run_fdp, one_run_bounds, one_run_p_value,
 )
 from truthserum.metrics.roc import roc_curve
 from truthserum.metrics.soundness import mu_of_epsilon, simulate_bounds, soundness_table
@@ -96,8 +96,9 @@ def test_gaussian_bound_is_tight_on_a_gaussian_mechanism_with_many_trials(mu):
 def test_a_long_roc_is_tried_at_geometric_grids_from_both_ends():
     tp = np.array([0, 1, 2, 3, 3, 4, 5.0])
     fp = np.array([0, 0, 1, 1, 2, 3, 4.0])
-    # at most 1 and 4 false positives: points 3 and 6; at most 5 and 1 false negatives: 0 and 5
-    assert candidate_points(tp, fp, 5, 4, limit=4).tolist() == [0, 3, 5, 6]
+    # grids of 2: at most 0 and 1 false positives, the last such points 1 and 3; at most 1 and
+    # 0 false negatives, the first such points 5 and 6
+    assert candidate_points(tp, fp, 5, 4, limit=4).tolist() == [1, 3, 5, 6]
     assert candidate_points(tp, fp, 5, 4, limit=7).tolist() == list(range(7))
     rng = np.random.default_rng(2)
     members = rng.random(20_000) < 0.5
@@ -115,6 +116,20 @@ def test_gaussian_split_counts_only_the_held_out_half():
     scores = rng.standard_normal((8, 200)) + 3.0 * members
     mu = gaussian_split_mu_bound(scores, members, rng=np.random.default_rng(1))
     assert 1.0 < mu < 3.0
+    # by hand: the same permutation, the threshold with the best bound on the first half (at
+    # alpha / 2 per end), counted on the second half alone
+    columns = np.random.default_rng(1).permutation(200)
+    choose, count = columns[:100], columns[100:]
+    dist = NormalDist()
+
+    def bound(called, truth):
+        fp_high = binomtest(int((called & ~truth).sum()), int((~truth).sum()), alternative="less").proportion_ci(0.975).high
+        fn_high = binomtest(int((~called & truth).sum()), int(truth.sum()), alternative="less").proportion_ci(0.975).high
+        return dist.inv_cdf(1 - fp_high) - dist.inv_cdf(fn_high)
+
+    candidates = np.unique(scores[:, choose])[:-1]  # every threshold but the loosest (all called)
+    best = max(candidates[1:], key=lambda t: bound(scores[:, choose] >= t, members[:, choose]))
+    assert mu == pytest.approx(bound(scores[:, count] >= best, members[:, count]), rel=1e-6)
     # a half with no member at all leaves nothing to bound
     assert gaussian_split_mu_bound(scores[:, :2], np.zeros((8, 2), bool), rng=np.random.default_rng(1)) == 0.0
 
@@ -203,7 +218,10 @@ def test_one_run_bounds_take_the_best_of_the_grid_at_a_corrected_level():
     assert bounds.epsilon == pytest.approx(
         epsilon_one_run(400, bounds.guesses, bounds.correct, delta=1e-5, confidence=1 - 0.05 / 6))
     assert bounds.epsilon < epsilon_one_run(400, bounds.guesses, bounds.correct, delta=1e-5)
-    assert bounds.epsilon_fdp == pytest.approx(epsilon_of_gaussian(bounds.mu_fdp, 1e-5))
+    assert bounds.mu_fdp > 0
+    # the grid: at most six distinct even counts, 2 to m; fewer where fractions round alike
+    assert guess_grid(400) == [8, 20, 40, 80, 200, 400]
+    assert guess_grid(103) == [2, 6, 10, 20, 52, 102] and guess_grid(10) == [2, 4, 10] and guess_grid(1) == []
 
 
 # --- Clopper-Pearson ceiling, all bounds on an attack, planning --------------------------------
@@ -255,10 +273,11 @@ def test_mu_of_epsilon_inverts_epsilon_of_gaussian():
 
 
 def test_no_bound_exceeds_the_true_epsilon_more_often_than_its_alpha():
-    # 100 repetitions: a sound bound violates in at most 5% of them in expectation, so more
-    # than binom.isf(1e-3, 100, 0.05) = 13 violations would be a one-in-a-thousand event
-    allowed = int(binom.isf(1e-3, 100, 0.05))
-    rows = simulate_bounds(4.0, repetitions=100, pairs=200, canaries=200, seed=1)
+    # A sanity check against gross inflation (the exact definitions are pinned by the reference
+    # computations above): 200 repetitions, in which a sound bound violates in at most 5% in
+    # expectation, so more than binom.isf(1e-3, 200, 0.05) = 21 would be a one-in-a-thousand event.
+    allowed = int(binom.isf(1e-3, 200, 0.05))
+    rows = simulate_bounds(4.0, repetitions=200, pairs=200, canaries=200, seed=1)
     assert len(rows) == 5 and "one-run-fdp" in soundness_table(rows)
     for row in rows:
         assert row.violations <= allowed, row

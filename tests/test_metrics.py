@@ -56,8 +56,9 @@ def test_evaluate_keeps_its_two_argument_form():
     members = rng.random(400) < 0.5
     scores = rng.normal(size=400) + members
     metrics = evaluate(scores, members)
-    assert metrics.resamples == 1000 and metrics.confidence == 0.95 and metrics.delta == 0.0
+    assert metrics.resamples == 1000 and metrics.confidence == 0.95 and metrics.delta == 1e-5
     assert metrics.auc_ci[0] <= metrics.auc <= metrics.auc_ci[1]
     assert set(metrics.tpr_at_fpr) == set(metrics.tpr_at_fpr_ci) == set(metrics.low_support)
-    # the bound at the defaults (delta 0, 95% confidence); a shift of 1 shows some privacy loss
-    assert metrics.epsilon_lower_bound == epsilon_lower_bound(roc_curve(scores, members)) > 0.0
+    # the bound at the defaults (delta 1e-5, 95% confidence); a shift of 1 shows some privacy loss
+    assert metrics.epsilon_lower_bound == epsilon_lower_bound(roc_curve(scores, members), delta=1e-5) > 0.0
+    assert metrics.bounds.gaussian is not None  # the default delta states the Gaussian epsilons

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from truthserum.metrics.bootstrap import BOOTSTRAP_SEED, BootstrapIntervals, bootstrap_intervals
-from truthserum.metrics.bounds import EpsilonBounds, epsilon_bounds
+from truthserum.metrics.bounds import DEFAULT_DELTA, EpsilonBounds, epsilon_bounds
 from truthserum.metrics.epsilon import epsilon_lower_bound
 from truthserum.metrics.roc import FPR_LEVELS, RocCurve, area_under_curve, low_support, roc_curve, tpr_at_fpr
 
@@ -94,7 +94,7 @@ class AttackMetrics:
 
 
 def summarize(
-    roc: RocCurve, levels=FPR_LEVELS, *, delta: float = 0.0, confidence: float = 0.95
+    roc: RocCurve, levels=FPR_LEVELS, *, delta: float = DEFAULT_DELTA, confidence: float = 0.95
 ) -> AttackMetrics:
     """AUC, TPR at each FPR level, the counts and the epsilon lower bound of one ROC.
 
@@ -121,7 +121,7 @@ def evaluate(
     *,
     resamples: int = 1000,
     confidence: float = 0.95,
-    delta: float = 0.0,
+    delta: float = DEFAULT_DELTA,
     rng: np.random.Generator | int = BOOTSTRAP_SEED,
     roc: RocCurve | None = None,
 ) -> AttackMetrics:

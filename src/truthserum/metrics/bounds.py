@@ -30,6 +30,10 @@ from truthserum.metrics.gaussian_dp import (
 from truthserum.metrics.one_run import epsilon_one_run, mu_one_run_fdp, one_run_bounds
 from truthserum.metrics.roc import RocCurve
 
+DEFAULT_DELTA = 1e-5
+"""The delta of every bound unless one is given (``metrics.delta``): the usual delta of DP-SGD
+audits, and above 0 so that the Gaussian bounds state an epsilon."""
+
 SPLIT_SEED = 20230809
 """The seed of the split of target points for ``gaussian-split``; fixed, so results repeat."""
 
@@ -83,7 +87,7 @@ def epsilon_bounds(
     """Every bound of an attack's ``(M, T)`` scores against the ground truth ``members``.
 
     ``roc`` is the pooled ROC of the same scores. The one-run bounds read row 0 (the first
-    target model); they are 0 when its targets are all members or all non-members.
+    target model), its targets the canaries.
     """
     scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     members = np.atleast_2d(np.asarray(members, dtype=bool))
@@ -132,7 +136,7 @@ def ceilings(trials: int, *, delta: float, confidence: float = 0.95) -> Ceiling:
     )
 
 
-def ceiling_table(trials: Sequence[int] = (100, 1_000, 10_000), *, delta: float = 1e-5,
+def ceiling_table(trials: Sequence[int] = (100, 1_000, 10_000), *, delta: float = DEFAULT_DELTA,
                   confidence: float = 0.95) -> str:
     """The ceilings as a Markdown table, one row per number of trials."""
     if not 0.0 < delta < 1.0:

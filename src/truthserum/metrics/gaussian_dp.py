@@ -98,16 +98,15 @@ def _mu_at(tp, positives, fp, negatives, significance):
 
 def mu_from_counts(
     true_positives: np.ndarray, positives: float, false_positives: np.ndarray, negatives: float,
-    *, confidence: float = 0.95, corrected_over: int | None = None,
+    *, confidence: float = 0.95,
 ) -> float:
     """Lower bound on mu from the (TP, FP) counts at K thresholds, the best of them.
 
     Args:
         true_positives, false_positives: counts at each threshold.
         positives, negatives: members and non-members tested.
-        confidence: probability that the bound does not exceed the true mu.
-        corrected_over: the number of thresholds the best is taken over, for the Bonferroni
-            correction; the number of counts given when None.
+        confidence: probability that the bound does not exceed the true mu, after the
+            Bonferroni correction over the K thresholds given.
 
     Returns:
         The bound, at least 0.
@@ -116,8 +115,7 @@ def mu_from_counts(
     fp = np.atleast_1d(np.asarray(false_positives, dtype=np.float64))
     if tp.size == 0:
         return 0.0
-    thresholds = tp.size if corrected_over is None else corrected_over
-    significance = (1.0 - confidence) / (2 * thresholds)
+    significance = (1.0 - confidence) / (2 * tp.size)
     # The interval ends are at least the observed rates and at least their value at zero
     # errors, so mu_from_rates of those floors caps each point's bound: only points whose cap
     # beats the best so far need the beta quantiles.
@@ -138,12 +136,17 @@ def candidate_points(tp: np.ndarray, fp: np.ndarray, positives: float, negatives
                      limit: int = MAX_THRESHOLDS) -> np.ndarray:
     """Indices of the ROC points to try: all of them up to ``limit``, else about ``limit`` of
     them, the last point with at most c false positives and the first with at most c false
-    negatives, for c on two geometric grids from 1 to the non-members and the members."""
+    negatives, for c = 0 and c on two geometric grids from 1 to the non-members and the
+    members."""
     if tp.size <= limit:
         return np.arange(tp.size)
     half = limit // 2
-    by_fp = np.searchsorted(fp, np.geomspace(1.0, negatives, half), side="right") - 1
-    by_fn = np.searchsorted(tp - positives, -np.geomspace(1.0, positives, half)[::-1], side="left")
+    # each grid starts at 0 errors: the strictest point with no false positive, the loosest
+    # with no false negative
+    fp_grid = np.r_[0.0, np.geomspace(1.0, negatives, half - 1)]
+    fn_grid = np.r_[0.0, np.geomspace(1.0, positives, half - 1)]
+    by_fp = np.searchsorted(fp, fp_grid, side="right") - 1
+    by_fn = np.searchsorted(tp - positives, -fn_grid[::-1], side="left")
     return np.unique(np.clip(np.r_[by_fp, by_fn], 0, tp.size - 1))
 
 

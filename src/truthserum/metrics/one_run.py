@@ -24,7 +24,6 @@ coins). Choosing ``k`` after seeing the scores is a choice among K tries, so
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +31,6 @@ from scipy.optimize import brentq
 from scipy.special import expit, ndtr, ndtri
 from scipy.stats import binom
 
-from truthserum.metrics.gaussian_dp import epsilon_of_gaussian
 
 GUESS_FRACTIONS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 """The grid of one-run guess counts: each fraction of the canaries is guessed, half of it
@@ -64,8 +62,11 @@ def one_run_p_value(canaries: int, guesses: int, correct: int, *, epsilon: float
 def epsilon_one_run(
     canaries: int, guesses: int, correct: int, *, delta: float = 0.0, confidence: float = 0.95,
 ) -> float:
-    """The largest epsilon that ``correct`` of ``guesses`` right guesses on ``canaries`` refutes
-    at ``confidence`` (0 when even epsilon 0 is not refuted)."""
+    """The epsilon at which the p-value of ``correct`` of ``guesses`` right guesses on
+    ``canaries`` reaches ``1 - confidence``: every smaller epsilon with a smaller p-value is
+    refuted (0 when even epsilon 0 is not). Without delta the p-value rises with epsilon and
+    this is the largest epsilon refuted; the delta term can make it dip, and the root found is
+    then one such crossing, still a sound bound."""
     significance = 1.0 - confidence
     if one_run_p_value(canaries, guesses, correct, epsilon=0.0, delta=delta) > significance:
         return 0.0
@@ -74,9 +75,7 @@ def epsilon_one_run(
         return one_run_p_value(canaries, guesses, correct, epsilon=eps, delta=delta) - significance
 
     high = 1.0
-    while excess(high) <= 0.0:
-        if high > 1e3:  # every guess right and delta 0: no epsilon survives short of infinity
-            return math.inf
+    while excess(high) <= 0.0:  # ends: as epsilon grows q -> 1 and the p-value -> 1
         high *= 2.0
     return float(brentq(excess, 0.0, high, xtol=1e-8))
 
@@ -134,11 +133,18 @@ class OneRunBounds:
     epsilon: float
     """Steinke et al.'s bound."""
     mu_fdp: float
-    epsilon_fdp: float
-    """Mahloujifar et al.'s bound, as mu and as the epsilon of that mu at the audited delta."""
+    """Mahloujifar et al.'s bound on mu (its epsilon at a delta: ``epsilon_of_gaussian``)."""
     guesses: int
     correct: int
     """The guesses and right guesses of the grid point behind ``epsilon``."""
+
+
+def guess_grid(canaries: int, fractions: tuple[float, ...] = GUESS_FRACTIONS) -> list[int]:
+    """The distinct even guess counts of the grid for ``canaries`` canaries: each fraction of
+    them, rounded to an even count of at least 2 and at most the canaries (fewer than the
+    fractions when two round alike, as they do for small m)."""
+    half = canaries // 2
+    return sorted({2 * min(half, max(1, round(f * canaries / 2))) for f in fractions} - {0})
 
 
 def guess_counts(scores: np.ndarray, included: np.ndarray, guesses: int) -> int:
@@ -159,12 +165,12 @@ def one_run_bounds(
     Args:
         scores: ``(m,)`` attack scores of the canaries, higher meaning "in".
         included: ``(m,)`` bool, which canaries the model trained on (the coins).
-        delta: the audited delta; the f-DP bound's epsilon needs delta > 0 (0 otherwise).
+        delta: the audited delta of Steinke et al.'s bound.
         confidence: of each bound, after the correction over the grid.
         fractions: the grid of guessed fractions of the canaries.
     """
     canaries = int(np.asarray(scores).size)
-    counts = sorted({2 * max(1, round(f * canaries / 2)) for f in fractions if 2 * max(1, round(f * canaries / 2)) <= canaries})
+    counts = guess_grid(canaries, fractions)
     each = 1.0 - (1.0 - confidence) / max(1, len(counts))
     best = (0.0, 0, 0)
     best_mu = 0.0
@@ -174,6 +180,4 @@ def one_run_bounds(
         if eps > best[0] or best[1] == 0:
             best = (eps, guesses, correct)
         best_mu = max(best_mu, mu_one_run_fdp(canaries, guesses, correct, confidence=each))
-    epsilon_fdp = epsilon_of_gaussian(best_mu, delta) if delta > 0 else 0.0
-    return OneRunBounds(canaries=canaries, epsilon=best[0], mu_fdp=best_mu, epsilon_fdp=epsilon_fdp,
-                        guesses=best[1], correct=best[2])
+    return OneRunBounds(canaries=canaries, epsilon=best[0], mu_fdp=best_mu, guesses=best[1], correct=best[2])

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
-from truthserum.metrics.bounds import BOUND_FIELDS, epsilon_bounds
-from truthserum.metrics.gaussian_dp import epsilon_of_gaussian
+from truthserum.metrics.bounds import BOUND_FIELDS
+from truthserum.metrics.epsilon import epsilon_lower_bound
+from truthserum.metrics.gaussian_dp import epsilon_of_gaussian, gaussian_mu_bound, gaussian_split_mu_bound
+from truthserum.metrics.one_run import one_run_bounds
 from truthserum.metrics.roc import roc_curve
 
 
@@ -69,9 +71,9 @@ def simulate_bounds(
 ) -> list[SoundnessRow]:
     """Every bound's violations and median over ``repetitions`` draws at the true ``epsilon``.
 
-    The pairs enter the bounds as one row of ``2 * pairs`` targets (the split of
-    ``gaussian-split`` is over them), followed by the canaries as the row the one-run bounds
-    read: the two halves are independent draws, so neither bound sees the other's data.
+    The many-run bounds read the pairs (one row of ``2 * pairs`` targets, over which
+    ``gaussian-split`` splits), the one-run bounds the canaries: independent draws, so neither
+    sees the other's data.
     """
     if not 0.0 < delta < 1.0:
         raise ValueError(f"the simulation needs delta in (0, 1), got {delta}")
@@ -80,14 +82,15 @@ def simulate_bounds(
     found: dict[str, list[float]] = {name: [] for name in BOUND_FIELDS}
     for _ in range(repetitions):
         pair_scores, members, canary_scores, coins = _draw(rng, mu, pairs, canaries)
-        many = epsilon_bounds(pair_scores[None, :], members[None, :], roc_curve(pair_scores, members),
-                              delta=delta, confidence=confidence, split_seed=int(rng.integers(2**31)))
-        one = epsilon_bounds(canary_scores[None, :], coins[None, :], roc_curve(canary_scores, coins),
-                             delta=delta, confidence=confidence) if coins.any() and not coins.all() else None
-        for name in ("clopper-pearson", "gaussian", "gaussian-split"):
-            found[name].append(many.by_label()[name])
-        for name in ("one-run", "one-run-fdp"):
-            found[name].append(0.0 if one is None else one.by_label()[name])
+        roc = roc_curve(pair_scores, members)
+        split_mu = gaussian_split_mu_bound(pair_scores, members, confidence=confidence,
+                                           rng=np.random.default_rng(int(rng.integers(2**31))))
+        one = one_run_bounds(canary_scores, coins, delta=delta, confidence=confidence)
+        found["clopper-pearson"].append(epsilon_lower_bound(roc, delta=delta, confidence=confidence))
+        found["gaussian"].append(epsilon_of_gaussian(gaussian_mu_bound(roc, confidence=confidence), delta))
+        found["gaussian-split"].append(epsilon_of_gaussian(split_mu, delta))
+        found["one-run"].append(one.epsilon)
+        found["one-run-fdp"].append(epsilon_of_gaussian(one.mu_fdp, delta))
     alpha = 1.0 - confidence
     return [
         SoundnessRow(bound=name, epsilon=epsilon, repetitions=repetitions,
