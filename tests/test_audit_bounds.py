@@ -198,11 +198,27 @@ def test_fdp_test_matches_a_scalar_loop(m, k, c):
     assert fdp_rejects(grid, m, k, c, confidence=0.95).tolist() == expected
 
 
+# mu and epsilon (delta 1e-5) that Meta's PrivacyGuard (facebookresearch/PrivacyGuard at
+# fb9c26c, FDPAnalysisNode.audit_rh_with_cap, the authors' organisation's implementation)
+# rejects at 95%, bisected finely and rounded to three decimals
+PRIVACY_GUARD_FDP = [
+    ((1000, 1000, 1000), 2.368, 12.335), ((1000, 200, 190), 0.908, 3.916), ((100, 100, 100), 1.703, 8.216),
+    ((1000, 100, 93), 0.703, 2.923), ((500, 50, 30), 0.0, 0.0), ((100, 20, 10), 0.0, 0.0),
+]
+
+
+@pytest.mark.parametrize("case, mu, eps", PRIVACY_GUARD_FDP)
+def test_fdp_bound_matches_the_authors_organisations_implementation(case, mu, eps):
+    found = mu_one_run_fdp(*case)
+    assert found == pytest.approx(mu, abs=6e-4)
+    assert (epsilon_of_gaussian(found, 1e-5) if found else 0.0) == pytest.approx(eps, abs=3e-3)
+
+
 def test_fdp_bound_is_the_edge_of_the_rejected_mus_and_beats_the_epsilon_bound():
     for m, k, c in [(1000, 1000, 1000), (1000, 200, 190), (100, 100, 100)]:
         mu = mu_one_run_fdp(m, k, c)
         assert fdp_rejects(np.array([mu]), m, k, c, confidence=0.95)[0]
-        assert not fdp_rejects(np.array([mu + 2e-3]), m, k, c, confidence=0.95)[0]
+        assert not fdp_rejects(np.array([mu + 1e-5]), m, k, c, confidence=0.95)[0]
         # the paper's point: the Gaussian curve gives a higher epsilon from the same guesses
         assert epsilon_of_gaussian(mu, 1e-5) > epsilon_one_run(m, k, c, delta=1e-5)
     assert mu_one_run_fdp(100, 20, 10) == 0.0  # half right is no evidence at all
