@@ -6,7 +6,7 @@ non-member pairs for the many-run bounds and 1,000 canaries with fair coins for 
 bounds, and computes every bound at 95%. Prints, per true epsilon, how often each bound exceeds
 it (must be at most alpha = 5%) and its median as a fraction of the true epsilon.
 
-Run: ``.venv/bin/python experiments/audit_soundness.py`` (about 9 minutes on 2 cores;
+Run: ``.venv/bin/python experiments/audit_soundness.py`` (about 2.5 minutes on 2 cores;
 ``--repetitions``, ``--epsilons``, ``--out``).
 """
 

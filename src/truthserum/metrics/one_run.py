@@ -8,10 +8,9 @@ The auditor ranks the canaries by score, guesses "in" for the ``k`` highest and 
   their appendix states it. Under (epsilon, delta)-DP,
   ``P[correct >= v] <= beta + 2 m delta alpha`` with ``q = e^eps / (1 + e^eps)``,
   ``beta = P[Binomial(r, q) >= v]`` and ``alpha = max_{1<=i<=v} P[v - i <= Binomial(r, q) < v] / i``;
-  the bound is the largest epsilon whose p-value is below ``1 - confidence``.
+  the bound is the epsilon at which that p-value reaches ``1 - confidence``.
 - :func:`mu_one_run_fdp`: Mahloujifar, Melis, Chaudhuri, "Auditing f-Differential Privacy in
-  One Run" (ICML 2025), the recursive test of their Section 4 with the Gaussian trade-off
-  curve: it rejects mu-GDP when no mechanism with that curve can put the observed number of
+  One Run" (ICML 2025), their recursive test with the Gaussian trade-off curve: it rejects mu-GDP when no mechanism with that curve can put the observed number of
   correct guesses at probability ``1 - confidence``. The largest mu rejected becomes an epsilon
   at the audited delta through :func:`~truthserum.metrics.gaussian_dp.epsilon_of_gaussian`.
 
