@@ -1,5 +1,7 @@
 """Config and data validation: each problem is named in one line."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -49,6 +51,32 @@ def test_bad_configs_name_the_problem(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")) as info:
         load_config(write(tmp_path, text))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "the config is empty; `truthserum demo` runs the built-in experiment"),
+        ("# only a comment\n", "the config is empty"),
+        ("{}\n", "the config is empty"),
+        ("seed: 1\nseed: 2\n", "key 'seed' is given twice in one section (line 2); keep one"),
+        ("design:\n  num_models: 8\n  num_models: 16\n", "key 'num_models' is given twice in one section (line 3)"),
+        ("x: " + "[" * 30 + "]" * 30 + "\n", "nested more than 20 levels deep"),
+        ("x: " + "[" * 1000 + "]" * 1000 + "\n", "nested too deeply to read"),
+        ("x: " + "[" * 20000 + "]" * 20000 + "\n", "nested too deeply to read"),
+    ],
+)
+def test_empty_duplicated_or_deeply_nested_configs_are_refused_in_one_line(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        load_config(write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+def test_a_duplicated_key_is_echoed_cut_short(tmp_path):
+    key = "k" * 500
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"{key}: 1\n{key}: 2\n"))
+    assert "given twice" in str(info.value) and len(str(info.value)) < 300
 
 
 def test_yaml_is_loaded_safely(tmp_path):

@@ -27,6 +27,56 @@ _SECTIONS = {
 }
 
 
+MAX_NESTING = 20  # a real config nests 4 levels; deeper is a mistake or an attack on the parser
+_ECHO = 60  # characters of a user's key echoed back in a message
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int):
+        super().__init__()
+        self.key, self.line = key, line
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML would keep
+    the last one silently, so a config could mean something other than it seems to say)."""
+
+    def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base constructor names the problem
+                continue
+            if duplicate:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _echo(value: Any) -> str:
+    """``repr(value)``, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= _ECHO else text[:_ECHO] + "...'"
+
+
+def _nesting(raw: Any) -> int:
+    """How deep mappings and lists nest in ``raw``, counted without recursion."""
+    deepest, stack = 0, [(raw, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > MAX_NESTING:
+                    return depth + 1
+                stack.append((child, depth + 1))
+        deepest = max(deepest, depth)
+    return deepest
+
+
 # The keys of the defense sections: each belongs to one task (defense: membership; defenses and
 # strategies: the defense matrix), and a config of another task is told where they go.
 _DEFENSE_KEYS = ("defense", "defenses", "strategies")
@@ -148,11 +198,21 @@ def load_config(path: Path) -> RunConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: plain data, no Python objects
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: key {_echo(exc.key)} is given twice in one section (line {exc.line}); "
+                          "keep one") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read (a config nests a few levels)") from None
+    if raw is None or raw == {}:
+        raise ConfigError(f"{path}: the config is empty; `truthserum demo` runs the built-in experiment, "
+                          "and docs/usage.md shows a config to start from")
+    if _nesting(raw) > MAX_NESTING:
+        raise ConfigError(f"{path}: nested more than {MAX_NESTING} levels deep (a config nests a few levels)")
     return parse_config(raw, source=str(path), base_dir=path.parent)
 
 
