@@ -72,6 +72,21 @@ def test_empty_duplicated_or_deeply_nested_configs_are_refused_in_one_line(tmp_p
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model:\n  hidden_sizes: [4611686018427387904]\n", "model.hidden_sizes: widths must be at most 65,536"),
+        ("model:\n  hidden_sizes: [" + ", ".join(["8"] * 65) + "]\n", "at most 64 items"),
+        ("model:\n  architecture: cnn\n  channels: [70000]\n", "model.channels: widths must be at most 65,536"),
+        ("train:\n  batch_size: 1000000000000\n", "train.batch_size: Input should be less than or equal to 1000000"),
+        ("train:\n  shard_size: 1000000000000000000\n", "train.shard_size: Input should be less than or equal to 4096"),
+    ],
+)
+def test_sizes_past_any_memory_are_refused_naming_the_limit(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, text))
+
+
 def test_a_duplicated_key_is_echoed_cut_short(tmp_path):
     key = "k" * 500
     with pytest.raises(ConfigError) as info:

@@ -130,6 +130,11 @@ class DesignConfig(_Strict):
 
 
 MAX_REPLICAS = 10_000
+# Sizes past these cannot fit any machine's memory; refused in the config rather than failing
+# inside torch ("Storage size calculation overflowed") after the run directory is made.
+MAX_WIDTH = 65_536
+MAX_LAYERS = 64
+MAX_BATCH = 1_000_000
 
 
 class PoisonConfig(_Strict):
@@ -152,8 +157,13 @@ class ModelConfig(_Strict):
                     "(cnn, wrn: images); own: the model passed to audit_membership from Python (recorded, never "
                     "built from a config file)",
     )
-    hidden_sizes: tuple[Count, ...] = Field(default=(256,), min_length=1, description="MLP hidden widths")
-    channels: tuple[Count, ...] = Field(default=(16, 32), min_length=1, description="CNN convolution widths")
+    hidden_sizes: tuple[Count, ...] = Field(
+        default=(256,), min_length=1, max_length=MAX_LAYERS, description=f"MLP hidden widths, each at most {MAX_WIDTH:,}",
+    )
+    channels: tuple[Count, ...] = Field(
+        default=(16, 32), min_length=1, max_length=MAX_LAYERS,
+        description=f"CNN convolution widths, each at most {MAX_WIDTH:,}",
+    )
     depth: Count = Field(default=16, ge=10, le=1000, description="WRN layers, 6n + 4 (10, 16, 22, 28, ...)")
     widen: Count = Field(default=4, ge=1, le=32, description="WRN widen factor k (16k, 32k, 64k channels)")
 
@@ -162,6 +172,8 @@ class ModelConfig(_Strict):
     def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if any(width < 1 for width in value):
             raise ValueError("widths must be positive")
+        if any(width > MAX_WIDTH for width in value):
+            raise ValueError(f"widths must be at most {MAX_WIDTH:,}")
         return value
 
     @field_validator("depth")
@@ -194,11 +206,11 @@ class TrainConfig(_Strict):
     )
     epochs: Count = Field(default=20, ge=1, le=100_000, description="passes over each model's training set")
     batch_size: Count = Field(
-        default=128, ge=1,
+        default=128, ge=1, le=MAX_BATCH,
         description="at most this many training points per model per step; every model takes the same steps",
     )
     shard_size: Count = Field(
-        default=8, ge=1, description="models trained together; a finished shard is never retrained"
+        default=8, ge=1, le=4096, description="models trained together; a finished shard is never retrained"
     )
     augment: Augment = Field(
         default=Augment.NONE,
