@@ -94,12 +94,14 @@ class AttackMetrics:
 
 
 def summarize(
-    roc: RocCurve, levels=FPR_LEVELS, *, delta: float = DEFAULT_DELTA, confidence: float = 0.95
+    roc: RocCurve, levels=FPR_LEVELS, *, delta: float = DEFAULT_DELTA, confidence: float = 0.95,
+    bounds: EpsilonBounds | None = None,
 ) -> AttackMetrics:
     """AUC, TPR at each FPR level, the counts and the epsilon lower bound of one ROC.
 
     The ROC alone cannot be bootstrapped over target points, so the intervals stay None;
-    :func:`evaluate` adds them from the scores.
+    :func:`evaluate` adds them from the scores. ``bounds`` (every bound, computed from the
+    scores) are kept, and their Clopper-Pearson bound is not computed again.
     """
     return AttackMetrics(
         auc=area_under_curve(roc),
@@ -107,9 +109,11 @@ def summarize(
         members=roc.members,
         nonmembers=roc.nonmembers,
         low_support={float(level): low_support(level, roc.nonmembers) for level in levels},
-        epsilon_lower_bound=epsilon_lower_bound(roc, delta=delta, confidence=confidence),
+        epsilon_lower_bound=(epsilon_lower_bound(roc, delta=delta, confidence=confidence) if bounds is None
+                             else bounds.clopper_pearson),
         delta=float(delta),
         confidence=float(confidence),
+        bounds=bounds,
     )
 
 
@@ -149,8 +153,8 @@ def evaluate(
         raise ValueError(f"resamples must be 0 (no bootstrap) or more, got {resamples}")
     if roc is None:
         roc = roc_curve(scores, members)
-    metrics = summarize(roc, levels, delta=delta, confidence=confidence)
-    metrics = replace(metrics, bounds=epsilon_bounds(scores, members, roc, delta=delta, confidence=confidence))
+    bounds = epsilon_bounds(scores, members, roc, delta=delta, confidence=confidence)
+    metrics = summarize(roc, levels, delta=delta, confidence=confidence, bounds=bounds)
     if resamples == 0:
         return metrics
     del roc  # freed before the bootstrap, unless the caller holds it
