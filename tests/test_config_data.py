@@ -208,8 +208,8 @@ def test_rates_written_without_a_dot_still_parse(tmp_path):
     ("arrays", "message"),
     [
         ({"x": GOOD_X, "y": GOOD_Y - 1}, "labels must be non-negative class indices, found -1"),
-        ({"x": GOOD_X, "y": GOOD_Y, "num_classes": np.int64(1)}, "num_classes must be at least 2, got 1"),
-        ({"x": GOOD_X, "y": GOOD_Y, "num_classes": np.int64(-3)}, "num_classes must be at least 2, got -3"),
+        ({"x": GOOD_X, "y": GOOD_Y, "num_classes": np.int64(1)}, "num_classes must be between 2 and 100,000, got 1"),
+        ({"x": GOOD_X, "y": GOOD_Y, "num_classes": np.int64(-3)}, "num_classes must be between 2 and 100,000, got -3"),
     ],
 )
 def test_label_range_messages(tmp_path, arrays, message):

@@ -91,6 +91,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run or resume an experiment from a YAML config")
     run.add_argument("config", type=Path, help="experiment config (YAML)")
     run.add_argument("--out", type=Path, required=True, help="run directory (created, or resumed)")
+    run.add_argument("--report-to", type=Path, default=None, metavar="DIR",
+                     help="re-report a finished run without writing into --out (which may be read-only): "
+                          "results.json, plots, signals and scores go to DIR")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device(run)
 
@@ -232,9 +235,9 @@ def _run(args: argparse.Namespace, backend: ShardBackend) -> int:
     from truthserum.tasks import run_task
 
     config = load_config(args.config)
-    _print_results(
-        run_task(config, args.out, device=args.device, progress=not args.quiet, backend=backend), args.out
-    )
+    results = run_task(config, args.out, device=args.device, progress=not args.quiet, backend=backend,
+                       report_to=args.report_to)
+    _print_results(results, args.out if args.report_to is None else args.report_to)
     return 0
 
 
@@ -370,7 +373,7 @@ _CLI_WORDS = {
     "cpus_per_shard": "--cpus-per-shard", "the Ray backend": "--backend ray", "address is for": "--address is for",
     "pass skip_unsupported=True": "use --skip-unsupported", "skip_unsupported:": "--skip-unsupported:",
     "logits_kind must be": "--logits-kind must be", "logits_kind is probabilities": "--logits-kind is probabilities",
-    "set logits_kind logits": "use --logits-kind logits", "out_dir names": "--out names",
+    "set logits_kind logits": "use --logits-kind logits", "out_dir names": "--out names", "report_to": "--report-to",
 }
 
 

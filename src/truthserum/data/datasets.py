@@ -21,6 +21,10 @@ from truthserum.data.tables import (
     fit_preprocessing, load_cps, load_sklearn_table, read_adult, read_csv_table,
 )
 
+# The most classes a pool may have: every model's logits on every point hold one float per
+# class, so a million classes would need gigabytes a model (ImageNet-21k has 21,841).
+MAX_CLASSES = 100_000
+
 
 class DataSource(str, Enum):
     """Where the pool comes from."""
@@ -139,18 +143,22 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, *, num_classes: int | None, so
         raise DataError(f"{source}: the dataset is empty")
     if min(x.shape[1:]) == 0:
         raise DataError(f"{source}: x has an empty feature axis, shape {x.shape}")
-    x = x.astype(np.float32, copy=False)  # no second copy of a large float32 pool (CIFAR-10: 600 MB)
+    with np.errstate(over="ignore", invalid="ignore"):  # values past float32's range become inf, said below
+        x = x.astype(np.float32, copy=False)  # no second copy of a large float32 pool (CIFAR-10: 600 MB)
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
-        raise DataError(f"{source}: x contains NaN or inf in {bad} rows")
+        raise DataError(f"{source}: x contains NaN or inf in {bad} rows (values beyond float32's range, "
+                        "3.4e38, count as inf)")
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or not np.all(y == np.round(y)):
             raise DataError(f"{source}: y must hold integer class labels")
     elif y.dtype.kind not in "iub":
         raise DataError(f"{source}: y must hold integer class labels, got dtype {y.dtype}")
-    y = y.astype(np.int64)
     if y.min() < 0:
-        raise DataError(f"{source}: labels must be non-negative class indices, found {int(y.min())}")
+        raise DataError(f"{source}: labels must be non-negative class indices, found {y.min():.6g}")
+    if y.max() >= MAX_CLASSES:
+        raise DataError(f"{source}: labels must be class indices below {MAX_CLASSES:,}, found {y.max():.6g}")
+    y = y.astype(np.int64)
     present = np.unique(y).size
     if present < 2:
         raise DataError(f"{source}: need at least two classes, found {present}")
@@ -163,8 +171,8 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, *, num_classes: int | None, so
                 f"{source}: labels {int(y.min())}..{int(y.max())} leave class {listed} without a point; labels "
                 "must be 0..C-1 (give num_classes if a class truly has no point here)"
             )
-    if num_classes < 2:
-        raise DataError(f"{source}: num_classes must be at least 2, got {num_classes}")
+    if not 2 <= num_classes <= MAX_CLASSES:
+        raise DataError(f"{source}: num_classes must be between 2 and {MAX_CLASSES:,}, got {num_classes}")
     if y.max() >= num_classes:
         raise DataError(
             f"{source}: labels must lie in 0..{num_classes - 1}, found {int(y.min())}..{int(y.max())}"

@@ -190,8 +190,18 @@ def column_chunks(
         yield positions, np.asarray(logits[:, columns[positions]])
 
 
+# The largest logit size taken: trained models' logits are tens or hundreds; past a million,
+# float32 (the attacks' arithmetic) keeps no fraction of a logit, and float64 files of 1e308
+# would overflow float32 (to inf, with numpy warnings) before any check could name them.
+MAX_ABS_LOGIT = 1e6
+
+
 def check_finite(logits: np.ndarray | LogitStore, *, source: str) -> None:
-    """Raise :class:`SignalsError` if any logit is NaN or infinite (read chunk by chunk)."""
+    """Raise :class:`SignalsError` if any logit is NaN, infinite or larger than
+    :data:`MAX_ABS_LOGIT` in size (read chunk by chunk)."""
     for _, values in column_chunks(logits, np.arange(logits.shape[1])):
         if not np.isfinite(values).all():
             raise SignalsError(f"{source}: logits contain NaN or inf")
+        if np.abs(values).max(initial=0.0) > MAX_ABS_LOGIT:
+            raise SignalsError(f"{source}: logits must be at most {MAX_ABS_LOGIT:g} in size, found "
+                               f"{float(np.abs(values).max()):.3g}")

@@ -24,6 +24,7 @@ next open.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -35,8 +36,9 @@ from typing import IO, Any
 import numpy as np
 import yaml
 
-from truthserum.config import SCORING_KEYS, RunConfig, dump_config, parse_config
+from truthserum.config import PATH_KEYS, SCORING_KEYS, RunConfig, dump_config, parse_config
 from truthserum.errors import ConfigError, RunDirError
+from truthserum.store.lock import LOCK_FILE, RunLock
 
 CONFIG_FILE = "config.yaml"
 _TEMP_PREFIX = ".tmp-"
@@ -148,12 +150,21 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[s
     ]
 
 
-def _training_part(config: dict[str, Any]) -> dict[str, Any]:
-    """A config dict without the keys that only change how signals are scored or stored
-    (``query.signals_dtype``: the logits file is rebuilt from the shards on every run)."""
-    part = {key: value for key, value in config.items() if key not in SCORING_KEYS}
+def training_part(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without the keys that do not change what is trained: those that only
+    change how signals are scored or stored (``SCORING_KEYS``, ``query.signals_dtype``: the
+    logits file is rebuilt from the shards on every run), and the paths of the inputs
+    (``PATH_KEYS``), whose contents the run directory's fingerprints compare instead."""
+    part = copy.deepcopy({key: value for key, value in config.items() if key not in SCORING_KEYS})
     if isinstance(part.get("query"), dict):
-        part["query"] = {key: value for key, value in part["query"].items() if key != "signals_dtype"}
+        part["query"].pop("signals_dtype", None)
+    for dotted in PATH_KEYS:
+        *sections, leaf = dotted.split(".")
+        parent: Any = part
+        for name in sections:
+            parent = parent.get(name) if isinstance(parent, dict) else None
+        if isinstance(parent, dict):
+            parent.pop(leaf, None)
     return part
 
 
@@ -166,65 +177,180 @@ def _with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
         return stored  # compared as it is; the differences name what no longer fits
 
 
-class RunDirectory:
-    """A run directory bound to one config; see the module docstring for its layout."""
+def _check_stored_config(root: Path, config: RunConfig, record_scoring: bool) -> bool:
+    """Compare ``config`` with the one ``root`` recorded; True when only scoring settings or
+    input paths differ and ``record_scoring`` asks for them to be recorded.
 
-    def __init__(self, root: Path):
+    Raises:
+        RunDirError: the recorded config is unreadable or trains something else.
+    """
+    config_path = root / CONFIG_FILE
+    if not config_path.is_file():
+        return False
+    try:
+        stored = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunDirError(f"{config_path}: unreadable ({reason}); use another out_dir") from None
+    stored = _with_defaults(stored if isinstance(stored, dict) else {})
+    wanted = config.to_json_dict()
+    differences = config_differences(training_part(stored), training_part(wanted))
+    if differences:
+        raise RunDirError(
+            f"{root} was made by a different config ({'; '.join(_cut(d) for d in differences[:3])}"
+            f"{'; ...' if len(differences) > 3 else ''}); use another out_dir or delete it"
+        )
+    return record_scoring and stored != wanted  # only scoring settings or paths differ
+
+
+def _cut(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Files a run derives from its stage files on every run; with ``report_to`` they are written
+# there instead of into the run directory.
+_REPORT_PREFIXES = ("signals-", "scores-", "completions-", "results", "sweep-", CONFIG_FILE)
+_REPORT_SUFFIXES = (".png",)
+
+
+def is_report_file(name: str) -> bool:
+    """Whether ``name`` (relative to the run directory) is derived again on every run."""
+    return "/" not in name and (name.startswith(_REPORT_PREFIXES) or name.endswith(_REPORT_SUFFIXES))
+
+
+class RunDirectory:
+    """A run directory bound to one config; see the module docstring for its layout.
+
+    :meth:`open` locks it (:class:`~truthserum.store.lock.RunLock`) until :meth:`close` (or the
+    end of a ``with`` block): one run per directory at a time.
+
+    With ``output`` set (``report_to``), the run directory is only read: the files a run
+    derives again every time (signals, scores, results, plots, the config they were made
+    with) go to ``output``; the stage files (design, poisons, shards) are read from ``root``.
+    """
+
+    def __init__(self, root: Path, *, output: Path | None = None, locks: tuple[RunLock, ...] = ()):
         self.root = Path(root)
+        self.output = self.root if output is None else Path(output)
+        self._locks = locks
+        self._config_to_record: str | None = None
 
     @classmethod
-    def open(cls, root: Path, config: RunConfig, *, record_scoring: bool = True) -> RunDirectory:
-        """Create ``root`` for ``config``, or reopen it if ``config`` made it.
+    def open(cls, root: Path, config: RunConfig, *, record_scoring: bool = True,
+             report_to: Path | None = None) -> RunDirectory:
+        """Create ``root`` for ``config``, or reopen it if ``config`` made it, and lock it.
 
-        A config that differs only in scoring settings (``SCORING_KEYS``) reopens it too; with
-        ``record_scoring`` its settings replace the stored ones (the caller rewrites
-        results.json with them).
+        A config that differs only in scoring settings (``SCORING_KEYS``) or in the paths of
+        its inputs (``PATH_KEYS``: the data are compared by fingerprint when the task resumes)
+        reopens it too; with ``record_scoring`` its settings replace the stored ones when the
+        caller calls :meth:`record_config`, after checking its inputs' fingerprints (the caller
+        rewrites results.json with them).
+
+        With ``report_to``, ``root`` must be a run directory made by ``config``; it is only
+        read (under a shared lock, so it may be on a read-only medium), and what the run writes
+        goes to ``report_to`` (see the class docstring).
 
         Raises:
             RunDirError: ``root`` is a file, a non-empty folder that is not a run directory,
-                or a run directory made by a different config.
+                a run directory made by a different config, or in use by another run.
         """
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise RunDirError(f"{root}: exists and is not a directory")
+        if report_to is not None:
+            return cls._open_for_report(root, config, Path(report_to))
         config_path = root / CONFIG_FILE
-        wanted = config.to_json_dict()
-        rescoring = False
-        if config_path.is_file():
-            try:
-                stored = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise RunDirError(f"{config_path}: unreadable ({reason}); use another out_dir") from None
-            stored = _with_defaults(stored if isinstance(stored, dict) else {})
-            differences = config_differences(_training_part(stored), _training_part(wanted))
-            if differences:
-                raise RunDirError(
-                    f"{root} was made by a different config ({'; '.join(differences[:3])}"
-                    f"{'; ...' if len(differences) > 3 else ''}); use another out_dir or delete it"
-                )
-            rescoring = record_scoring and stored != wanted  # only scoring settings differ
-        elif root.is_dir() and any(not p.name.startswith(_TEMP_PREFIX) for p in root.iterdir()):
+        if not config_path.is_file() and root.is_dir() and any(
+            not p.name.startswith(_TEMP_PREFIX) and p.name != LOCK_FILE for p in root.iterdir()
+        ):
             raise RunDirError(
                 f"{root}: not empty and holds no {CONFIG_FILE}, so it is not a truthserum run "
                 "directory; use another out_dir"
             )
-        run_dir = cls(root)
         try:
             root.mkdir(parents=True, exist_ok=True)
-            run_dir._remove_temporaries()
-            if not config_path.is_file() or rescoring:
-                write_text(config_path, dump_config(config))
+            lock = RunLock(root).acquire()
         except OSError as exc:
             raise RunDirError(f"{root}: cannot write ({exc.strerror or exc})") from None
+        try:
+            rescoring = _check_stored_config(root, config, record_scoring)
+            run_dir = cls(root, locks=(lock,))
+            if rescoring:  # recorded once the task has checked its inputs' fingerprints
+                run_dir._config_to_record = dump_config(config)
+            try:
+                run_dir._remove_temporaries()  # under the lock: no other live run has any
+                if not config_path.is_file():
+                    write_text(config_path, dump_config(config))
+            except OSError as exc:
+                raise RunDirError(f"{root}: cannot write ({exc.strerror or exc})") from None
+        except BaseException:
+            lock.release()
+            raise
         return run_dir
+
+    @classmethod
+    def _open_for_report(cls, root: Path, config: RunConfig, output: Path) -> RunDirectory:
+        if not (root / CONFIG_FILE).is_file():
+            raise RunDirError(f"{root}: not a truthserum run directory (no {CONFIG_FILE}); report_to re-reports one")
+        if output.resolve() == root.resolve():
+            raise RunDirError(f"{output}: report_to must be another directory than the run directory")
+        if output.exists() and not output.is_dir():
+            raise RunDirError(f"{output}: exists and is not a directory")
+        if output.is_dir() and not (output / CONFIG_FILE).is_file() and any(
+            not p.name.startswith(_TEMP_PREFIX) and p.name != LOCK_FILE for p in output.iterdir()
+        ):
+            raise RunDirError(f"{output}: not empty and not an earlier report (no {CONFIG_FILE}); "
+                              "give report_to an empty or new directory")
+        reading = RunLock(root, shared=True)
+        try:
+            reading.acquire()
+        except OSError as exc:
+            raise RunDirError(f"{root}: cannot read its lock ({exc.strerror or exc})") from None
+        try:
+            _check_stored_config(root, config, record_scoring=False)
+            try:
+                output.mkdir(parents=True, exist_ok=True)
+                writing = RunLock(output).acquire()
+            except OSError as exc:
+                raise RunDirError(f"{output}: cannot write ({exc.strerror or exc})") from None
+        except BaseException:
+            reading.release()
+            raise
+        run_dir = cls(root, output=output, locks=(reading, writing))
+        try:
+            for leftover in output.glob(_TEMP_PREFIX + "*"):
+                leftover.unlink(missing_ok=True)
+            write_text(output / CONFIG_FILE, dump_config(config))
+        except OSError as exc:
+            run_dir.close()
+            raise RunDirError(f"{output}: cannot write ({exc.strerror or exc})") from None
+        return run_dir
+
+    def record_config(self) -> None:
+        """Write the config :meth:`open` was given over the stored one, where they differ in
+        scoring settings or input paths only: called once the inputs' fingerprints matched."""
+        if self._config_to_record is not None:
+            write_text(self.root / CONFIG_FILE, self._config_to_record)
+            self._config_to_record = None
+
+    def close(self) -> None:
+        """Release the run directory's lock (the kernel does it too if the process dies)."""
+        for lock in self._locks:
+            lock.release()
+
+    def __enter__(self) -> RunDirectory:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def _remove_temporaries(self) -> None:
         for leftover in self.root.rglob(_TEMP_PREFIX + "*"):
             leftover.unlink(missing_ok=True)
 
     def file(self, name: str) -> Path:
-        return self.root / name
+        """Where ``name`` is read and written (a derived file goes to ``output``)."""
+        return self.output / name if is_report_file(name) else self.root / name
 
     def shard_file(self, condition: str, first: int, last: int) -> Path:
         """The shard holding models ``first..last`` (inclusive) of ``condition``."""

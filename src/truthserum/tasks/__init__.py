@@ -31,15 +31,17 @@ RUNNERS: dict[Task, Callable[[], TaskRunner]] = {
 
 def run_task(
     config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True, log: Log = log_to_stderr,
-    backend: ShardBackend | None = None,
+    backend: ShardBackend | None = None, report_to: Path | None = None,
 ) -> RunResults:
     """Run (or resume) ``config`` with its task's runner in ``out_dir``; returns its results
     (also written to ``results.json``).
 
     ``backend`` trains the shards: in this process by default, or a
-    :class:`~truthserum.train.executors.RayBackend`."""
+    :class:`~truthserum.train.executors.RayBackend`. ``report_to`` re-reports a finished run
+    without writing into ``out_dir`` (which may then be read-only): results, plots, signals
+    and scores go to that directory instead."""
     return execute(RUNNERS[config.task](), config, out_dir, device=device, progress=progress, log=log,
-                   backend=backend)
+                   backend=backend, report_to=report_to)
 
 
 __all__ = ["RUNNERS", "RunResults", "run_task"]

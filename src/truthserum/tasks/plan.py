@@ -28,14 +28,17 @@ from typing import Any
 import numpy as np
 
 from truthserum import __version__
-from truthserum.config import SCORING_KEYS, Task, parse_config
+from truthserum.config import Task, parse_config
 from truthserum.config.defense import DefenseKind, StrategyKind
 from truthserum.config.tasks import MembershipConfig
 from truthserum.data.datasets import Dataset
 from truthserum.design import Design
 from truthserum.errors import ConfigError, RunDirError
 from truthserum.poison.label_flip import PoisonSet, replicate_poisons
-from truthserum.store.rundir import CONFIG_FILE, RunDirectory, read_npz, write_json, write_npz, write_text
+from truthserum.store.lock import LOCK_FILE, RunLock
+from truthserum.store.rundir import (
+    CONFIG_FILE, RunDirectory, read_npz, training_part, write_json, write_npz, write_text,
+)
 from truthserum.tasks.membership import Condition, conditions_for, stage_poisons
 from truthserum.tasks.stages import Log, log_to_stderr, pool_fingerprint, prepare_pool, stage_design
 
@@ -134,10 +137,6 @@ def _read(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarra
     return arrays
 
 
-def _training_part(config: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in config.items() if key not in SCORING_KEYS}
-
-
 def _recorded(root: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((root / PLAN_FILE).read_text(encoding="utf-8"))
@@ -151,14 +150,14 @@ def _check_plan_dir(root: Path, config: MembershipConfig) -> None:
     config that trains the same (the attack settings may differ)."""
     if root.exists() and not root.is_dir():
         raise RunDirError(f"{root}: exists and is not a directory; use another out_dir")
-    if not root.is_dir() or not any(not p.name.startswith(".tmp-") for p in root.iterdir()):
+    if not root.is_dir() or not any(not p.name.startswith(".tmp-") and p.name != LOCK_FILE for p in root.iterdir()):
         return
     if (root / CONFIG_FILE).exists():
         raise RunDirError(f"{root}: is a truthserum run directory, not a plan; use another out_dir")
     recorded = _recorded(root)
     if recorded is None:
         raise RunDirError(f"{root}: not empty and not an earlier plan (no readable {PLAN_FILE}); use another out_dir")
-    if _training_part(recorded.get("config") or {}) != _training_part(config.to_json_dict()):
+    if training_part(recorded.get("config") or {}) != training_part(config.to_json_dict()):
         raise RunDirError(f"{root}: an earlier plan of another config; use another out_dir or delete it")
 
 
@@ -258,10 +257,17 @@ def write_plan(*, config: MembershipConfig, out_dir: Path, log: Log = log_to_std
                           "use another out_dir or delete it")
     try:
         root.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(root).acquire()  # one writer at a time, as for a run directory
     except OSError as exc:
         raise RunDirError(f"{root}: cannot write ({exc.strerror or exc})") from None
+    with RunDirectory(root, locks=(lock,)) as run_dir:
+        _write_plan_files(plan, pool, run_dir, log)
+    return plan
+
+
+def _write_plan_files(plan: Plan, pool: Dataset, run_dir: RunDirectory, log: Log) -> None:
+    config = plan.config
     write_json(plan.file(PLAN_FILE), _description(plan, complete=False))  # an unfinished plan is rewritten
-    run_dir = RunDirectory(root)
     design = stage_design(run_dir, config, pool, log)
     poisons = stage_poisons(run_dir, config, pool, design, log)
     write_npz(plan.file("pool.npz"), {"x": pool.x, "y": pool.y.astype(np.int64)})
@@ -274,7 +280,6 @@ def write_plan(*, config: MembershipConfig, out_dir: Path, log: Log = log_to_std
                                               replicas=condition.replicas)
         _write_condition(plan, pool, design, condition, condition_poisons)
     write_json(plan.file(PLAN_FILE), _description(plan, complete=True))
-    return plan
 
 
 def read_plan(plan_dir: Path) -> Plan:

@@ -15,7 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 
-from truthserum.errors import ConfigError
+from truthserum.errors import ConfigError, RunDirError
 from truthserum.store.rundir import RunDirectory, write_json
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.stages import Log, log_to_stderr, record_warning, stage_train
@@ -85,35 +85,44 @@ class TaskRunner(Protocol, Generic[Inputs]):
 def execute(
     runner: TaskRunner, config: Any, out_dir: Path, *, device: str = "cpu", progress: bool = True,
     log: Log = log_to_stderr, backend: ShardBackend | None = None, results_file: str = "results.json",
+    report_to: Path | None = None,
 ) -> RunResults:
     """Run (or resume) ``config`` with ``runner`` in ``out_dir`` and return its results.
 
+    The run directory is locked from the moment it is opened until the results are written:
+    a second run on it is refused. With ``report_to``, ``out_dir`` must hold a finished run,
+    which is only read (it may be read-only); the results, plots and scores go to ``report_to``.
+
     Raises:
         TruthserumError: a bad config, data or run directory (found before anything is
-            written), or a training that diverged.
+            written), another run using the directory, or a training that diverged.
     """
     started = time.perf_counter()
     backend = backend or LocalBackend()
     if not runner.trains_shards and not isinstance(backend, LocalBackend):
         raise ConfigError(f"task '{config.task.value}' trains in this process; the Ray backend is for the "
                           "membership, attribute and untargeted tasks")
+    if report_to is not None and not (Path(out_dir) / results_file).is_file():
+        raise RunDirError(f"{out_dir}: not a finished run (no {results_file}); report_to re-reports a finished run, "
+                          "so resume this one where it can be written first")
     torch_device = backend.resolve_device(device)
     inputs = runner.prepare(config, device=torch_device, backend=backend)
-    run_dir = RunDirectory.open(out_dir, config)
-    inputs = runner.resume(run_dir, inputs)
-    run = RunContext(config=config, run_dir=run_dir, device=torch_device, backend=backend, progress=progress,
-                     log=log)
-    output = runner.run(run, inputs)
-    timing = {} if output.train_seconds is None else {"train_seconds": output.train_seconds}
-    results = RunResults.from_json({
-        "task": config.task.value,
-        "config": config.to_json_dict(),
-        **output.details,
-        "conditions": output.conditions,
-        "timing": timing | {"total_seconds": time.perf_counter() - started},
-        "device": str(torch_device),
-        "warnings": run.warnings,
-    })
-    write_json(run_dir.file(results_file), results.to_json())
-    runner.plot(run, results, output)
+    with RunDirectory.open(out_dir, config, report_to=report_to) as run_dir:
+        inputs = runner.resume(run_dir, inputs)
+        run_dir.record_config()
+        run = RunContext(config=config, run_dir=run_dir, device=torch_device, backend=backend, progress=progress,
+                         log=log)
+        output = runner.run(run, inputs)
+        timing = {} if output.train_seconds is None else {"train_seconds": output.train_seconds}
+        results = RunResults.from_json({
+            "task": config.task.value,
+            "config": config.to_json_dict(),
+            **output.details,
+            "conditions": output.conditions,
+            "timing": timing | {"total_seconds": time.perf_counter() - started},
+            "device": str(torch_device),
+            "warnings": run.warnings,
+        })
+        write_json(run_dir.file(results_file), results.to_json())
+        runner.plot(run, results, output)
     return results

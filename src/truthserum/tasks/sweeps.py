@@ -117,12 +117,17 @@ def run_shadow_sweep(
             _check_budget(count, config.design.num_models)
     # other scoring settings are used here but not recorded in config.yaml, which describes
     # results.json; the sweep's own json records the config it scored with
-    run_dir = RunDirectory.open(out_dir, config, record_scoring=False)
-    signal_files = sorted(run_dir.root.glob("signals-*.npz"))
-    if not signal_files:
-        log(f"{run_dir.root}: no signals yet; running the experiment first")
+    with RunDirectory.open(out_dir, config, record_scoring=False) as run_dir:
+        has_signals = any(run_dir.root.glob("signals-*.npz"))
+    if not has_signals:  # the run locks the directory itself
+        log(f"{out_dir}: no signals yet; running the experiment first")
         run_experiment(config, out_dir, device=device, progress=progress, log=log, backend=backend)
-        signal_files = sorted(run_dir.root.glob("signals-*.npz"))
+    with RunDirectory.open(out_dir, config, record_scoring=False) as run_dir:
+        return _score_with_shadow_counts(config, run_dir, counts, log)
+
+
+def _score_with_shadow_counts(config: RunConfig, run_dir: RunDirectory, counts: list[int | None], log: Log) -> dict:
+    signal_files = sorted(run_dir.root.glob("signals-*.npz"))
     points = []
     for path in signal_files:
         condition = path.stem.removeprefix("signals-")
