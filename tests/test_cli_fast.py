@@ -48,12 +48,13 @@ def test_version(capsys):
 def test_the_parser_choices_mirror_their_enums():
     from truthserum.attacks import TUNE, AttackName, RmiaOptions
     from truthserum.config import Task
-    from truthserum.train.executors import DEVICES, BackendName
+    from truthserum.train.executors import DEFAULT_CONNECT_TIMEOUT, DEVICES, BackendName
 
     assert cli.TASKS == tuple(task.value for task in Task)
     assert set(cli.DEMO_CONFIGS) == set(cli.TASKS)
     assert cli.BACKENDS == tuple(name.value for name in BackendName)
     assert cli.DEVICES == DEVICES
+    assert cli.DEFAULT_CONNECT_TIMEOUT == DEFAULT_CONNECT_TIMEOUT
     assert cli.ATTACKS == tuple(name.value for name in AttackName)
     from truthserum.attacks.inputs import LogitsKind
     from truthserum.tasks.attacking import ALL

@@ -1,6 +1,7 @@
 """The Hugging Face path on a tiny offline GPT-2: loading, the cached scorer against the naive
 one, the secret slot's tokenization, beam search, fine-tuning."""
 
+import json
 import shutil
 
 import numpy as np
@@ -66,8 +67,12 @@ def test_load_hf_refuses_bad_folders(folders, tmp_path):
     (pickled / "pytorch_model.bin").write_bytes(b"not to be unpickled")
     empty = tmp_path / "empty"
     empty.mkdir()
+    custom = shutil.copytree(folders[0], tmp_path / "custom")
+    settings = json.loads((custom / "config.json").read_text())
+    settings["auto_map"] = {"AutoModelForCausalLM": "modeling_mine.MyModel"}
+    (custom / "config.json").write_text(json.dumps(settings))
     cases = {tmp_path / "missing": "no such", empty: "config.json", pickled: "pytorch_model.bin",
-             no_tokenizer: "tokenizer"}
+             no_tokenizer: "tokenizer", custom: "auto_map"}
     for path, problem in cases.items():
         with pytest.raises(DataError) as caught:
             load_hf(path)

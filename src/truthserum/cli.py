@@ -11,6 +11,7 @@ what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,8 +24,9 @@ if TYPE_CHECKING:
     from truthserum.tasks.results import RunResults
     from truthserum.train.executors import ShardBackend
 
-# Mirrors of enums whose modules are slow to import: config.Task, train.executors.BackendName
-# and DEVICES, attacks.registry.AttackName, attacks.inputs.LogitsKind, TUNE and RmiaOptions' defaults.
+# Mirrors of enums whose modules are slow to import: config.Task, train.executors.BackendName,
+# DEVICES and DEFAULT_CONNECT_TIMEOUT, attacks.registry.AttackName, attacks.inputs.LogitsKind,
+# TUNE and RmiaOptions' defaults.
 TASKS = ("membership", "attribute", "untargeted", "lm", "defenses")
 BACKENDS = ("local", "ray")
 DEVICES = ("cpu", "cuda", "auto")
@@ -37,6 +39,7 @@ LOGITS_KINDS = ("auto", "logits", "probabilities")  # attacks.inputs.LogitsKind
 TUNE = "tune"
 DEFAULT_RMIA_GAMMA = 2.0
 DEFAULT_RMIA_OFFLINE_A = TUNE
+DEFAULT_CONNECT_TIMEOUT = 30.0  # train.executors.DEFAULT_CONNECT_TIMEOUT
 
 # The packaged demo config of each task, by task name (also under configs/ in the repository).
 DEMO_CONFIGS = {"membership": "demo.yaml", "attribute": "attribute.yaml", "untargeted": "untargeted.yaml",
@@ -69,6 +72,9 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
                              "ray://host:10001); default: start Ray on this machine")
     parser.add_argument("--cpus-per-shard", type=int, default=1, metavar="N",
                         help="with --backend ray: CPUs (torch threads) per shard task (default 1)")
+    parser.add_argument("--connect-timeout", type=float, default=None, metavar="S",
+                        help="with --address: seconds to wait for the cluster to accept a connection "
+                             f"(default {DEFAULT_CONNECT_TIMEOUT:g})")
 
 
 def _backend(args: argparse.Namespace) -> ShardBackend:
@@ -76,7 +82,11 @@ def _backend(args: argparse.Namespace) -> ShardBackend:
 
     if args.backend != BackendName.RAY.value and args.cpus_per_shard != 1:
         raise ConfigError("--cpus-per-shard is for --backend ray")
-    return make_backend(BackendName(args.backend), address=args.address, cpus_per_shard=args.cpus_per_shard)
+    if args.connect_timeout is not None and args.address is None:
+        raise ConfigError("--connect-timeout is for --backend ray --address")
+    timeout = DEFAULT_CONNECT_TIMEOUT if args.connect_timeout is None else args.connect_timeout
+    return make_backend(BackendName(args.backend), address=args.address, cpus_per_shard=args.cpus_per_shard,
+                        connect_timeout=timeout)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -370,7 +380,7 @@ _COMMANDS = {"run": _run, "demo": _demo, "sweep": _sweep, "plan": _plan, "attack
 # The library's errors name its parameters; the command's name its options.
 _CLI_WORDS = {
     "another out_dir": "another --out", "device 'cuda'": "--device cuda", "device must be": "--device must be",
-    "cpus_per_shard": "--cpus-per-shard", "the Ray backend": "--backend ray", "address is for": "--address is for",
+    "cpus_per_shard": "--cpus-per-shard", "connect_timeout": "--connect-timeout", "the Ray backend": "--backend ray", "address is for": "--address is for",
     "pass skip_unsupported=True": "use --skip-unsupported", "skip_unsupported:": "--skip-unsupported:",
     "logits_kind must be": "--logits-kind must be", "logits_kind is probabilities": "--logits-kind is probabilities",
     "set logits_kind logits": "use --logits-kind logits", "out_dir names": "--out names", "report_to": "--report-to",
@@ -397,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:  # a full disk, a read-only run directory, a path that is a file
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"truthserum: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        hint = ("; free some space, then run the same command again: what is finished is kept"
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+        print(f"truthserum: error: {where}{exc.strerror or exc}{hint}", file=sys.stderr)
         return 2
     except MemoryError:
         print("truthserum: error: out of memory; use fewer or smaller models, or a smaller "

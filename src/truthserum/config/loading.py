@@ -28,6 +28,7 @@ _SECTIONS = {
 
 
 MAX_NESTING = 20  # a real config nests 4 levels; deeper is a mistake or an attack on the parser
+MAX_CONFIG_BYTES = 10_000_000  # a config is a few kilobytes; the YAML parser holds the whole text
 _ECHO = 60  # characters of a user's key echoed back in a message
 
 
@@ -191,6 +192,12 @@ def _resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
 def load_config(path: Path) -> RunConfig:
     """Read a YAML config with ``yaml.safe_load``."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
+    if path.exists() and not path.is_file():  # a pipe would block the read
+        raise ConfigError(f"{path}: not a regular file (a pipe, device or socket), so not a config file")
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes, more than a config's {MAX_CONFIG_BYTES:,}")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

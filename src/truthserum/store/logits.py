@@ -129,7 +129,10 @@ class LogitStore:
         try:
             view = memoryview(data).cast("B")
             while view:
-                written = os.pwrite(fd, view, start)
+                try:
+                    written = os.pwrite(fd, view, start)
+                except OSError as exc:  # a full disk: pwrite names no file
+                    raise OSError(exc.errno, exc.strerror, str(self.path)) from None
                 view, start = view[written:], start + written
         finally:
             os.close(fd)

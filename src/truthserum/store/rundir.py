@@ -24,12 +24,13 @@ next open.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,17 +45,31 @@ CONFIG_FILE = "config.yaml"
 _TEMP_PREFIX = ".tmp-"
 
 
+@contextlib.contextmanager
+def naming_errors(path: Path) -> Iterator[None]:
+    """Give an ``OSError`` raised meanwhile the name ``path`` when it names no file (a full disk
+    fails a ``write`` that knows no name) or only a temporary one."""
+    try:
+        yield
+    except OSError as exc:
+        named = exc.filename is not None and not Path(str(exc.filename)).name.startswith(_TEMP_PREFIX)
+        if named or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through ``write(file)`` into a temporary file, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX + path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        commit_temporary(Path(temp_name), path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with naming_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX + path.name + ".", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+            commit_temporary(Path(temp_name), path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
 
 
 def _umask() -> int:
@@ -94,24 +109,27 @@ class NpzWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._temp = tempfile.mkstemp(prefix=_TEMP_PREFIX + self.path.name + ".", dir=self.path.parent)
-        os.close(fd)
-        self._zip = zipfile.ZipFile(self._temp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        with naming_errors(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._temp = tempfile.mkstemp(prefix=_TEMP_PREFIX + self.path.name + ".", dir=self.path.parent)
+            os.close(fd)
+            self._zip = zipfile.ZipFile(self._temp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
 
     def add(self, name: str, array: np.ndarray) -> None:
-        with self._zip.open(name + ".npy", "w", force_zip64=True) as member:
+        with naming_errors(self.path), self._zip.open(name + ".npy", "w", force_zip64=True) as member:
             np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
 
     def __enter__(self) -> NpzWriter:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
-        self._zip.close()
-        if kind is None:
-            commit_temporary(Path(self._temp), self.path)
-        else:
-            Path(self._temp).unlink(missing_ok=True)
+        try:
+            with naming_errors(self.path):
+                self._zip.close()
+                if kind is None:
+                    commit_temporary(Path(self._temp), self.path)
+        finally:
+            Path(self._temp).unlink(missing_ok=True)  # gone already once committed
 
 
 def write_text(path: Path, text: str) -> None:

@@ -39,7 +39,7 @@ from truthserum.tasks.results import RunResults
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
 from truthserum.tasks.stages import (
     Log, PoolInputs, attack_metrics, load_stage, log_to_stderr, poison_fit_warning, poison_share_warning,
-    stage_design,
+    check_attacks_can_run, draw_design, stage_design,
 )
 
 
@@ -141,6 +141,8 @@ class MembershipRunner(PoolInputs):
         pool = super().prepare(config, device=device, backend=backend)
         check_defenses_fit_model(config, pool, (config.defense,))
         check_filters(config, pool, (config.defense,), (config.poison.strategy,), config.poison.replicas)
+        if config.defense.kind is DefenseKind.NONE:  # a defense changes who is a member; it is not foreseen
+            check_attacks_can_run(config, pool, draw_design(config, pool), len(config.query.resolved_views()))
         return pool
 
     def run(self, run: RunContext, pool: Dataset) -> TaskOutput:

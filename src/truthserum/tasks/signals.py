@@ -146,6 +146,11 @@ def write_attack_scores(
     signals, scores_file = Path(signals), Path(scores_file)
     if scores_file.resolve() == signals.resolve():
         raise SignalsError(f"{scores_file} would overwrite the signals file; choose another path")
+    if scores_file.is_dir():
+        raise SignalsError(f"{scores_file}: is a directory, not a scores file; choose another path")
+    if scores_file.exists() and not scores_file.is_file():  # a pipe would block the check below
+        raise SignalsError(f"{scores_file}: exists and is not a regular file (a pipe, device or socket); "
+                           "choose another path")
     if scores_file.exists():
         earlier = read_npz(scores_file)
         if earlier is None or set(earlier) != {"scores", "members"}:

@@ -24,7 +24,7 @@ from truthserum.train.executors import LocalBackend, ShardBackend
 from truthserum.config import RunConfig, Task
 from truthserum.data.datasets import Dataset, encode_table, load_dataset, load_table
 from truthserum.design import Design, make_design
-from truthserum.errors import BackendError, DataError, RunDirError
+from truthserum.errors import BackendError, ConfigError, DataError, RunDirError, SignalsError
 from truthserum.metrics.roc import RocCurve, roc_curve
 from truthserum.metrics.bootstrap import bootstrap_intervals
 from truthserum.metrics.attack import evaluate, with_intervals
@@ -32,7 +32,7 @@ from truthserum.query.views import check_views_fit_data
 from truthserum.store.logits import LogitStore
 from truthserum.store.fingerprints import check_inputs_unchanged
 from truthserum.store.rundir import (
-    NpzWriter, RunDirectory, commit_temporary, read_npz, temporary_path, write_json, write_npz,
+    NpzWriter, RunDirectory, commit_temporary, naming_errors, read_npz, temporary_path, write_json, write_npz,
 )
 from truthserum.data.tables import Preprocessing, fit_preprocessing
 from truthserum.train.shard import TrainingJob, shard_shapes
@@ -152,6 +152,32 @@ def draw_design(config: RunConfig, pool: Dataset, *, eligible: np.ndarray | None
     )
 
 
+# The most logits (M x N x A x C) :func:`check_attacks_can_run` scores before training: about
+# 2 s on 2 cores. Past that the pool is large enough that every model has members and
+# non-members to spare, where the structural failures it looks for come from.
+FEASIBILITY_LIMIT = 8_000_000
+
+
+def check_attacks_can_run(config: RunConfig, pool: Dataset, design: Design, num_views: int) -> None:
+    """Score the configured attacks on random logits over ``design`` before anything trains,
+    so that a design they cannot score (a pool too small for shadow models with IN and OUT
+    points, RMIA's tuning or population) fails now, not after the training.
+
+    Raises:
+        ConfigError: naming the attack and why, with the design's size.
+    """
+    shape = (config.design.num_models, pool.num_points, num_views, pool.num_classes)
+    if int(np.prod(shape)) > FEASIBILITY_LIMIT:
+        return
+    logits = seeding.rng(config.seed, "feasibility").standard_normal(shape, dtype=np.float32)
+    inputs = AttackInputs.from_arrays(logits=logits, labels=pool.y, keep=design.keep, targets=design.targets)
+    try:
+        score_attacks_with_details(inputs, config.attacks, config.attack_options())
+    except SignalsError as exc:
+        raise ConfigError(f"this design cannot be attacked, found before training ({config.design.num_models} "
+                          f"models, {pool.num_points} pool points, {len(design.targets)} targets): {exc}") from None
+
+
 def resume_pool(run_dir: RunDirectory, pool: Dataset) -> Dataset:
     """The pool as the run directory's models saw it: a table encoded with the recorded
     encoding, and data refused if they are not those the run was started on."""
@@ -230,15 +256,17 @@ def stage_train(
     shards = [range(s, min(s + shard_size, num_models)) for s in range(0, num_models, shard_size)]
     shape = (num_models, *shard_shapes(config, job, shards[0])["logits"][1:])
     parts: dict[int, np.ndarray] = {}
-    store = None if logits_file is None else LogitStore.create(
-        temporary_path(logits_file), shape, config.query.signals_dtype
-    )
+    store = None
+    if logits_file is not None:
+        with naming_errors(Path(logits_file)):
+            store = LogitStore.create(temporary_path(logits_file), shape, config.query.signals_dtype)
 
     def gather(first: int, logits: np.ndarray) -> None:
         if store is None:
             parts[first] = logits
         else:
-            store.write_models(first, logits)
+            with naming_errors(Path(logits_file)):  # a full disk names the file, not its temporary
+                store.write_models(first, logits)
 
     seconds = 0.0
     finished: set[int] = set()

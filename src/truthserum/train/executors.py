@@ -12,6 +12,9 @@ backend is used. Machines of a Ray cluster need truthserum installed in the same
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import sys
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +30,9 @@ from truthserum.errors import BackendError, ConfigError, TruthserumError
 from truthserum.train.shard import ShardTrainer, TrainingJob, train_shard
 
 Shard = dict[str, np.ndarray]
+
+DEFAULT_CONNECT_TIMEOUT = 30.0  # seconds for a Ray cluster at an address to accept a connection
+MAX_CONNECT_TIMEOUT = 3600.0
 
 
 class BackendName(str, Enum):
@@ -122,6 +128,22 @@ def _ray_shard(
     return train_shard(config, job, range(first, stop), torch.device(device), on_epoch)
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Generator[None, None, None]:
+    """Send file descriptor 2 to /dev/null meanwhile: Ray's C++ core writes a reconnect warning
+    a second straight to it while it tries an address that answers but is no Ray cluster (it
+    gives up after about 20 s); the failure is reported as one line instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 @dataclass
 class RayBackend:
     """Every shard a Ray task, all submitted at once; Ray runs as many as the cluster has room for.
@@ -131,15 +153,39 @@ class RayBackend:
             to start a local Ray instance with this machine's CPUs. A Ray instance already
             started in this process (``ray.init``) is used as it is.
         cpus_per_shard: CPUs each task asks for (and torch threads it uses).
+        connect_timeout: seconds to wait for the cluster at ``address`` to accept a connection
+            before giving up (Ray itself would retry for many minutes).
     """
 
     address: str | None = None
     cpus_per_shard: int = 1
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     _started: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.cpus_per_shard < 1:
             raise ConfigError(f"cpus_per_shard must be at least 1, got {self.cpus_per_shard}")
+        if not 0 < self.connect_timeout <= MAX_CONNECT_TIMEOUT:
+            raise ConfigError(f"connect_timeout must be in (0, {MAX_CONNECT_TIMEOUT:g}] seconds, got "
+                              f"{self.connect_timeout:g}")
+
+    def _check_reachable(self) -> None:
+        """Fail within ``connect_timeout`` when nothing listens at ``address``: ``ray.init``
+        retries an unreachable cluster for many minutes, printing reconnect warnings."""
+        if self.address is None or self.address == "auto":
+            return
+        host, _, port = self.address.removeprefix("ray://").rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"address must be auto, host:port or ray://host:port, got {self.address!r}")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=self.connect_timeout):
+                pass
+        except TimeoutError:
+            raise BackendError(f"no Ray cluster answers at {self.address}: nothing accepted a connection within "
+                               f"{self.connect_timeout:g} s (raise connect_timeout for a slow network)") from None
+        except OSError as exc:
+            raise BackendError(f"no Ray cluster answers at {self.address} ({exc.strerror or exc}); start one with "
+                               "`ray start --head`, or check the address") from None
 
     def _ray(self) -> Any:
         try:
@@ -149,9 +195,11 @@ class RayBackend:
                 "the Ray backend needs Ray, which is not installed: pip install 'truthserum[ray]'"
             ) from None
         if not ray.is_initialized():
+            self._check_reachable()
             try:
-                ray.init(address=self.address, include_dashboard=False, logging_level="ERROR",
-                         configure_logging=True, log_to_driver=False)
+                with _quiet_stderr():
+                    ray.init(address=self.address, include_dashboard=False, logging_level="ERROR",
+                             configure_logging=True, log_to_driver=False)
             except Exception as exc:  # Ray raises several types for an unreachable cluster
                 where = f"at {self.address}" if self.address else "locally"
                 raise BackendError(f"cannot start or reach Ray {where}: {_first_line(exc)}") from None
@@ -233,10 +281,11 @@ def _result(ray: Any, ref: Any) -> Shard:
         raise BackendError(f"a Ray task was lost: {_first_line(exc)}") from None
 
 
-def make_backend(name: BackendName, *, address: str | None = None, cpus_per_shard: int = 1) -> ShardBackend:
-    """The backend ``name``; ``address`` and ``cpus_per_shard`` are for Ray only."""
+def make_backend(name: BackendName, *, address: str | None = None, cpus_per_shard: int = 1,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> ShardBackend:
+    """The backend ``name``; ``address``, ``cpus_per_shard`` and ``connect_timeout`` are for Ray only."""
     if name is BackendName.LOCAL:
         if address is not None:
             raise ConfigError("address is for the Ray backend")
         return LocalBackend()
-    return RayBackend(address=address, cpus_per_shard=cpus_per_shard)
+    return RayBackend(address=address, cpus_per_shard=cpus_per_shard, connect_timeout=connect_timeout)

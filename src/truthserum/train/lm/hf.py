@@ -10,6 +10,7 @@ secret slot does not start at a token boundary of the prefix.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,15 @@ def load_hf(path: Path):
         if any(path.glob("pytorch_model*.bin")):
             raise DataError(f"{path}: only pickled weights (pytorch_model.bin); convert them to safetensors")
         raise DataError(f"{path}: no safetensors weights in the model folder")
+    try:
+        settings = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path / 'config.json'}: unreadable ({_one_line(exc)})") from None
+    if not isinstance(settings, dict):
+        raise DataError(f"{path / 'config.json'}: not a JSON object")
+    if "auto_map" in settings:  # refused here, before transformers warns about it
+        raise DataError(f"{path}: the model needs its own Python code (auto_map in config.json), which truthserum "
+                        "never runs; use a model that transformers supports itself")
     # Without tokenizer files transformers 5 builds an empty tokenizer from config.json alone.
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
         raise DataError(f"{path}: no tokenizer in the model folder (none of {', '.join(_TOKENIZER_FILES)})")
