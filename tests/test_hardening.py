@@ -242,3 +242,64 @@ def test_a_copied_read_only_finished_run_reports_again(tiny_run, tmp_path, capsy
     finally:
         for path in [copy, *copy.rglob("*")]:
             path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+# --- hangs, full disks, infeasible designs --------------------------------------------------
+
+def test_a_ray_address_where_nothing_listens_is_one_line(tmp_path, capsys, tiny_config_file):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    done = run_main(capsys, "run", str(tiny_config_file), "--out", str(tmp_path / "run"), "--quiet",
+                    "--backend", "ray", "--address", f"127.0.0.1:{port}", "--connect-timeout", "5")
+    assert time.monotonic() - started < 60
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"truthserum: error: no Ray cluster answers at 127.0.0.1:{port} (Connection "
+                                   "refused); start one with `ray start --head`, or check the address")
+    assert not (tmp_path / "run").exists()
+    refused = run_main(capsys, "run", str(tiny_config_file), "--out", str(tmp_path / "run"), "--connect-timeout", "5")
+    assert refused.returncode == 2 and "--connect-timeout is for --backend ray --address" in refused.stderr
+
+
+def test_a_full_disk_names_the_file_and_the_run_resumes(tiny_run, tmp_path, capsys, tiny_config_file, monkeypatch):
+    import errno
+
+    import truthserum.store.rundir as rundir
+
+    real_savez = np.savez
+
+    def full_after_design(handle, **arrays):
+        if "logits" in arrays:  # the first shard: the disk fills up
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_savez(handle, **arrays)
+
+    monkeypatch.setattr(rundir.np, "savez", full_after_design)
+    out = tmp_path / "run"
+    done = run_main(capsys, "run", str(tiny_config_file), "--out", str(out), "--quiet")
+    assert done.returncode == 2
+    line = done.stderr.strip().splitlines()[-1]
+    assert line == (f"truthserum: error: {out}/shards/clean/models-0000-0001.npz: No space left on device; free "
+                    "some space, then run the same command again: what is finished is kept")
+    assert (out / "design.npz").exists() and not list(out.rglob(".tmp-*"))
+    monkeypatch.setattr(rundir.np, "savez", real_savez)
+    resumed = run_main(capsys, "run", str(tiny_config_file), "--out", str(out), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert metrics_of(json.loads((out / "results.json").read_text())) == metrics_of(tiny_run[1])
+
+
+def test_a_design_the_attacks_cannot_score_is_refused_before_anything_is_written(tmp_path, capsys):
+    config = TINY_CONFIG | {"data": {"source": "digits", "pool_size": 4}, "design": {"num_models": 4, "num_targets": 2}}
+    config_file = tmp_path / "four.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    done = run_main(capsys, "run", str(config_file), "--out", str(tmp_path / "run"), "--quiet")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "cannot be attacked, found before training (4 models, 4 pool points, 2 targets): rmia-offline: cannot " \
+           "tune a" in done.stderr
+    assert not (tmp_path / "run").exists()
+    # the same design with a fixed offline a, and without the attack, runs
+    fixed = config | {"rmia": {"offline_a": 0.5}}
+    config_file.write_text(yaml.safe_dump(fixed))
+    assert run_main(capsys, "run", str(config_file), "--out", str(tmp_path / "run"), "--quiet").returncode == 0

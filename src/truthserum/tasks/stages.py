@@ -268,34 +268,39 @@ def stage_train(
             with naming_errors(Path(logits_file)):  # a full disk names the file, not its temporary
                 store.write_models(first, logits)
 
-    seconds = 0.0
-    finished: set[int] = set()
-    for models in shards:
-        path = run_dir.shard_file(job.condition, models.start, models.stop - 1)
-        shard = load_stage(path, shard_shapes(config, job, models), log)
-        if shard is not None and list(shard["models"]) == list(models):
-            gather(models.start, shard["logits"])
-            seconds += float(shard["train_seconds"])
-            finished.add(models.start)
-    if finished:
-        log(f"{job.condition}: reused {len(finished)} of {len(shards)} finished shards")
-    to_train = [models for models in shards if models.start not in finished]
-    trained = (backend or LocalBackend()).train(config, job, to_train, device, progress=progress)
-    with contextlib.closing(trained):  # an error here cancels what a backend still runs, at once
-        for shard in trained:
-            first, last = int(shard["models"][0]), int(shard["models"][-1])
-            _check_shard(config, job, shard)
-            write_npz(run_dir.shard_file(job.condition, first, last), shard)
-            loss = shard.get("loss", np.empty(0))
-            final = f" (final loss {loss[-1]:.3f})" if loss.size else ""
-            log(f"{job.condition}: trained models {first}-{last} of {num_models} "
-                f"in {float(shard['train_seconds']):.1f} s{final}")
-            gather(first, shard["logits"])
-            seconds += float(shard["train_seconds"])
-    if store is None:
-        return np.concatenate([parts[models.start] for models in shards], axis=0), seconds
-    commit_temporary(store.path, Path(logits_file))
-    return replace(store, path=Path(logits_file)), seconds
+    try:
+        seconds = 0.0
+        finished: set[int] = set()
+        for models in shards:
+            path = run_dir.shard_file(job.condition, models.start, models.stop - 1)
+            shard = load_stage(path, shard_shapes(config, job, models), log)
+            if shard is not None and list(shard["models"]) == list(models):
+                gather(models.start, shard["logits"])
+                seconds += float(shard["train_seconds"])
+                finished.add(models.start)
+        if finished:
+            log(f"{job.condition}: reused {len(finished)} of {len(shards)} finished shards")
+        to_train = [models for models in shards if models.start not in finished]
+        trained = (backend or LocalBackend()).train(config, job, to_train, device, progress=progress)
+        with contextlib.closing(trained):  # an error here cancels what a backend still runs, at once
+            for shard in trained:
+                first, last = int(shard["models"][0]), int(shard["models"][-1])
+                _check_shard(config, job, shard)
+                write_npz(run_dir.shard_file(job.condition, first, last), shard)
+                loss = shard.get("loss", np.empty(0))
+                final = f" (final loss {loss[-1]:.3f})" if loss.size else ""
+                log(f"{job.condition}: trained models {first}-{last} of {num_models} "
+                    f"in {float(shard['train_seconds']):.1f} s{final}")
+                gather(first, shard["logits"])
+                seconds += float(shard["train_seconds"])
+        if store is None:
+            return np.concatenate([parts[models.start] for models in shards], axis=0), seconds
+        commit_temporary(store.path, Path(logits_file))
+        return replace(store, path=Path(logits_file)), seconds
+    except BaseException:
+        if store is not None:  # a failed run leaves no file the size of every model's logits behind
+            store.path.unlink(missing_ok=True)
+        raise
 
 
 def bootstrap_rng(seed: int, attack: str) -> np.random.Generator:
