@@ -30,6 +30,7 @@ _SECTIONS = {
 MAX_NESTING = 20  # a real config nests 4 levels; deeper is a mistake or an attack on the parser
 MAX_CONFIG_BYTES = 10_000_000  # a config is a few kilobytes; the YAML parser holds the whole text
 _ECHO = 60  # characters of a user's key echoed back in a message
+_MAX_PROBLEMS = 5  # problems named in one line; the rest are counted
 
 
 class _DuplicateKey(yaml.YAMLError):
@@ -134,12 +135,18 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
         if any(other["loc"][: len(item["loc"])] == item["loc"] and len(other["loc"]) > len(item["loc"])
                for other in errors):
             continue  # a consequence of an error inside this value (an empty list after a bad item)
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
+        where = ".".join(_cut(str(part), _ECHO) for part in item["loc"]) or "(top level)"
+        message = _cut(item["msg"].removeprefix("Value error, "), 4 * _ECHO)  # it may quote the value
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         problems.append(f"{where}: {message}")
-    return f"{source}: " + "; ".join(problems)
+    shown = problems[:_MAX_PROBLEMS]
+    more = f"; and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+    return f"{source}: " + "; ".join(shown) + more
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse_config(raw: Any, *, source: str = "config", base_dir: Path | None = None) -> RunConfig:

@@ -94,7 +94,8 @@ def _registered_and_distinct(value: tuple[str, ...]) -> tuple[str, ...]:
     known = registered_attacks()
     unknown = [name for name in value if name not in known]
     if unknown:
-        raise ValueError(f"unknown attack {unknown[0]!r}; registered: {', '.join(known)}")
+        name = unknown[0] if len(unknown[0]) <= 60 else unknown[0][:60] + "..."
+        raise ValueError(f"unknown attack {name!r}; registered: {', '.join(known)}")
     if len(set(value)) != len(value):
         raise ValueError("attacks must be distinct")
     return value
