@@ -15,6 +15,9 @@ TUNE = "tune"
 DEFAULT_GAMMA = 2.0
 DEFAULT_OFFLINE_A = TUNE
 
+# Seeds are 64-bit signed integers wherever they go (torch.manual_seed, numpy, JSON readers).
+MAX_SEED = 2**63 - 1
+
 
 class RmiaOptions(StrictSection):
     """RMIA's options, the ``rmia`` section of a config (Zarifzadeh et al. 2024; definitions in
@@ -69,8 +72,8 @@ class AttackOptions:
 
     def validate(self) -> None:
         """Raise :class:`SignalsError` naming the first bad option."""
-        if self.seed < 0:
-            raise SignalsError(f"the seed must be a non-negative integer, got {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise SignalsError(f"the seed must be an integer in 0..{MAX_SEED} (2**63 - 1), got {self.seed}")
 
 
 def rmia_options(**values: Any) -> RmiaOptions:

@@ -29,6 +29,7 @@ _SECTIONS = {
 
 MAX_NESTING = 20  # a real config nests 4 levels; deeper is a mistake or an attack on the parser
 MAX_CONFIG_BYTES = 10_000_000  # a config is a few kilobytes; the YAML parser holds the whole text
+MAX_CONFIG_VALUES = 100_000  # after aliases: ten levels of ten aliases each would be 10**10
 _ECHO = 60  # characters of a user's key echoed back in a message
 _MAX_PROBLEMS = 5  # problems named in one line; the rest are counted
 
@@ -65,18 +66,32 @@ def _echo(value: Any) -> str:
 
 
 def _nesting(raw: Any) -> int:
-    """How deep mappings and lists nest in ``raw``, counted without recursion."""
-    deepest, stack = 0, [(raw, 1)]
+    """How deep mappings and lists nest in ``raw``, counted without recursion; a value reached
+    again at the same depth (a YAML alias) is not walked again."""
+    deepest, stack, seen = 0, [(raw, 1)], set()
     while stack:
         value, depth = stack.pop()
         children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
         for child in children:
-            if isinstance(child, (dict, list)):
+            if isinstance(child, (dict, list)) and (id(child), depth + 1) not in seen:
                 if depth + 1 > MAX_NESTING:
                     return depth + 1
+                seen.add((id(child), depth + 1))
                 stack.append((child, depth + 1))
         deepest = max(deepest, depth)
     return deepest
+
+
+def _expanded_size(raw: Any, memo: dict[int, int] | None = None) -> int:
+    """How many values ``raw`` holds once its YAML aliases are expanded, each shared value
+    counted once per reference but walked once (``raw`` nests at most MAX_NESTING deep)."""
+    memo = {} if memo is None else memo
+    if not isinstance(raw, (dict, list)):
+        return 1
+    if id(raw) not in memo:
+        children = raw.values() if isinstance(raw, dict) else raw
+        memo[id(raw)] = 1 + sum(_expanded_size(child, memo) for child in children)
+    return memo[id(raw)]
 
 
 # The keys of the defense sections: each belongs to one task (defense: membership; defenses and
@@ -227,6 +242,9 @@ def load_config(path: Path) -> RunConfig:
                           "and docs/usage.md shows a config to start from")
     if _nesting(raw) > MAX_NESTING:
         raise ConfigError(f"{path}: nested more than {MAX_NESTING} levels deep (a config nests a few levels)")
+    if _expanded_size(raw) > MAX_CONFIG_VALUES:
+        raise ConfigError(f"{path}: holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases are "
+                          "expanded (a config holds a few dozen)")
     return parse_config(raw, source=str(path), base_dir=path.parent)
 
 

@@ -63,7 +63,8 @@ SCORING_KEYS = ("attacks", "rmia", "metrics")
 # moved or copied elsewhere, with its data, still resumes.
 PATH_KEYS = ("data.path", "lm.corpus.path", "lm.model.path")
 
-_SEED = Field(default=0, ge=0, description="seeds every random draw; the same config and seed give the same numbers")
+_SEED = Field(default=0, ge=0, le=2**63 - 1,
+               description="seeds every random draw; the same config and seed give the same numbers")
 _ATTACKS = Field(
     default=tuple(name.value for name in AttackName), min_length=1,
     description="membership attacks to run, in this order: built-in ones, or any registered with register_attack",

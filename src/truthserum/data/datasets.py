@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from truthserum.errors import DataError
-from truthserum.store.user_files import read_user_npz
+from truthserum.store.user_files import read_user_npz, refuse_special_file
 from truthserum.data.tables import (
     ADULT_DEFAULT_ROLES, CPS_DEFAULT_ROLES, SKLEARN_DEFAULT_ROLES, Preprocessing, Table, TableColumns, encode,
     fit_preprocessing, load_cps, load_sklearn_table, read_adult, read_csv_table,
@@ -254,6 +254,7 @@ def read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         DataError: the file is missing, unreadable, not a whole number of records, or has a
             label outside 0..9.
     """
+    refuse_special_file(path, str(path), DataError)
     try:
         raw = np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError:

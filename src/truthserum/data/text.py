@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from truthserum.errors import DataError
+from truthserum.store.user_files import refuse_special_file
 
 BUILTIN = "pydoc-topics"
 
@@ -67,6 +68,7 @@ def builtin_corpus(*, validation_every: int = 10, max_bytes: int | None = None) 
 def text_file_corpus(path: Path, *, validation_every: int = 10, max_bytes: int | None = None) -> Corpus:
     """A UTF-8 text file; documents are separated by blank lines."""
     path = Path(path)
+    refuse_special_file(path, str(path), DataError)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -17,6 +17,14 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_DEFLATE_RATIO = 1100
 
 
+def refuse_special_file(path: Path, source: str, error: type[TruthserumError]) -> None:
+    """Refuse ``path`` if it exists and is neither a folder nor a regular file: reading a named
+    pipe blocks until someone writes to it, and a device may never end."""
+    path = Path(path)
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise error(f"{source}: not a regular file (a pipe, device or socket)")
+
+
 def require_regular_file(path: Path, what: str, error: type[TruthserumError]) -> Path:
     """``path`` if it is a regular file (or a link to one); a named pipe, a device or a socket
     would block or never end, so it is refused before anything opens it.
@@ -93,7 +101,8 @@ def read_user_npz(
             return {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, EOFError) as exc:
         raise error(f"{path}: not a readable .npz file ({exc})") from None
-    except ValueError as exc:  # object arrays under allow_pickle=False, corrupt headers
-        raise error(f"{path}: cannot read arrays safely ({exc})") from None
+    except ValueError as exc:  # object arrays under allow_pickle=False, corrupt or oversized headers
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise error(f"{path}: cannot read arrays safely ({first})") from None
     except OSError as exc:
         raise error(f"{path}: cannot read file ({exc.strerror or exc})") from None

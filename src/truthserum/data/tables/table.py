@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from truthserum.errors import DataError
+from truthserum.store.user_files import refuse_special_file
 
 #: Cells (compared case-insensitively) that mean "no value"; pandas, R and Adult write these.
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
@@ -194,6 +195,7 @@ def check_roles(
 
 def _read_text(path: Path, source: str) -> str:
     """The file's text (UTF-8, optional BOM), or a DataError saying why it cannot be had."""
+    refuse_special_file(path, source, DataError)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
