@@ -303,3 +303,27 @@ def test_a_design_the_attacks_cannot_score_is_refused_before_anything_is_written
     fixed = config | {"rmia": {"offline_a": 0.5}}
     config_file.write_text(yaml.safe_dump(fixed))
     assert run_main(capsys, "run", str(config_file), "--out", str(tmp_path / "run"), "--quiet").returncode == 0
+
+
+def test_a_run_on_a_read_only_mount_reports_again(tiny_run, tmp_path, capsys, tiny_config_file):
+    """The same on a file system mounted read-only, where a write fails whoever runs it (the
+    test above runs as root on CI machines, where file modes do not stop writes)."""
+    medium = tmp_path / "medium"
+    medium.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(medium)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a tmpfs needs root with CAP_SYS_ADMIN")
+    try:
+        shutil.copytree(tiny_run[0], medium / "run")
+        subprocess.run(["mount", "-o", "remount,ro", str(medium)], check=True)
+        done = run_main(capsys, "run", str(tiny_config_file), "--out", str(medium / "run"), "--quiet")
+        assert done.returncode == 2 and done.stderr.strip() == (
+            f"truthserum: error: {medium / 'run'}: cannot write (Read-only file system); --report-to re-reports "
+            "a finished run without writing into it")
+        report = tmp_path / "report"
+        done = run_main(capsys, "run", str(tiny_config_file), "--out", str(medium / "run"), "--report-to",
+                        str(report), "--quiet")
+        assert done.returncode == 0, done.stderr
+        assert metrics_of(json.loads((report / "results.json").read_text())) == metrics_of(tiny_run[1])
+    finally:
+        subprocess.run(["umount", str(medium)], check=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import json
 import os
 import tempfile
@@ -289,7 +290,9 @@ class RunDirectory:
             root.mkdir(parents=True, exist_ok=True)
             lock = RunLock(root).acquire()
         except OSError as exc:
-            raise RunDirError(f"{root}: cannot write ({exc.strerror or exc})") from None
+            hint = ("; report_to re-reports a finished run without writing into it"
+                    if config_path.is_file() and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "")
+            raise RunDirError(f"{root}: cannot write ({exc.strerror or exc}){hint}") from None
         try:
             rescoring = _check_stored_config(root, config, record_scoring)
             run_dir = cls(root, locks=(lock,))
@@ -314,6 +317,9 @@ class RunDirectory:
             raise RunDirError(f"{output}: report_to must be another directory than the run directory")
         if output.exists() and not output.is_dir():
             raise RunDirError(f"{output}: exists and is not a directory")
+        if (output / "design.npz").exists() or (output / "shards").exists():
+            raise RunDirError(f"{output}: is a run directory, whose results are its own; give report_to an empty "
+                              "or new directory")
         if output.is_dir() and not (output / CONFIG_FILE).is_file() and any(
             not p.name.startswith(_TEMP_PREFIX) and p.name != LOCK_FILE for p in output.iterdir()
         ):
