@@ -191,12 +191,12 @@ def report(done: Outcome, problems: list[str]) -> str:
 _HIDDEN_BY_DEFAULT = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
 
 
-def run_in_process(capsys, argv: list[str]) -> Outcome:
+def call_main(argv: list[str]) -> tuple[int, str | None, str]:
+    """``main(argv)``: its exit status, the traceback of an exception it let through (None if
+    none), and the warnings it raised as Python's default filters would print them."""
     from truthserum.cli import main
 
-    capsys.readouterr()
     escaped = None
-    returncode: int | None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for category in _HIDDEN_BY_DEFAULT:
@@ -205,12 +205,18 @@ def run_in_process(capsys, argv: list[str]) -> Outcome:
             returncode = main(argv)
         except SystemExit as exc:  # argparse
             returncode = exc.code if isinstance(exc.code, int) else 1
-        except Exception:
+        except BaseException:
             escaped = traceback.format_exc()
             returncode = 1
+    printed = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in caught)
+    return returncode, escaped, printed
+
+
+def run_in_process(capsys, argv: list[str]) -> Outcome:
+    capsys.readouterr()
+    returncode, escaped, printed = call_main(argv)
     out, err = capsys.readouterr()
-    err += "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in caught)
-    return Outcome(returncode, out, err, escaped)
+    return Outcome(returncode, out, err + printed, escaped)
 
 
 @pytest.mark.parametrize("case", IN_PROCESS, ids=[case.id for case in IN_PROCESS])
@@ -263,20 +269,8 @@ def _fork_main(argv: list[str], cwd: Path, output: Path) -> int:
             os.close(target)
         sys.stdout = open(1, "w", closefd=False)
         sys.stderr = open(2, "w", closefd=False)
-        from truthserum.cli import main
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            for category in _HIDDEN_BY_DEFAULT:
-                warnings.filterwarnings("ignore", category=category)
-            try:
-                returncode = main(argv)
-            except SystemExit as exc:
-                returncode = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:
-                traceback.print_exc()
-        for w in caught:
-            sys.stderr.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
+        returncode, escaped, printed = call_main(argv)
+        sys.stderr.write((escaped or "") + printed)
         sys.stdout.flush()
         sys.stderr.flush()
     finally:

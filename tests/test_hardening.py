@@ -71,7 +71,8 @@ def test_a_run_is_refused_while_another_process_holds_the_directory(tiny_run, tm
     (out / ".tmp-signals-clean-logits.npy").write_bytes(b"a live run's temporary")
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from truthserum.store.lock import RunLock; "
-         "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)", str(out)],
+         "lock = RunLock(sys.argv[1]).acquire(); lock.announce(); print('held', flush=True); time.sleep(120)",
+         str(out)],
         stdout=subprocess.PIPE, text=True,
     )
     try:

@@ -117,7 +117,7 @@ def test_old_run_directories_reopen(task, tmp_path):
     assert config.task.value == task
     assert "lm" not in config.to_json_dict() or task == "lm"
     shutil.copy(FIXTURES / f"{task}-config.yaml", tmp_path / "config.yaml")
-    RunDirectory.open(tmp_path, config)
+    RunDirectory.open(tmp_path, config).close()
     # and a config that changed something it trains on is still refused
     changed = config.model_copy(update={"seed": config.seed + 1})
     with pytest.raises(RunDirError, match="different config"):

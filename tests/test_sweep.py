@@ -122,7 +122,7 @@ def test_sweep_command_and_its_errors(plain_run, tmp_path, capsys):
                                            str(tmp_path / "fresh")), "--shadow-models 100")
     assert not (tmp_path / "fresh").exists()
     assert_one_line_error(run_main(capsys, "attack", "--signals", str(out / "signals-clean.npz"), "--attack",
-                                   "lira-online", "--seed", "-1"), "non-negative")
+                                   "lira-online", "--seed", "-1"), "the seed must be an integer in 0..")
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump({**SMALL_CONFIG, "seed": 9}))
     assert_one_line_error(run_main(capsys, "sweep", str(other), "--shadow-models", "4", "--out", str(out)),

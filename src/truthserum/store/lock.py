@@ -80,13 +80,19 @@ class RunLock:
             raise RunDirError(f"{self.path.parent}: another truthserum run is using it ({self.holder()}); "
                               "wait for it to finish, or use another out_dir") from None
         self._fd = fd
-        if not self.shared:
-            try:
-                os.ftruncate(fd, 0)
-                os.write(fd, (_holder_text() + "\n").encode("utf-8", "replace"))
-            except OSError:
-                pass  # who holds it is a courtesy; the lock itself is what counts
         return self
+
+    def announce(self) -> None:
+        """Write who holds the lock (pid, host, start, command) into the lock file, for the
+        message of a run refused meanwhile. Separate from :meth:`acquire` so that a run refused
+        for another reason (a different config) leaves the file as it was."""
+        if self._fd is None or self.shared:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, (_holder_text() + "\n").encode("utf-8", "replace"))
+        except OSError:
+            pass  # who holds it is a courtesy; the lock itself is what counts
 
     def holder(self) -> str:
         """What the holder wrote into the lock file (its pid, host, start and command)."""
@@ -103,7 +109,8 @@ class RunLock:
         os.close(fd)  # closing the descriptor releases the flock
 
     def __enter__(self) -> RunLock:
-        return self.acquire()
+        self.acquire().announce()
+        return self
 
     def __exit__(self, *exc_info) -> None:
         self.release()

@@ -295,6 +295,7 @@ class RunDirectory:
             raise RunDirError(f"{root}: cannot write ({exc.strerror or exc}){hint}") from None
         try:
             rescoring = _check_stored_config(root, config, record_scoring)
+            lock.announce()
             run_dir = cls(root, locks=(lock,))
             if rescoring:  # recorded once the task has checked its inputs' fingerprints
                 run_dir._config_to_record = dump_config(config)
@@ -335,6 +336,7 @@ class RunDirectory:
             try:
                 output.mkdir(parents=True, exist_ok=True)
                 writing = RunLock(output).acquire()
+                writing.announce()
             except OSError as exc:
                 raise RunDirError(f"{output}: cannot write ({exc.strerror or exc})") from None
         except BaseException:

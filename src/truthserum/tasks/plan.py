@@ -258,6 +258,7 @@ def write_plan(*, config: MembershipConfig, out_dir: Path, log: Log = log_to_std
     try:
         root.mkdir(parents=True, exist_ok=True)
         lock = RunLock(root).acquire()  # one writer at a time, as for a run directory
+        lock.announce()
     except OSError as exc:
         raise RunDirError(f"{root}: cannot write ({exc.strerror or exc})") from None
     with RunDirectory(root, locks=(lock,)) as run_dir:
