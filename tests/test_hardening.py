@@ -297,13 +297,21 @@ def test_a_design_the_attacks_cannot_score_is_refused_before_anything_is_written
     config_file.write_text(yaml.safe_dump(config))
     done = run_main(capsys, "run", str(config_file), "--out", str(tmp_path / "run"), "--quiet")
     assert done.returncode == 2 and done.stderr.count("\n") == 1
-    assert "cannot be attacked, found before training (4 models, 4 pool points, 2 targets): rmia-offline: cannot " \
+    assert "cannot be attacked, found before training (4 models, 4 points, 2 targets): rmia-offline: cannot " \
            "tune a" in done.stderr
     assert not (tmp_path / "run").exists()
     # the same design with a fixed offline a, and without the attack, runs
     fixed = config | {"rmia": {"offline_a": 0.5}}
     config_file.write_text(yaml.safe_dump(fixed))
     assert run_main(capsys, "run", str(config_file), "--out", str(tmp_path / "run"), "--quiet").returncode == 0
+    # the untargeted task: victims too few for the models, found before its split is written
+    untargeted = {"task": "untargeted", "seed": 0, "data": {"source": "cps", "pool_size": 8},
+                  "design": {"num_models": 4}, "untargeted": {"strategies": ["dirty-label"]},
+                  "model": {"architecture": "mlp", "hidden_sizes": [8]}, "train": {"epochs": 1, "shard_size": 2}}
+    config_file.write_text(yaml.safe_dump(untargeted))
+    done = run_main(capsys, "run", str(config_file), "--out", str(tmp_path / "untargeted"), "--quiet")
+    assert done.returncode == 2 and "the victims hold 4 points, too few for 4 models" in done.stderr
+    assert not (tmp_path / "untargeted").exists()
 
 
 def test_a_run_on_a_read_only_mount_reports_again(tiny_run, tmp_path, capsys, tiny_config_file):

@@ -33,8 +33,9 @@ class RmiaOptions(StrictSection):
                     "shadows only",
     )
     population: Count | None = Field(
-        default=None, ge=1,
-        description="population points drawn at random (seeded) from the non-targets; null: all of them",
+        default=None, ge=1, le=10_000_000,
+        description="population points drawn at random (seeded) from the non-targets; null, or as many as there "
+                    "are: all of them",
     )
 
     @field_validator("offline_a", mode="before")

@@ -142,7 +142,9 @@ class MembershipRunner(PoolInputs):
         check_defenses_fit_model(config, pool, (config.defense,))
         check_filters(config, pool, (config.defense,), (config.poison.strategy,), config.poison.replicas)
         if config.defense.kind is DefenseKind.NONE:  # a defense changes who is a member; it is not foreseen
-            check_attacks_can_run(config, pool, draw_design(config, pool), len(config.query.resolved_views()))
+            design = draw_design(config, pool)
+            check_attacks_can_run(config, keep=design.keep, targets=design.targets, labels=pool.y,
+                                  num_classes=pool.num_classes)
         return pool
 
     def run(self, run: RunContext, pool: Dataset) -> TaskOutput:

@@ -158,24 +158,29 @@ def draw_design(config: RunConfig, pool: Dataset, *, eligible: np.ndarray | None
 FEASIBILITY_LIMIT = 8_000_000
 
 
-def check_attacks_can_run(config: RunConfig, pool: Dataset, design: Design, num_views: int) -> None:
-    """Score the configured attacks on random logits over ``design`` before anything trains,
-    so that a design they cannot score (a pool too small for shadow models with IN and OUT
-    points, RMIA's tuning or population) fails now, not after the training.
+def check_attacks_can_run(
+    config: RunConfig, *, keep: np.ndarray, targets: np.ndarray, labels: np.ndarray, num_classes: int,
+    attacks: tuple[str, ...] | None = None,
+) -> None:
+    """Score the attacks (default: the configured ones) on random logits over the design
+    ``keep`` and ``targets`` before anything trains, so that a design they cannot score (a pool
+    too small for shadow models with IN and OUT points, RMIA's tuning or population) fails now,
+    not after the training.
 
     Raises:
         ConfigError: naming the attack and why, with the design's size.
     """
-    shape = (config.design.num_models, pool.num_points, num_views, pool.num_classes)
+    num_views = len(config.query.resolved_views())
+    shape = (keep.shape[0], keep.shape[1], num_views, num_classes)
     if int(np.prod(shape)) > FEASIBILITY_LIMIT:
         return
     logits = seeding.rng(config.seed, "feasibility").standard_normal(shape, dtype=np.float32)
-    inputs = AttackInputs.from_arrays(logits=logits, labels=pool.y, keep=design.keep, targets=design.targets)
+    inputs = AttackInputs.from_arrays(logits=logits, labels=labels, keep=keep, targets=targets)
     try:
-        score_attacks_with_details(inputs, config.attacks, config.attack_options())
+        score_attacks_with_details(inputs, attacks or config.attacks, config.attack_options())
     except SignalsError as exc:
-        raise ConfigError(f"this design cannot be attacked, found before training ({config.design.num_models} "
-                          f"models, {pool.num_points} pool points, {len(design.targets)} targets): {exc}") from None
+        raise ConfigError(f"this design cannot be attacked, found before training ({keep.shape[0]} models, "
+                          f"{keep.shape[1]} points, {len(targets)} targets): {exc}") from None
 
 
 def resume_pool(run_dir: RunDirectory, pool: Dataset) -> Dataset:

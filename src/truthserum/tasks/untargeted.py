@@ -29,7 +29,7 @@ from truthserum.store.rundir import RunDirectory, write_npz
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
 from truthserum.tasks.stages import (
-    Log, PoolInputs, attack_metrics, bootstrap_rng, load_stage, log_to_stderr,
+    Log, PoolInputs, attack_metrics, bootstrap_rng, check_attacks_can_run, load_stage, log_to_stderr,
 )
 from truthserum.train.shard import TrainingJob
 from truthserum.poison.adversary import AdversaryStrategy, PoolSplit, adversary_share, split_pool
@@ -51,23 +51,34 @@ def untargeted_attacks(config: RunConfig) -> tuple[str, ...]:
     return chosen
 
 
-def stage_split(run_dir: RunDirectory, config: RunConfig, num_points: int, log: Log) -> tuple[PoolSplit, np.ndarray]:
-    """The victims/adversary split and the keep matrix over the victims (stored in design.npz)."""
-    path = run_dir.file("design.npz")
+def draw_split(config: RunConfig, num_points: int) -> tuple[PoolSplit, np.ndarray]:
+    """The victims/adversary split and the keep matrix over the victims, drawn from the seed.
+
+    Raises:
+        DataError: the adversary's fraction leaves no victims, or too few for the models.
+    """
     try:
         split = split_pool(num_points=num_points, adversary_fraction=config.untargeted.adversary_fraction,
                            rng=seeding.rng(config.seed, "split"))
     except ValueError as exc:
         raise DataError(f"untargeted.adversary_fraction: {exc}") from None
     num_models, victims = config.design.num_models, split.victims.size
-    shapes = {"keep": (num_models, victims), "victims": (victims,), "adversary": (split.adversary.size,)}
-    stored = load_stage(path, shapes, log)
-    if stored is not None:
-        return PoolSplit(victims=stored["victims"], adversary=stored["adversary"]), stored["keep"]
     keep = make_keep_matrix(num_models=num_models, num_points=victims, rng=seeding.rng(config.seed, "design"))
     members = keep.sum(axis=1)
     if members.min() == 0 or members.max() == victims:
         raise DataError(f"the victims hold {victims} points, too few for {num_models} models")
+    return split, keep
+
+
+def stage_split(run_dir: RunDirectory, config: RunConfig, num_points: int, log: Log) -> tuple[PoolSplit, np.ndarray]:
+    """:func:`draw_split`, stored in design.npz (and read back from it)."""
+    path = run_dir.file("design.npz")
+    split, keep = draw_split(config, num_points)
+    victims = split.victims.size
+    shapes = {"keep": (config.design.num_models, victims), "victims": (victims,), "adversary": (split.adversary.size,)}
+    stored = load_stage(path, shapes, log)
+    if stored is not None:
+        return PoolSplit(victims=stored["victims"], adversary=stored["adversary"]), stored["keep"]
     write_npz(path, {"keep": keep, "victims": split.victims, "adversary": split.adversary})
     return split, keep
 
@@ -77,8 +88,12 @@ class UntargetedRunner(PoolInputs):
     """Untargeted poisoning: the adversary's share of the pool, clean then each strategy."""
 
     def prepare(self, config: RunConfig, *, device, backend) -> Dataset:
-        untargeted_attacks(config)  # refuse a config with only RMIA attacks before anything is written
-        return super().prepare(config, device=device, backend=backend)
+        attacks = untargeted_attacks(config)  # refuse a config with only RMIA attacks before anything is written
+        pool = super().prepare(config, device=device, backend=backend)
+        split, keep = draw_split(config, pool.num_points)  # a split too small for the models, too
+        check_attacks_can_run(config, keep=keep, targets=np.arange(split.victims.size), labels=pool.y[split.victims],
+                              num_classes=pool.num_classes, attacks=attacks)
+        return pool
 
     def run(self, run: RunContext, pool: Dataset) -> TaskOutput:
         config, run_dir, log = run.config, run.run_dir, run.log
