@@ -59,7 +59,7 @@ def tiny_run(tmp_path_factory):
 def test_a_second_open_is_refused_until_the_first_closes(tmp_path):
     config = parse_config(TINY_CONFIG)
     first = RunDirectory.open(tmp_path / "run", config)
-    with pytest.raises(RunDirError, match=rf"{LOCKED} \(pid {os.getpid()} "):
+    with pytest.raises(RunDirError, match=rf"{LOCKED} \(last recorded holder: pid {os.getpid()} "):
         RunDirectory.open(tmp_path / "run", config)
     first.close()
     with RunDirectory.open(tmp_path / "run", config):
@@ -336,3 +336,49 @@ def test_a_run_on_a_read_only_mount_reports_again(tiny_run, tmp_path, capsys, ti
         assert metrics_of(json.loads((report / "results.json").read_text())) == metrics_of(tiny_run[1])
     finally:
         subprocess.run(["umount", str(medium)], check=True)
+
+
+def test_a_report_never_writes_into_the_run_directory(tiny_run, tmp_path, capsys, tiny_config_file):
+    copy = shutil.copytree(tiny_run[0], tmp_path / "run")
+    (copy / "shards" / "poisoned" / "models-0002-0003.npz").unlink()  # as if damaged and removed
+    before = snapshot(copy)
+    done = run_main(capsys, "run", str(tiny_config_file), "--out", str(copy), "--report-to", str(tmp_path / "r"),
+                    "--quiet")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"truthserum: error: {copy.resolve()}: not a finished run (shards/poisoned/models-0002-0003.npz is missing "
+        "or damaged), so re-reporting it would write into it; resume it without --report-to first")
+    assert snapshot(copy) == before and not list(copy.rglob(".tmp-*"))
+    # a report inside the run directory, or around it, is refused
+    for inside in (copy / "report", tmp_path):
+        refused = run_main(capsys, "run", str(tiny_config_file), "--out", str(copy), "--report-to", str(inside))
+        assert refused.returncode == 2 and "must lie outside the run directory" in refused.stderr
+    assert snapshot(copy) == before and not (copy / "report").exists()
+
+
+def test_a_run_is_refused_while_the_directory_is_being_re_reported(tiny_run, tmp_path, capsys, tiny_config_file):
+    copy = shutil.copytree(tiny_run[0], tmp_path / "run")
+    reader = RunLock(copy, shared=True).acquire()
+    try:
+        done = run_main(capsys, "run", str(tiny_config_file), "--out", str(copy), "--quiet")
+        assert done.returncode == 2 and "another truthserum process is re-reporting it" in done.stderr
+        with RunLock(copy, shared=True):  # reports share it
+            pass
+    finally:
+        reader.release()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_lock_file_that_is_a_link_or_a_pipe_is_refused(tmp_path, kind):
+    root = tmp_path / "run"
+    root.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    if kind == "symlink":
+        (root / LOCK_FILE).symlink_to(victim)
+    else:
+        os.mkfifo(root / LOCK_FILE)
+    for shared in (False, True):
+        with pytest.raises(RunDirError, match="not a lock file; remove it"):
+            RunLock(root, shared=shared).acquire()
+    assert victim.read_text() == "mine"

@@ -10,7 +10,7 @@ import numpy as np
 
 from truthserum.errors import SignalsError
 from truthserum.query.probabilities import probability_tolerance, to_log_probabilities
-from truthserum.store.logits import LogitStore, check_finite, column_chunks
+from truthserum.store.logits import MAX_ABS_LOGIT, LogitStore, check_finite, column_chunks
 from truthserum.store.user_files import read_user_npz
 
 
@@ -50,8 +50,11 @@ class AttackInputs:
         keep: np.ndarray,
         targets: np.ndarray | None = None,
         source: str = "signals",
+        max_abs_logit: float | None = MAX_ABS_LOGIT,
     ) -> AttackInputs:
-        """Normalise shapes and dtypes, then :meth:`validate`."""
+        """Normalise shapes and dtypes, then :meth:`validate` (``max_abs_logit``: the largest
+        logit size taken; None for the models truthserum trained itself, whose float32 logits
+        were checked for NaN and inf)."""
         if not isinstance(logits, LogitStore):
             logits = np.asarray(logits)
         if logits.ndim == 3:
@@ -61,10 +64,10 @@ class AttackInputs:
         if targets is None:
             targets = np.arange(labels.shape[0] if labels.ndim == 1 else 0)
         inputs = cls(logits=logits, labels=labels, keep=keep, targets=np.asarray(targets))
-        inputs.validate(source=source)
+        inputs.validate(source=source, max_abs_logit=max_abs_logit)
         return inputs
 
-    def validate(self, *, source: str = "signals") -> None:
+    def validate(self, *, source: str = "signals", max_abs_logit: float | None = MAX_ABS_LOGIT) -> None:
         """Raise :class:`SignalsError` naming the first inconsistency."""
         logits, labels, keep, targets = self.logits, self.labels, self.keep, self.targets
         if logits.ndim != 4:
@@ -94,7 +97,7 @@ class AttackInputs:
             raise SignalsError(f"{source}: targets must lie in 0..{num_points - 1}")
         if np.unique(targets).size != targets.size:
             raise SignalsError(f"{source}: targets contain duplicates")
-        check_finite(logits, source=source)  # last: it reads every logit
+        check_finite(logits, source=source, max_abs=max_abs_logit)  # last: it reads every logit
 
     @property
     def num_models(self) -> int:

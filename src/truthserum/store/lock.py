@@ -8,8 +8,9 @@ id, host and command into the file, so that a second run can say who holds it.
 Why not the ``filelock`` package (installed with torch): its Unix lock truncates the file on
 every attempt and records no holder, and a message that names the other process is the point.
 
-Where ``fcntl`` does not exist (Windows) runs are not locked; the run directory's own files
-are still written atomically.
+Where ``fcntl`` does not exist (Windows), or the file system cannot lock, runs are not locked;
+the run directory's own files are still written atomically. A child process forked (not
+exec'd) while the lock is held holds it too until it exits; truthserum forks none.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -29,7 +31,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE = ".lock"
-_CONTENDED = {errno.EACCES, errno.EAGAIN, errno.EWOULDBLOCK}
+_CONTENDED = {errno.EACCES, errno.EAGAIN, errno.EWOULDBLOCK}  # EACCES: some file systems say so
+_UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 _MAX_HOLDER_TEXT = 300
 
 
@@ -58,29 +61,64 @@ class RunLock:
     def acquire(self) -> RunLock:
         """Take the lock at once, or refuse.
 
+        Where the file system cannot lock (NFS without a lock daemon, some FUSE mounts) the
+        run goes on unlocked, as on Windows; a shared lock where the lock file can neither be
+        opened nor made (a read-only medium) is not needed, since nobody can write there.
+
         Raises:
-            RunDirError: another process holds it (the message names that process), or the
-                lock file cannot be opened (a writer's lock on a read-only folder).
+            RunDirError: another process holds it (the message says who was recorded last), or
+                the lock file is a link, a pipe or another non-regular file.
+            OSError: the lock file cannot be made (an exclusive lock on a read-only folder).
         """
         if fcntl is None or self._fd is not None:
             return self
-        flags = os.O_RDONLY if self.shared else os.O_RDWR | os.O_CREAT
+        # no link followed (a copied tree's .lock could point anywhere), no pipe waited on
+        flags = os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
-        except FileNotFoundError:
-            if self.shared:  # nobody ever wrote here, so nobody writes now
+            fd = os.open(self.path, flags | (os.O_RDONLY if self.shared else os.O_RDWR), 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise RunDirError(f"{self.path}: is a symbolic link, not a lock file; remove it") from None
+            if self.shared and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 return self
             raise
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise RunDirError(f"{self.path}: is not a regular file, so not a lock file; remove it")
             fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
+            if exc.errno in _UNSUPPORTED:
+                return self
             if exc.errno not in _CONTENDED:
                 raise
-            raise RunDirError(f"{self.path.parent}: another truthserum run is using it ({self.holder()}); "
-                              "wait for it to finish, or use another out_dir") from None
+            raise RunDirError(self._refusal()) from None
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
         return self
+
+    def _refusal(self) -> str:
+        """Why the lock was refused: a writer holds it, or only readers (re-reports) do."""
+        if not self.shared and self._only_readers():
+            return (f"{self.path.parent}: another truthserum process is re-reporting it (report_to); wait for it to "
+                    "finish, or use another out_dir")
+        return (f"{self.path.parent}: another truthserum run is using it (last recorded holder: {self.holder()}); "
+                "wait for it to finish, or use another out_dir")
+
+    def _only_readers(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def announce(self) -> None:
         """Write who holds the lock (pid, host, start, command) into the lock file, for the
@@ -97,7 +135,11 @@ class RunLock:
     def holder(self) -> str:
         """What the holder wrote into the lock file (its pid, host, start and command)."""
         try:
-            text = self.path.read_text(encoding="utf-8", errors="replace").strip()
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                text = os.read(fd, _MAX_HOLDER_TEXT).decode("utf-8", "replace").strip()
+            finally:
+                os.close(fd)
         except OSError:
             text = ""
         return text[:_MAX_HOLDER_TEXT] or "a process that has not yet said which"

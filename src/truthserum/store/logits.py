@@ -199,12 +199,12 @@ def column_chunks(
 MAX_ABS_LOGIT = 1e6
 
 
-def check_finite(logits: np.ndarray | LogitStore, *, source: str) -> None:
-    """Raise :class:`SignalsError` if any logit is NaN, infinite or larger than
-    :data:`MAX_ABS_LOGIT` in size (read chunk by chunk)."""
+def check_finite(logits: np.ndarray | LogitStore, *, source: str, max_abs: float | None = MAX_ABS_LOGIT) -> None:
+    """Raise :class:`SignalsError` if any logit is NaN, infinite or larger than ``max_abs`` in
+    size (None: no limit), read chunk by chunk."""
     for _, values in column_chunks(logits, np.arange(logits.shape[1])):
         if not np.isfinite(values).all():
             raise SignalsError(f"{source}: logits contain NaN or inf")
-        if np.abs(values).max(initial=0.0) > MAX_ABS_LOGIT:
-            raise SignalsError(f"{source}: logits must be at most {MAX_ABS_LOGIT:g} in size, found "
+        if max_abs is not None and np.abs(values).max(initial=0.0) > max_abs:
+            raise SignalsError(f"{source}: logits must be at most {max_abs:g} in size, found "
                                f"{float(np.abs(values).max()):.3g}")

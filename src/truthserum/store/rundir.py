@@ -32,6 +32,7 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,6 +62,7 @@ def naming_errors(path: Path) -> Iterator[None]:
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through ``write(file)`` into a temporary file, then rename it into place."""
+    refuse_writes_under(path)
     with naming_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX + path.name + ".", dir=path.parent)
@@ -110,6 +112,7 @@ class NpzWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        refuse_writes_under(self.path)
         with naming_errors(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, self._temp = tempfile.mkstemp(prefix=_TEMP_PREFIX + self.path.name + ".", dir=self.path.parent)
@@ -228,13 +231,39 @@ def _cut(text: str, limit: int = 160) -> str:
 
 # Files a run derives from its stage files on every run; with ``report_to`` they are written
 # there instead of into the run directory.
-_REPORT_PREFIXES = ("signals-", "scores-", "completions-", "results", "sweep-", CONFIG_FILE)
+_REPORT_PREFIXES = ("signals-", "scores-", "completions-", "poisons-", "results", "sweep-", CONFIG_FILE)
 _REPORT_SUFFIXES = (".png",)
 
 
 def is_report_file(name: str) -> bool:
     """Whether ``name`` (relative to the run directory) is derived again on every run."""
     return "/" not in name and (name.startswith(_REPORT_PREFIXES) or name.endswith(_REPORT_SUFFIXES))
+
+
+REPORT_MARK = ".truthserum-report"  # in a report_to directory: the run directory it re-reports
+
+# Run directories being re-reported in this context: nothing may be written under them (see
+# refuse_writes_under). A context variable, not a global, so that threads and tasks keep theirs.
+_READ_ONLY_ROOTS: ContextVar[tuple[Path, ...]] = ContextVar("read_only_roots", default=())
+
+
+def refuse_writes_under(path: Path) -> None:
+    """Raise if ``path`` lies in a run directory that is only being re-reported (``report_to``):
+    a stage file missing or damaged there would otherwise be made again inside it.
+
+    Raises:
+        RunDirError: naming the run directory and the file.
+    """
+    for root in _READ_ONLY_ROOTS.get():
+        resolved = Path(path).resolve()
+        if resolved == root or root in resolved.parents:
+            raise RunDirError(f"{root}: not a finished run ({resolved.relative_to(root)} is missing or damaged), so "
+                              "re-reporting it would write into it; resume it without report_to first")
+
+
+def holds_only_scratch(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but temporaries and a lock file (or does not exist)."""
+    return not folder.is_dir() or all(p.name.startswith(_TEMP_PREFIX) or p.name == LOCK_FILE for p in folder.iterdir())
 
 
 class RunDirectory:
@@ -245,7 +274,8 @@ class RunDirectory:
 
     With ``output`` set (``report_to``), the run directory is only read: the files a run
     derives again every time (signals, scores, results, plots, the config they were made
-    with) go to ``output``; the stage files (design, poisons, shards) are read from ``root``.
+    with) go to ``output``; the stage files (design, poisons, shards) are read from ``root``,
+    and any write into ``root`` is refused (:func:`refuse_writes_under`).
     """
 
     def __init__(self, root: Path, *, output: Path | None = None, locks: tuple[RunLock, ...] = ()):
@@ -253,6 +283,12 @@ class RunDirectory:
         self.output = self.root if output is None else Path(output)
         self._locks = locks
         self._config_to_record: str | None = None
+        self._read_only_token: Token | None = None
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the run directory is only read (re-reported elsewhere)."""
+        return self.output != self.root
 
     @classmethod
     def open(cls, root: Path, config: RunConfig, *, record_scoring: bool = True,
@@ -279,13 +315,12 @@ class RunDirectory:
         if report_to is not None:
             return cls._open_for_report(root, config, Path(report_to))
         config_path = root / CONFIG_FILE
-        if not config_path.is_file() and root.is_dir() and any(
-            not p.name.startswith(_TEMP_PREFIX) and p.name != LOCK_FILE for p in root.iterdir()
-        ):
+        if not config_path.is_file() and not holds_only_scratch(root):
             raise RunDirError(
                 f"{root}: not empty and holds no {CONFIG_FILE}, so it is not a truthserum run "
                 "directory; use another out_dir"
             )
+        _check_stored_config(root, config, record_scoring)  # a refusal here leaves even the lock file be
         try:
             root.mkdir(parents=True, exist_ok=True)
             lock = RunLock(root).acquire()
@@ -293,20 +328,17 @@ class RunDirectory:
             hint = ("; report_to re-reports a finished run without writing into it"
                     if config_path.is_file() and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "")
             raise RunDirError(f"{root}: cannot write ({exc.strerror or exc}){hint}") from None
+        run_dir = cls(root, locks=(lock,))
         try:
-            rescoring = _check_stored_config(root, config, record_scoring)
             lock.announce()
-            run_dir = cls(root, locks=(lock,))
-            if rescoring:  # recorded once the task has checked its inputs' fingerprints
-                run_dir._config_to_record = dump_config(config)
-            try:
-                run_dir._remove_temporaries()  # under the lock: no other live run has any
-                if not config_path.is_file():
-                    write_text(config_path, dump_config(config))
-            except OSError as exc:
-                raise RunDirError(f"{root}: cannot write ({exc.strerror or exc})") from None
+            # again under the lock: another run may have made the directory meanwhile
+            if _check_stored_config(root, config, record_scoring):
+                run_dir._config_to_record = dump_config(config)  # recorded once the fingerprints matched
+            run_dir._remove_temporaries()  # under the lock: no other live run has any
+            if not config_path.is_file():
+                write_text(config_path, dump_config(config))
         except BaseException:
-            lock.release()
+            run_dir.close()
             raise
         return run_dir
 
@@ -314,42 +346,38 @@ class RunDirectory:
     def _open_for_report(cls, root: Path, config: RunConfig, output: Path) -> RunDirectory:
         if not (root / CONFIG_FILE).is_file():
             raise RunDirError(f"{root}: not a truthserum run directory (no {CONFIG_FILE}); report_to re-reports one")
-        if output.resolve() == root.resolve():
-            raise RunDirError(f"{output}: report_to must be another directory than the run directory")
+        source, target = root.resolve(), output.resolve()
+        if target == source or source in target.parents or target in source.parents:
+            raise RunDirError(f"{output}: report_to must lie outside the run directory {root} (and not around it)")
         if output.exists() and not output.is_dir():
             raise RunDirError(f"{output}: exists and is not a directory")
-        if (output / "design.npz").exists() or (output / "shards").exists():
-            raise RunDirError(f"{output}: is a run directory, whose results are its own; give report_to an empty "
-                              "or new directory")
-        if output.is_dir() and not (output / CONFIG_FILE).is_file() and any(
-            not p.name.startswith(_TEMP_PREFIX) and p.name != LOCK_FILE for p in output.iterdir()
-        ):
-            raise RunDirError(f"{output}: not empty and not an earlier report (no {CONFIG_FILE}); "
-                              "give report_to an empty or new directory")
+        if not holds_only_scratch(output) and not (output / REPORT_MARK).is_file():
+            raise RunDirError(f"{output}: not empty and not an earlier report (no {REPORT_MARK}); give report_to "
+                              "an empty or new directory")
+        _check_stored_config(root, config, record_scoring=False)
         reading = RunLock(root, shared=True)
         try:
             reading.acquire()
         except OSError as exc:
             raise RunDirError(f"{root}: cannot read its lock ({exc.strerror or exc})") from None
+        run_dir = cls(root, output=output, locks=(reading,))
         try:
-            _check_stored_config(root, config, record_scoring=False)
             try:
                 output.mkdir(parents=True, exist_ok=True)
                 writing = RunLock(output).acquire()
-                writing.announce()
             except OSError as exc:
                 raise RunDirError(f"{output}: cannot write ({exc.strerror or exc})") from None
-        except BaseException:
-            reading.release()
-            raise
-        run_dir = cls(root, output=output, locks=(reading, writing))
-        try:
-            for leftover in output.glob(_TEMP_PREFIX + "*"):
-                leftover.unlink(missing_ok=True)
+            run_dir._locks = (reading, writing)
+            writing.announce()
+            for earlier in output.iterdir():  # an earlier report's files, and any temporaries
+                if earlier.is_file() and (is_report_file(earlier.name) or earlier.name.startswith(_TEMP_PREFIX)):
+                    earlier.unlink()
+            write_text(output / REPORT_MARK, f"{source}\n")
             write_text(output / CONFIG_FILE, dump_config(config))
-        except OSError as exc:
+            run_dir._read_only_token = _READ_ONLY_ROOTS.set((*_READ_ONLY_ROOTS.get(), source))
+        except BaseException:
             run_dir.close()
-            raise RunDirError(f"{output}: cannot write ({exc.strerror or exc})") from None
+            raise
         return run_dir
 
     def record_config(self) -> None:
@@ -361,6 +389,9 @@ class RunDirectory:
 
     def close(self) -> None:
         """Release the run directory's lock (the kernel does it too if the process dies)."""
+        if self._read_only_token is not None:
+            _READ_ONLY_ROOTS.reset(self._read_only_token)
+            self._read_only_token = None
         for lock in self._locks:
             lock.release()
 

@@ -158,7 +158,7 @@ def measure_condition(
     attack``."""
     config, name = run.config, condition.job.condition
     inputs = AttackInputs.from_arrays(logits=condition.pool_logits, labels=pool.y, keep=design.keep,
-                                      targets=design.targets, source=f"signals-{name}")
+                                      targets=design.targets, source=f"signals-{name}", max_abs_logit=None)
     write_npz(run.run_dir.file(f"signals-{name}.npz"),
               {"labels": inputs.labels, "keep": inputs.keep, "targets": inputs.targets})
     if signals_dtype is not None:

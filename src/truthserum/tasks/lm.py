@@ -39,7 +39,7 @@ from truthserum.attacks.secrets import (
 )
 from truthserum.report.lm import plot_exposure
 from truthserum.store.fingerprints import check_inputs_unchanged
-from truthserum.store.rundir import RunDirectory, write_json
+from truthserum.store.rundir import RunDirectory, refuse_writes_under, write_json
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
 from truthserum.train.executors import ShardBackend
@@ -185,6 +185,7 @@ def _measure_condition(
     trained = _read_json(trained_path)
     scorer = backend.load(models_path, lm.num_models) if trained is not None else None
     if scorer is None:
+        refuse_writes_under(models_path)  # a run re-reported elsewhere trains nothing in its directory
         texts = _training_texts(config, corpus, canaries, poisons, replicate, name)
         seeds = [seeding.int_seed(config.seed, "lm-model", replicate, m) for m in range(lm.num_models)]
         started = time.perf_counter()

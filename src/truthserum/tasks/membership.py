@@ -109,7 +109,7 @@ def _condition_results(
     and its ROC curves."""
     inputs = AttackInputs.from_arrays(
         logits=logits, labels=pool.y, keep=design.keep, targets=design.targets,
-        source=f"signals-{condition.name}",
+        source=f"signals-{condition.name}", max_abs_logit=None,
     )
     write_npz(run_dir.file(f"signals-{condition.name}.npz"), {
         "labels": inputs.labels, "keep": inputs.keep, "targets": inputs.targets,

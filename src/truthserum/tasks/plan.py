@@ -35,9 +35,9 @@ from truthserum.data.datasets import Dataset
 from truthserum.design import Design
 from truthserum.errors import ConfigError, RunDirError
 from truthserum.poison.label_flip import PoisonSet, replicate_poisons
-from truthserum.store.lock import LOCK_FILE, RunLock
+from truthserum.store.lock import RunLock
 from truthserum.store.rundir import (
-    CONFIG_FILE, RunDirectory, read_npz, training_part, write_json, write_npz, write_text,
+    CONFIG_FILE, RunDirectory, holds_only_scratch, read_npz, training_part, write_json, write_npz, write_text,
 )
 from truthserum.tasks.membership import Condition, conditions_for, stage_poisons
 from truthserum.tasks.stages import Log, log_to_stderr, pool_fingerprint, prepare_pool, stage_design
@@ -150,7 +150,7 @@ def _check_plan_dir(root: Path, config: MembershipConfig) -> None:
     config that trains the same (the attack settings may differ)."""
     if root.exists() and not root.is_dir():
         raise RunDirError(f"{root}: exists and is not a directory; use another out_dir")
-    if not root.is_dir() or not any(not p.name.startswith(".tmp-") and p.name != LOCK_FILE for p in root.iterdir()):
+    if holds_only_scratch(root):
         return
     if (root / CONFIG_FILE).exists():
         raise RunDirError(f"{root}: is a truthserum run directory, not a plan; use another out_dir")

@@ -32,7 +32,8 @@ from truthserum.query.views import check_views_fit_data
 from truthserum.store.logits import LogitStore
 from truthserum.store.fingerprints import check_inputs_unchanged
 from truthserum.store.rundir import (
-    NpzWriter, RunDirectory, commit_temporary, naming_errors, read_npz, temporary_path, write_json, write_npz,
+    NpzWriter, RunDirectory, commit_temporary, naming_errors, read_npz, refuse_writes_under, temporary_path,
+    write_json, write_npz,
 )
 from truthserum.data.tables import Preprocessing, fit_preprocessing
 from truthserum.train.shard import TrainingJob, shard_shapes
@@ -286,6 +287,8 @@ def stage_train(
         if finished:
             log(f"{job.condition}: reused {len(finished)} of {len(shards)} finished shards")
         to_train = [models for models in shards if models.start not in finished]
+        for models in to_train[:1]:  # a run re-reported elsewhere trains nothing in its directory
+            refuse_writes_under(run_dir.shard_file(job.condition, models.start, models.stop - 1))
         trained = (backend or LocalBackend()).train(config, job, to_train, device, progress=progress)
         with contextlib.closing(trained):  # an error here cancels what a backend still runs, at once
             for shard in trained:

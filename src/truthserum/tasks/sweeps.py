@@ -100,8 +100,9 @@ def run_replica_sweep(
         })
     summary = {"sweep": "replicas", "x_label": "poisons per target", "points": points,
                "warnings": results["warnings"], "timing": results["timing"], "config": config.to_json_dict()}
-    write_json(Path(out_dir) / REPLICA_FILES[0], summary)
-    plot_sweep(summary, Path(out_dir) / REPLICA_FILES[1])
+    with RunDirectory.open(out_dir, config, record_scoring=False) as run_dir:  # the run released it
+        write_json(run_dir.root / REPLICA_FILES[0], summary)
+        plot_sweep(summary, run_dir.root / REPLICA_FILES[1])
     return summary
 
 

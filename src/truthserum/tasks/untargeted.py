@@ -122,7 +122,7 @@ class UntargetedRunner(PoolInputs):
             logits, seconds = run.train(job)
             train_seconds += seconds
             inputs = AttackInputs.from_arrays(
-                logits=logits, labels=victims.y, keep=keep, source=f"signals-{strategy.value}"
+                logits=logits, labels=victims.y, keep=keep, source=f"signals-{strategy.value}", max_abs_logit=None,
             )
             write_npz(run_dir.file(f"signals-{strategy.value}.npz"), {
                 "logits": inputs.logits, "labels": inputs.labels, "keep": inputs.keep, "targets": inputs.targets,

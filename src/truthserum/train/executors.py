@@ -197,7 +197,9 @@ class RayBackend:
         if not ray.is_initialized():
             self._check_reachable()
             try:
-                with _quiet_stderr():
+                # an address's reconnect warnings are kept off the terminal; a local start is left
+                # alone, since its daemons would inherit the silenced stderr
+                with _quiet_stderr() if self.address is not None else contextlib.nullcontext():
                     ray.init(address=self.address, include_dashboard=False, logging_level="ERROR",
                              configure_logging=True, log_to_driver=False)
             except Exception as exc:  # Ray raises several types for an unreachable cluster
