@@ -249,7 +249,8 @@ run_config("num-targets-zero", tiny(design={"num_targets": 0}), "design.num_targ
 run_config("num-targets-over-pool", tiny(design={"num_targets": 301}), "design.num_targets = 301")
 run_config("pool-size-3", tiny(data={"pool_size": 3}), "data.pool_size")
 run_config("pool-size-over-data", tiny(data={"pool_size": 5000}), "pool_size")
-run_config("pool-size-4-models-4", tiny(data={"pool_size": 4}, design={"num_models": 4, "num_targets": 2}), "found before training (4 models, 4 points, 2 targets)")
+run_config("pool-size-4-models-4", tiny(data={"pool_size": 4}, design={"num_models": 4, "num_targets": 2}),
+           "found before training (4 models, 4 points, 2 targets)")
 run_config("batch-size-1e12", tiny(train={"batch_size": 10**12}),
            "train.batch_size: input should be less than or equal to 1000000")
 run_config("batch-size-1e18", tiny(train={"batch_size": 10**18}), "train.batch_size")
@@ -613,7 +614,8 @@ case("option-rmia-offline-a-word", "--rmia-offline-a must be a number")(
 case("option-rmia-gamma-negative", "rmia gamma")(lambda ctx: attack_signals(ctx, "--rmia-gamma", "-1"))
 case("option-rmia-gamma-nan", "rmia gamma")(lambda ctx: attack_signals(ctx, "--rmia-gamma", "nan"))
 case("option-rmia-population-zero", "rmia population")(lambda ctx: attack_signals(ctx, "--rmia-population", "0"))
-case("option-seed-negative", "the seed must be an integer in 0..9223372036854775807")(lambda ctx: attack_signals(ctx, "--seed", "-1"))
+case("option-seed-negative", "the seed must be an integer in 0..9223372036854775807")(
+    lambda ctx: attack_signals(ctx, "--seed", "-1"))
 case("option-logits-with-signals", "--logits is for --plan")(
     lambda ctx: attack_signals(ctx, "--logits", str(ctx.path("l.npz"))))
 

@@ -380,7 +380,8 @@ _COMMANDS = {"run": _run, "demo": _demo, "sweep": _sweep, "plan": _plan, "attack
 # The library's errors name its parameters; the command's name its options.
 _CLI_WORDS = {
     "another out_dir": "another --out", "device 'cuda'": "--device cuda", "device must be": "--device must be",
-    "cpus_per_shard": "--cpus-per-shard", "connect_timeout": "--connect-timeout", "the Ray backend": "--backend ray", "address is for": "--address is for",
+    "cpus_per_shard": "--cpus-per-shard", "connect_timeout": "--connect-timeout", "the Ray backend": "--backend ray",
+    "address is for": "--address is for",
     "pass skip_unsupported=True": "use --skip-unsupported", "skip_unsupported:": "--skip-unsupported:",
     "logits_kind must be": "--logits-kind must be", "logits_kind is probabilities": "--logits-kind is probabilities",
     "set logits_kind logits": "use --logits-kind logits", "out_dir names": "--out names", "report_to": "--report-to",

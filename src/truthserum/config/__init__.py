@@ -11,7 +11,8 @@ from typing import Any
 
 _HOMES = {
     "dump_config": "loading", "load_config": "loading", "parse_config": "loading",
-    "PATH_KEYS": "tasks", "SCORING_KEYS": "tasks", "TASK_CONFIGS": "tasks", "AdversaryConfig": "tasks", "AttributeConfig": "tasks", "DefensesConfig": "tasks",
+    "PATH_KEYS": "tasks", "SCORING_KEYS": "tasks", "TASK_CONFIGS": "tasks", "AdversaryConfig": "tasks",
+    "AttributeConfig": "tasks", "DefensesConfig": "tasks",
     "LanguageModelConfig": "tasks", "MembershipConfig": "tasks", "RunConfig": "tasks", "Task": "tasks",
     "UntargetedConfig": "tasks",
 }
