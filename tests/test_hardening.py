@@ -120,7 +120,12 @@ def test_two_runs_on_one_directory(tmp_path, capsys):
     deadline = time.monotonic() + 300
     while not (out / "shards").is_dir() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    second = run_main(capsys, "run", str(config_file), "--out", str(out), "--quiet")
+    first.send_signal(signal.SIGSTOP)  # paused while it holds the directory, so the second surely meets it
+    try:
+        assert first.poll() is None, "the first run ended before the second started"
+        second = run_main(capsys, "run", str(config_file), "--out", str(out), "--quiet")
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=600) == 0
     assert second.returncode == 2 and LOCKED in second.stderr and f"pid {first.pid} " in second.stderr
     assert metrics_of(json.loads((out / "results.json").read_text())) == metrics_of(json.loads(json.dumps(alone)))
