@@ -19,7 +19,6 @@ files must be byte for byte what its builder wrote.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import signal
@@ -69,17 +68,16 @@ def checksums(root: Path) -> dict[str, str]:
 def unlocked(root: Path) -> bool:
     """Nobody holds the run directory's lock (a flock taken and never released would keep every
     later command out): True when we can take it at once."""
-    path = root / LOCK_FILE
-    if not path.exists():
+    from truthserum.errors import RunDirError
+    from truthserum.store.lock import RunLock
+
+    if not (root / LOCK_FILE).exists():
         return True
-    fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
+        RunLock(root).acquire().release()
+    except RunDirError:
         return False
-    finally:
-        os.close(fd)  # releases it
+    return True
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
