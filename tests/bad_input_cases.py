@@ -853,6 +853,21 @@ case("fifo-attack-out-npz", "not a regular file", fifo=True)(
 case("fifo-config", "not a regular file", fifo=True)(lambda ctx: ["run", ctx.fifo("config.yaml"), "--out", ctx.out])
 
 
+@case("fifo-results-in-attack-out", "and not an earlier output of truthserum attack", fifo=True)
+def _(ctx):
+    ctx.path("attack-out").mkdir()
+    ctx.fifo("attack-out/results.json")
+    return ["attack", "--signals", ctx.npz("sig.npz", **BASE), "--attack", "lira-online", "--out",
+            str(ctx.path("attack-out")), *FAST]
+
+
+@case("fifo-lock-file", "not a lock file", fifo=True)
+def _(ctx):
+    ctx.path("run").mkdir()
+    ctx.fifo("run/.lock")
+    return ["run", ctx.config(tiny()), "--out", str(ctx.path("run")), "--quiet"]
+
+
 @case("fifo-csv-data", "not a regular file", fifo=True)
 def _(ctx):
     ctx.fifo("t.csv")

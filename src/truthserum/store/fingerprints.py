@@ -31,7 +31,7 @@ def check_inputs_unchanged(
     """
     path = run_dir.file(name)
     try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
+        stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None  # never a pipe
     except (OSError, ValueError):
         stored = None
     if not isinstance(stored, dict) or any(key not in stored for key in compared):

@@ -145,7 +145,10 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray] | None:
-    """The arrays of an ``.npz`` written by truthserum, or None if it is missing or unreadable."""
+    """The arrays of an ``.npz`` written by truthserum, or None if it is missing or unreadable
+    (or not a regular file: a pipe would block the read)."""
+    if not Path(path).is_file():
+        return None
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}

@@ -75,6 +75,8 @@ def without_population(
 
 
 def _is_attack_output(directory: Path) -> bool:
+    if not (directory / RESULTS_FILE).is_file():  # a pipe there would block the read
+        return False
     try:
         data = json.loads((directory / RESULTS_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):

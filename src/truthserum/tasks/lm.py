@@ -103,7 +103,7 @@ def _check_corpus(run_dir: RunDirectory, corpus: Corpus, backend: Backend) -> No
 def _read_json(path: Path) -> dict | None:
     """A stage's JSON, or None if it is missing or unreadable (the stage then runs again)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None  # never a pipe
     except (OSError, ValueError):
         return None
 

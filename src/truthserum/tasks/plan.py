@@ -138,6 +138,8 @@ def _read(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarra
 
 
 def _recorded(root: Path) -> dict[str, Any] | None:
+    if not (root / PLAN_FILE).is_file():  # a pipe would block the read
+        return None
     try:
         data = json.loads((root / PLAN_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
