@@ -34,6 +34,9 @@ LOCK_FILE = ".lock"
 _CONTENDED = {errno.EACCES, errno.EAGAIN, errno.EWOULDBLOCK}  # EACCES: some file systems say so
 _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 _MAX_HOLDER_TEXT = 300
+# Every open of the lock file: no link followed, no pipe waited on, not inherited by an exec
+# (getattr: Windows has none of them, and takes no lock anyway).
+_OPEN_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def _holder_text() -> str:
@@ -72,8 +75,8 @@ class RunLock:
         """
         if fcntl is None or self._fd is not None:
             return self
-        # no link followed (a copied tree's .lock could point anywhere), no pipe waited on
-        flags = os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        # a copied tree's .lock could be a link pointing anywhere, or a pipe
+        flags = os.O_CREAT | _OPEN_FLAGS
         try:
             fd = os.open(self.path, flags | (os.O_RDONLY if self.shared else os.O_RDWR), 0o600)
         except OSError as exc:
@@ -109,7 +112,7 @@ class RunLock:
 
     def _only_readers(self) -> bool:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | _OPEN_FLAGS)
         except OSError:
             return False
         try:
@@ -135,7 +138,7 @@ class RunLock:
     def holder(self) -> str:
         """What the holder wrote into the lock file (its pid, host, start and command)."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | _OPEN_FLAGS)
             try:
                 text = os.read(fd, _MAX_HOLDER_TEXT).decode("utf-8", "replace").strip()
             finally:

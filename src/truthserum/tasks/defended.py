@@ -25,7 +25,7 @@ from truthserum.metrics.accuracy import accuracy, poison_fit
 from truthserum.poison.evasive import strategy_poisons
 from truthserum.poison.label_flip import PoisonSet, make_label_flip_poisons, replicate_poisons
 from truthserum.store.logits import LogitDtype, LogitStore
-from truthserum.store.rundir import commit_temporary, temporary_path, write_npz
+from truthserum.store.rundir import commit_temporary, naming_errors, temporary_path, write_npz
 from truthserum.tasks.skeleton import RunContext
 from truthserum.tasks.stages import attack_metrics, draw_design
 from truthserum.train.shard import TrainingJob
@@ -163,9 +163,10 @@ def measure_condition(
               {"labels": inputs.labels, "keep": inputs.keep, "targets": inputs.targets})
     if signals_dtype is not None:
         path = run.run_dir.file(signals_logits_name(name))
-        store = LogitStore.create(temporary_path(path), condition.pool_logits.shape, signals_dtype)
-        store.write_models(0, condition.pool_logits)
-        commit_temporary(store.path, path)
+        with naming_errors(path):  # a full disk names the file, not its temporary, as in stage_train
+            store = LogitStore.create(temporary_path(path), condition.pool_logits.shape, signals_dtype)
+            store.write_models(0, condition.pool_logits)
+            commit_temporary(store.path, path)
     attacks, curves, _ = attack_metrics(config, inputs, config.attack_options(),
                                         scores_file=run.run_dir.file(f"scores-{name}.npz"))
     entry = {
