@@ -80,3 +80,29 @@ def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
     returncode = main(list(args))
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(["truthserum", *args], returncode, out, err)
+
+
+@pytest.fixture(scope="session")
+def task_runs(tmp_path_factory):
+    """One tiny finished run of every task (tests/report_fixtures.py), made once for the whole
+    session even across pytest-xdist workers: the first worker makes them under a file lock
+    and the others read them (the pattern pytest-xdist documents). Read-only for the tests:
+    a test that writes into a run works on a copy."""
+    from filelock import FileLock
+
+    from report_fixtures import make_task_runs
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's folder lies in the session's
+        shared = shared.parent
+    root = shared / "task-runs"
+    with FileLock(str(shared / "task-runs.lock")):
+        if not (root / "done").is_file():
+            if root.exists():
+                import shutil
+
+                shutil.rmtree(root)
+            root.mkdir()
+            make_task_runs(root)
+            (root / "done").write_text("")
+    return {task: root / task for task in ("membership", "attribute", "untargeted", "lm", "defenses")}

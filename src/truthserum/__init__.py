@@ -54,6 +54,7 @@ _EXPORTS = {
     "write_plan": "truthserum.tasks.plan",
     "read_plan": "truthserum.tasks.plan",
     "Plan": "truthserum.tasks.plan",
+    "report_run": "truthserum.report.html",
 }
 
 if _TYPE_CHECKING:
@@ -69,6 +70,7 @@ if _TYPE_CHECKING:
     from truthserum.metrics.bootstrap import bootstrap_intervals
     from truthserum.metrics.bounds import ceiling_table, epsilon_bounds
     from truthserum.metrics.epsilon import epsilon_from_counts, epsilon_lower_bound
+    from truthserum.report.html import report_run
     from truthserum.tasks import run_task
     from truthserum.tasks.audit import audit_membership
     from truthserum.tasks.plan import Plan, read_plan, write_plan
@@ -97,6 +99,6 @@ __all__ = [
     "AttackInputs", "AttackName", "AttackOptions", "Dataset", "MetricsConfig", "ModelConfig", "ModelTrainer",
     "Plan", "QueryConfig", "RunConfig", "RunResults", "SklearnTrainer", "TrainConfig", "TruthserumError",
     "apply_suggestions", "attack_plan", "attack_signals", "audit_membership", "bootstrap_intervals", "ceiling_table",
-    "dump_config", "epsilon_bounds", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config", "load_signals", "parse_config", "read_plan", "register_attack", "run_experiment", "run_replica_sweep",
+    "dump_config", "epsilon_bounds", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config", "load_signals", "parse_config", "read_plan", "register_attack", "report_run", "run_experiment", "run_replica_sweep",
     "run_shadow_sweep", "run_task", "score_attacks", "write_plan",
 ]

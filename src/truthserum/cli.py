@@ -154,6 +154,12 @@ def _build_parser() -> argparse.ArgumentParser:
     audit_plan.add_argument("--delta", type=float, default=1e-5, help="the audited delta (default 1e-5)")
     audit_plan.add_argument("--confidence", type=float, default=0.95, help="of every bound (default 0.95)")
 
+    report = commands.add_parser(
+        "report", help="rebuild report.html of a finished run, sweep or attack output from its files")
+    report.add_argument("run_dir", type=Path, metavar="DIR", help="the run directory")
+    report.add_argument("--out", type=Path, metavar="FILE",
+                        help="where to write the report (default DIR/report.html; a folder receives report.html)")
+
     attack = commands.add_parser("attack", help="attack signals, or a plan's logits, computed elsewhere")
     source = attack.add_mutually_exclusive_group(required=True)
     source.add_argument("--signals", type=Path,
@@ -237,7 +243,8 @@ def _print_results(results: RunResults, out: Path) -> None:
     roc = f"   ROC: {out / 'roc.png'}" if (out / "roc.png").exists() else ""
     if (out / "exposure.png").exists():
         roc = f"   exposure plot: {out / 'exposure.png'}"
-    print(f"\nresults: {out / 'results.json'}{roc}   time: {results.timing.total_seconds:.0f} s")
+    report = f"   report: {out / 'report.html'}" if (out / "report.html").exists() else ""
+    print(f"\nresults: {out / 'results.json'}{roc}{report}   time: {results.timing.total_seconds:.0f} s")
 
 
 def _run(args: argparse.Namespace, backend: ShardBackend) -> int:
@@ -373,8 +380,16 @@ def _audit_plan(args: argparse.Namespace, backend: ShardBackend) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace, backend: ShardBackend) -> int:
+    from truthserum.report.html import report_run
+
+    path, seconds = report_run(run_dir=args.run_dir, out_file=args.out)
+    print(f"report: {path} ({path.stat().st_size / 1024:,.0f} KB, {seconds:.1f} s)")
+    return 0
+
+
 _COMMANDS = {"run": _run, "demo": _demo, "sweep": _sweep, "plan": _plan, "attack": _attack,
-             "audit-plan": _audit_plan}
+             "audit-plan": _audit_plan, "report": _report}
 
 
 # The library's errors name its parameters; the command's name its options.

@@ -235,14 +235,15 @@ ScoreSink = Callable[[str, np.ndarray], None]
 
 def score_attacks_with_details(
     inputs: AttackInputs, attacks: Iterable[str], options: AttackOptions | None = None,
-    *, sink: ScoreSink | None = None,
+    *, sink: ScoreSink | None = None, on_scored: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """:func:`score_attacks`, plus what each attack chose on its own (for rmia-offline with a
     tuned a: ``{"tuned_offline_a": [a of one half, a of the other]}``).
 
     With ``sink``, each attack's scores go to ``sink(name, scores)`` as soon as they are
     computed and are not kept (the returned scores are empty): a large audit then holds one
-    attack's ``(M, T)`` scores at a time.
+    attack's ``(M, T)`` scores at a time. ``on_scored(name)`` is called as each attack ends
+    (a progress bar).
     """
     scoring = Scoring(inputs, options or AttackOptions())
     chosen = [get_attack(name) for name in attacks]
@@ -256,6 +257,8 @@ def score_attacks_with_details(
             else:
                 sink(attack.name, result)
             del result
+            if on_scored is not None:
+                on_scored(attack.name)
         if signal is not None:
             scoring.release(signal)
     return {a.name: scores[a.name] for a in chosen if a.name in scores}, scoring.details

@@ -5,17 +5,26 @@ from __future__ import annotations
 
 from importlib import import_module
 
-# Each task's table, in a module of its own that is imported when it is needed.
+# Each task's tables, in a module of its own that is imported when it is needed.
 _TABLES = {
-    "membership": ("truthserum.report.membership", "format_comparison"),
-    "attribute": ("truthserum.report.attribute", "format_attribute"),
-    "untargeted": ("truthserum.report.untargeted", "format_untargeted"),
-    "lm": ("truthserum.report.lm", "format_lm"),
-    "defenses": ("truthserum.report.defenses", "format_defenses"),
+    "membership": ("truthserum.report.membership", "comparison_blocks"),
+    "attribute": ("truthserum.report.attribute", "attribute_blocks"),
+    "untargeted": ("truthserum.report.untargeted", "untargeted_blocks"),
+    "lm": ("truthserum.report.lm", "lm_blocks"),
+    "defenses": ("truthserum.report.defenses", "defenses_blocks"),
 }
 
 
-def format_results(results: dict) -> str:
-    """The table of any task's ``results.json`` (one written before tasks existed is membership)."""
+def results_blocks(results: dict) -> list:
+    """The tables and notes of any task's ``results.json`` (one written before tasks existed is
+    membership), as :mod:`truthserum.report.blocks`: the terminal prints them, the HTML report
+    shows them as tables."""
     module, function = _TABLES[results.get("task", "membership")]
     return getattr(import_module(module), function)(results)
+
+
+def format_results(results: dict) -> str:
+    """The printed table of any task's ``results.json``."""
+    from truthserum.report.blocks import render_text
+
+    return render_text(results_blocks(results))

@@ -3,14 +3,20 @@ base rate, then the non-member control)."""
 
 from __future__ import annotations
 
+from truthserum.report.blocks import Block, Table, render_text
 from truthserum.report.text import (
-    accuracy_rows, bootstrap_note, format_auc, percent, table_lines, with_interval,
+    accuracy_rows, bootstrap_note, format_auc, percent, with_interval,
 )
 
 
 def format_attribute(results: dict) -> str:
     """Clean against poisoned: guess accuracy on member pairs with intervals, against the base
     rate, then the non-member control."""
+    return render_text(attribute_blocks(results))
+
+
+def attribute_blocks(results: dict) -> list[Block]:
+    """:func:`format_attribute` as blocks."""
     conditions = results["conditions"]
     names = list(conditions)
     sensitive = results["sensitive"]
@@ -30,11 +36,11 @@ def format_attribute(results: dict) -> str:
         rows.append(["  non-member accuracy", *(
             with_interval(other[c]["accuracy"], other[c]["accuracy_ci"]) for c in names)])
     first = conditions[names[0]]["attacks"][attacks[0]]["members"]
-    lines = [
+    lines: list[Block] = [
         f"attribute inference of '{sensitive['column']}' ({len(sensitive['values'])} values: "
         f"{', '.join(sensitive['values'])}) for {results['targets']} targets",
         "",
-        *table_lines(["", *names], rows),
+        Table(["", *names], rows, caption="Every condition, every attack"),
         "",
         f"accuracy: share of member (model, target) pairs whose value is guessed right ({first['pairs']} "
         f"pairs); {bootstrap_note(results, 'targets')}.",
@@ -50,4 +56,4 @@ def format_attribute(results: dict) -> str:
             f"{c}: {conditions[c]['replicas']} mislabeled {'replica' if conditions[c]['replicas'] == 1 else 'replicas'} of every candidate completion, "
             f"{percent(conditions[c]['poison_fraction'])} of a model's training set."
         )
-    return "\n".join(lines)
+    return lines

@@ -4,7 +4,7 @@ bound beside the accountant's epsilon (definitions in docs/auditing.md)."""
 from __future__ import annotations
 
 from truthserum.metrics.bounds import BOUND_FIELDS
-from truthserum.report.text import table_lines
+from truthserum.report.blocks import Block, Table
 
 
 def bound_text(bounds: dict, name: str) -> str:
@@ -31,7 +31,7 @@ def bounds_row(metrics: dict) -> list[str] | None:
             " / ".join(bound_text(bounds, name) for name in ("gaussian", "gaussian-split", "one-run", "one-run-fdp"))]
 
 
-def audit_lines(conditions: dict) -> list[str]:
+def audit_lines(conditions: dict) -> list[Block]:
     """The audit block of a run under DP-SGD: per condition and attack every bound beside that
     condition's accountant epsilon, then the verdict: the largest bound below its condition's
     epsilon, or every bound above it. Nothing for a run without DP-SGD."""
@@ -55,10 +55,10 @@ def audit_lines(conditions: dict) -> list[str]:
     if first_bounds is None or largest is None:
         return []
     privacy = next(iter(private.values()))["privacy"]
-    lines = ["", (f"Audit: every lower bound ({100 * first_bounds['confidence']:g}% confidence, delta "
+    lines: list[Block] = ["", (f"Audit: every lower bound ({100 * first_bounds['confidence']:g}% confidence, delta "
                   f"{first_bounds['delta']:g}) beside the accountant's epsilon per example (delta "
                   f"{privacy['delta']:g}, {privacy['accountant']}); docs/auditing.md")]
-    lines.extend(table_lines(["", *names, "accountant"], rows))
+    lines.append(Table(["", *names, "accountant"], rows, caption="Every epsilon lower bound beside the accountant's epsilon"))
     lines.append(f"many runs: every (model, target) pair; one run: the first model's "
                  f"{first_bounds['one_run_canaries']} targets as canaries.")
     if first_bounds["delta"] != privacy["delta"]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from truthserum.report.audit import largest_bound
-from truthserum.report.text import interval_text, percent, table_lines
+from truthserum.report.blocks import Block, Table, render_text
+from truthserum.report.text import interval_text, percent
 
 
 def _best_attack(attacks: dict) -> str:
@@ -60,16 +61,21 @@ def _rate(cell: dict, level: str) -> str:
     return f"{percent(cell[key])}{interval_text(cell.get(key + '_ci'), digits=0)}{mark}"
 
 
-def _block(title: str, matrix: dict, value) -> list[str]:
+def _block(title: str, matrix: dict, value) -> list[Block]:
     rows = [[row, *(value(matrix["cells"][row][column]) for column in matrix["columns"])] for row in matrix["rows"]]
-    return ["", title, *table_lines(["", *matrix["columns"]], rows)]
+    return ["", Table(["", *matrix["columns"]], rows, title=title)]
 
 
 def format_defenses(results: dict) -> str:
     """The defense matrix as the terminal shows it: one block per measurement, rows defenses,
     columns poison strategies."""
+    return render_text(defenses_blocks(results))
+
+
+def defenses_blocks(results: dict) -> list[Block]:
+    """:func:`format_defenses` as blocks."""
     matrix = results["defense_matrix"]
-    lines = ["Defense matrix: the best attack of each cell (rows: defenses, columns: poison strategies)"]
+    lines: list[Block] = ["Defense matrix: the best attack of each cell (rows: defenses, columns: poison strategies)"]
     lines += _block("TPR at 1% FPR [95% CI]", matrix, lambda cell: _rate(cell, "0.01"))
     lines += _block("TPR at 0.1% FPR [95% CI]", matrix, lambda cell: _rate(cell, "0.001"))
     lines += _block("AUC", matrix, lambda cell: f"{cell['auc']:.3f}")
@@ -103,7 +109,7 @@ def format_defenses(results: dict) -> str:
     if any(cell["low_support_0.1pct"] for row in matrix["cells"].values() for cell in row.values()):
         lines.append("* fewer than 1,000 non-members behind TPR at 0.1% FPR: one false positive moves it past the "
                      "level")
-    return "\n".join(lines)
+    return lines
 
 
 def plot_defense_matrix(matrix: dict, path: Path) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from truthserum.report.plots import save_figure
-from truthserum.report.text import interval_text, percent, table_lines
+from truthserum.report.blocks import Block, Table, render_text
+from truthserum.report.text import interval_text, percent
 
 MAX_CANARY_ROWS = 24  # past this, the per-canary table is left to results.json
 
@@ -28,6 +29,11 @@ def _rates(metrics: dict, kind: str, ks: list[int]) -> str:
 
 def format_lm(results: dict) -> str:
     """Exposure and extraction per condition, with intervals over canaries."""
+    return render_text(lm_blocks(results))
+
+
+def lm_blocks(results: dict) -> list[Block]:
+    """:func:`format_lm` as blocks."""
     config = results["config"]["lm"]
     conditions = results["conditions"]
     ks = list(config["exposure"]["top_k"])
@@ -37,7 +43,7 @@ def format_lm(results: dict) -> str:
     canaries = first[f"raw_{exposure_key}"]["canaries"]
     records = first[f"raw_{exposure_key}"]["records"]
     template = config["canaries"]["template"]
-    lines = [
+    lines: list[Block] = [
         f"Language-model secrets: {canaries} canaries ({config['replicates']} x {config['canaries']['count']}) "
         f"of the form {template!r}, {config['canaries']['digits']} digits "
         f"(|S| = {results['space_size']:,}, maximum exposure {results['max_exposure']:.2f} bits);",
@@ -58,7 +64,7 @@ def format_lm(results: dict) -> str:
             _bits(metrics[f"raw_{exposure_key}"]), _bits(metrics[f"calibrated_{exposure_key}"]),
             _change(change.get(f"raw_{exposure_key}")), _change(change.get(f"calibrated_{exposure_key}")),
         ])
-    lines += table_lines(header, rows)
+    lines.append(Table(header, rows, caption="Exposure per condition"))
     lines.append("")
     k_text = "/".join(str(k) for k in ks)
     header = ["condition", f"extraction top-{k_text} raw", f"top-{k_text} calibrated"]
@@ -71,14 +77,14 @@ def format_lm(results: dict) -> str:
         if exact:
             row.append(f"{metrics['raw_extrapolated']['mean']:.2f} / {metrics['calibrated_extrapolated']['mean']:.2f}")
         rows.append(row)
-    lines += table_lines(header, rows)
+    lines.append(Table(header, rows, caption="Extraction per condition"))
     if len(results.get("per_canary", [])) <= MAX_CANARY_ROWS:
         lines += ["", f"per canary, mean {exposure_key} over its target models (raw / calibrated):"]
         names = list(conditions)
         rows = [[f"{row['name']} (r{row['replicate']})"] + [
             f"{row['conditions'][c]['raw']:.1f} / {row['conditions'][c]['calibrated']:.1f}" for c in names
         ] for row in results["per_canary"]]
-        lines += table_lines(["canary", *names], rows)
+        lines.append(Table(["canary", *names], rows, caption="Mean exposure per canary (raw / calibrated)"))
     bootstrap = results["config"]["metrics"]
     note = (f"exposure in bits (means over pairs); intervals: {100 * bootstrap['confidence']:g}% percentile "
             f"bootstrap over canaries ({bootstrap['bootstrap']} resamples); change: paired with the clean "
@@ -87,7 +93,7 @@ def format_lm(results: dict) -> str:
     leaks = results["most_leaking"]
     lines.append("highest mean: " + "; ".join(f"{key.replace('_', ' ')}, {name}" for key, name in leaks.items())
                  + " (a gain counts only where its change interval excludes 0)")
-    return "\n".join(lines)
+    return lines
 
 
 def plot_exposure(results: dict, path: Path) -> None:

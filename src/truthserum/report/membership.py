@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from truthserum.report.audit import audit_lines, bounds_row
+from truthserum.report.blocks import Block, Table, render_text
 from truthserum.report.text import (
-    accuracy_rows, format_tpr, intervals_note, percent, roc_rows, support_note, table_lines,
+    accuracy_rows, format_tpr, intervals_note, percent, roc_rows, support_note,
 )
 
 
 def format_comparison(results: dict) -> str:
     """A side-by-side table of every condition: accuracy, then each attack's AUC, TPRs and
     epsilon lower bound, with intervals."""
+    return render_text(comparison_blocks(results))
+
+
+def comparison_blocks(results: dict) -> list[Block]:
+    """:func:`format_comparison` as blocks (the table, then its notes)."""
     conditions = results["conditions"]
     names = list(conditions)
     attacks = list(next(iter(conditions.values()))["attacks"])
@@ -28,11 +34,11 @@ def format_comparison(results: dict) -> str:
             rows.append(["  tuned a (two halves)", *(
                 " / ".join(f"{a:g}" for a in metrics[c].get("tuned_offline_a") or []) or "-" for c in names
             )])
-    lines = table_lines(["", *names], rows)
+    lines: list[Block] = [Table(["", *names], rows, caption="Every condition, every attack")]
     first = next(iter(conditions.values()))["attacks"][attacks[0]]
     poison = results["poison"]
     lines.append("")
-    lines.append(support_note(first))
+    lines.extend(support_note(first).split("\n"))
     if poison["total"]:
         lines.append(
             f"poisons: {poison['total']} ({poison['targets']} targets x {poison['replicas']}), "
@@ -42,7 +48,7 @@ def format_comparison(results: dict) -> str:
     lines.extend(defense_lines(conditions))
     lines.extend(audit_lines(conditions))
     lines.extend(guidance_lines(results.get("guidance")))  # absent from runs older than the guidance
-    return "\n".join(lines)
+    return lines
 
 
 def defense_lines(conditions: dict) -> list[str]:
@@ -105,8 +111,13 @@ def sweep_series(summary: dict) -> tuple[list[str], dict[tuple[str, str], dict[s
 
 def format_sweep(summary: dict) -> str:
     """TPR at 0.1% and 1% FPR (with intervals) per attack against the swept quantity."""
+    return render_text(sweep_blocks(summary))
+
+
+def sweep_blocks(summary: dict) -> list[Block]:
+    """:func:`format_sweep` as blocks (a table per FPR level, then the intervals' note)."""
     ticks, series = sweep_series(summary)
-    lines = []
+    lines: list[Block] = []
     for level in SWEEP_LEVELS:
         rows = []
         if summary["sweep"] == "replicas":
@@ -114,9 +125,8 @@ def format_sweep(summary: dict) -> str:
         for (condition, attack), by_tick in series.items():
             rows.append([f"{condition} {attack}".strip(),
                          *(format_tpr(by_tick[t], level) if t in by_tick else "-" for t in ticks)])
-        lines.append(f"TPR at {100 * float(level):g}% FPR, by {summary['x_label']}:")
-        lines.extend(table_lines(["", *ticks], rows))
+        lines.append(Table(["", *ticks], rows, title=f"TPR at {100 * float(level):g}% FPR, by {summary['x_label']}:"))
         lines.append("")
     first_series = next(iter(series.values()))
     lines.append(intervals_note(next(iter(first_series.values()))))
-    return "\n".join(lines)
+    return lines

@@ -11,45 +11,69 @@ from truthserum.report.membership import SWEEP_LEVELS, sweep_series
 from truthserum.store.rundir import atomic_write
 
 
-_LINESTYLES = ("--", "-", "-.", ":")
+_LINESTYLES = ("-", "--", "-.", ":")
+
+
+def attack_families(attacks: list[str]) -> dict[str, list[str]]:
+    """Attacks grouped by family: the part of the name before its first "-" when another
+    attack shares it (lira-online, lira-offline-fixed -> lira), else the whole name."""
+    prefixes = [name.split("-")[0] for name in attacks]
+    families: dict[str, list[str]] = {}
+    for name, prefix in zip(attacks, prefixes, strict=True):
+        families.setdefault(prefix if prefixes.count(prefix) > 1 else name, []).append(name)
+    return families
 
 
 def plot_roc(
     curves: dict[tuple[str, str], RocCurve], path: Path, *, title: str = "Membership inference on the targets",
+    run_name: str | None = None,
 ) -> None:
-    """Log-log ROC, one curve per (condition, attack): a colour per attack, a line style per
-    condition (the first, the clean baseline, dashed; the next solid).
+    """Log-log ROCs, a panel per attack family (LiRA's four variants, RMIA's two, ...), a colour
+    per condition (clean and poisoned side by side) and a line style per attack of the family.
 
-    Log axes show the low-FPR region where membership inference matters (Carlini et al.).
+    Log axes show the low-FPR region where membership inference matters (Carlini et al.); each
+    axis starts at the smallest rate the counts can reach (one non-member, one member), so no
+    flat segment suggests a resolution the data do not have. The legends sit outside the data.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.lines import Line2D
 
-    figure, axes = plt.subplots(figsize=(6.5, 6))
-    # FPR 0 cannot sit on a log axis: draw it half a step below the smallest non-zero FPR.
-    floor = min(1e-3, 0.5 / max(roc.nonmembers for roc in curves.values()))
-    attacks = sorted({attack for _, attack in curves})
-    colours = {attack: f"C{i}" for i, attack in enumerate(attacks)}
+    families = attack_families(list(dict.fromkeys(attack for _, attack in curves)))
     conditions = list(dict.fromkeys(condition for condition, _ in curves))
-    styles = {condition: _LINESTYLES[i % len(_LINESTYLES)] for i, condition in enumerate(conditions)}
-    for (condition, attack), roc in curves.items():
-        axes.plot(
-            roc.fpr.clip(min=floor), roc.tpr.clip(min=floor),
-            linestyle=styles[condition], color=colours[attack],
-            label=f"{condition} {attack}",
-        )
-    axes.plot([floor, 1], [floor, 1], color="grey", linewidth=0.8, linestyle=":")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    axes.set_xlim(floor, 1)
-    axes.set_ylim(floor, 1)
-    axes.set_xlabel("false positive rate")
-    axes.set_ylabel("true positive rate")
-    axes.set_title(title)
-    axes.legend(fontsize=8, loc="lower right")
-    save_figure(figure, path)
+    colours = {condition: f"C{i}" for i, condition in enumerate(conditions)}
+    x_floor = 1.0 / max(roc.nonmembers for roc in curves.values())
+    y_floor = 1.0 / max(roc.members for roc in curves.values())
+    columns = min(len(families), 2)
+    rows = -(-len(families) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.6 * rows + 0.8), squeeze=False)
+    for axis, (family, members) in zip(axes.ravel(), families.items(), strict=False):
+        styles = {attack: _LINESTYLES[i % len(_LINESTYLES)] for i, attack in enumerate(members)}
+        for (condition, attack), roc in curves.items():
+            if attack in styles:
+                axis.step(roc.fpr.clip(min=x_floor), roc.tpr.clip(min=y_floor), where="post",
+                          linestyle=styles[attack], color=colours[condition], linewidth=1.3)
+        axis.plot([x_floor, 1], [x_floor, 1], color="grey", linewidth=0.8, linestyle=":")
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlim(x_floor, 1)
+        axis.set_ylim(y_floor, 1.05)
+        axis.set_xlabel("false positive rate")
+        axis.set_ylabel("true positive rate")
+        axis.set_title(family)
+        axis.grid(alpha=0.3, which="major")
+        if len(members) > 1:  # which line is which attack, under the panel
+            axis.legend([Line2D([], [], color="black", linestyle=styles[a]) for a in members], members,
+                        fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    for axis in axes.ravel()[len(families):]:
+        axis.set_visible(False)
+    figure.legend([Line2D([], [], color=colours[c], linewidth=2) for c in conditions], conditions,
+                  loc="upper center", ncol=len(conditions), bbox_to_anchor=(0.5, 1.0 - 0.45 / figure.get_figheight()),
+                  frameon=False)
+    figure.suptitle(title if run_name is None else f"{title}: {run_name}", fontsize=11)
+    save_figure(figure, path, rect=(0.0, 0.0, 1.0, 1.0 - 0.8 / figure.get_figheight()))
 
 
 def save_figure(figure, path: Path, *, dpi: int = 110, rect: tuple[float, ...] | None = None) -> None:

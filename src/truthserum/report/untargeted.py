@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from truthserum.metrics.precision import false_positive_ratio
 from truthserum.metrics.roc import FPR_LEVELS
+from truthserum.report.blocks import Block, Table, render_text
 from truthserum.report.text import (
-    LOW_SUPPORT_MARK, accuracy_rows, bootstrap_note, percent, roc_rows, table_lines, with_interval,
+    LOW_SUPPORT_MARK, accuracy_rows, bootstrap_note, percent, roc_rows, with_interval,
 )
 
 VICTIMS = "the victims' points"
@@ -73,6 +74,11 @@ def _gain_lines(results: dict) -> list[str]:
 def format_untargeted(results: dict) -> str:
     """The clean share against each poisoned strategy: accuracy, then each attack's AUC, TPR at
     low FPR and precision at fixed recall, with intervals, on the victims' points."""
+    return render_text(untargeted_blocks(results))
+
+
+def untargeted_blocks(results: dict) -> list[Block]:
+    """:func:`format_untargeted` as blocks."""
     conditions = results["conditions"]
     names = list(conditions)
     attacks = list(next(iter(conditions.values()))["attacks"])
@@ -83,11 +89,11 @@ def format_untargeted(results: dict) -> str:
         for i, recall in enumerate(metrics[names[0]]["precision_at_recall"]["recall"]):
             rows.append([f"  precision @ {100 * recall:g}% recall", *(_precision(metrics[c], i) for c in names)])
     first = conditions[names[0]]["attacks"][attacks[0]]
-    lines = [
+    lines: list[Block] = [
         f"untargeted poisoning: the adversary holds {results['adversary']} points, the victims "
         f"{results['victims']}; membership inference on every victim point",
         "",
-        *table_lines(["", *names], rows),
+        Table(["", *names], rows, caption="Every strategy, every attack, on the victims' points"),
         "",
         f"{first['members']} member and {first['nonmembers']} non-member (model, victim point) pairs per "
         f"condition; {bootstrap_note(results, VICTIMS)}; test accuracy: on the victims' "
@@ -99,4 +105,4 @@ def format_untargeted(results: dict) -> str:
     if results.get("skipped_attacks"):
         lines.append(f"not run (no population points when every victim point is a target): "
                      f"{', '.join(results['skipped_attacks'])}")
-    return "\n".join(lines)
+    return lines

@@ -44,6 +44,7 @@ from truthserum.errors import ConfigError, RunDirError
 from truthserum.store.lock import LOCK_FILE, RunLock
 
 CONFIG_FILE = "config.yaml"
+REPORT_FILE = "report.html"  # the HTML report (truthserum.report.html)
 _TEMP_PREFIX = ".tmp-"
 
 
@@ -235,7 +236,7 @@ def _cut(text: str, limit: int = 160) -> str:
 # Files a run derives from its stage files on every run; with ``report_to`` they are written
 # there instead of into the run directory.
 _REPORT_PREFIXES = ("signals-", "scores-", "completions-", "poisons-", "results", "sweep-", CONFIG_FILE)
-_REPORT_SUFFIXES = (".png",)
+_REPORT_SUFFIXES = (".png", ".html")
 
 
 def is_report_file(name: str) -> bool:

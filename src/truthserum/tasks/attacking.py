@@ -290,8 +290,12 @@ def settings_json(attacks: Sequence[str], options: AttackOptions, config: Member
 
 
 def write_outputs(out_dir: Path, results: RunResults, curves: dict[tuple[str, str], RocCurve]) -> None:
-    """``results.json``, then ``roc.png`` (every condition's attacks), each written atomically."""
+    """``results.json``, then ``roc.png`` (every condition's attacks) and ``report.html``, each
+    written atomically."""
     from truthserum.report.plots import plot_roc  # matplotlib: only when there is a plot to draw
 
+    from truthserum.report.html import write_report
+
     write_json(Path(out_dir) / RESULTS_FILE, results.to_json())
-    plot_roc(curves, Path(out_dir) / ROC_FILE)
+    plot_roc(curves, Path(out_dir) / ROC_FILE, run_name=Path(out_dir).resolve().name)
+    write_report(Path(out_dir))

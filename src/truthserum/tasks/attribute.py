@@ -138,7 +138,7 @@ class AttributeRunner(PoolInputs):
         if output.plot_data:
             column = results.details["sensitive"]["column"]
             plot_roc(output.plot_data, run.run_dir.file("roc.png"),
-                     title=f"Attribute inference of {column} (member targets)")
+                     title=f"Attribute inference of {column} (member targets)", run_name=run.run_dir.root.name)
 
 
 def run_attribute(

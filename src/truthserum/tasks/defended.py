@@ -168,7 +168,8 @@ def measure_condition(
             store.write_models(0, condition.pool_logits)
             commit_temporary(store.path, path)
     attacks, curves, _ = attack_metrics(config, inputs, config.attack_options(),
-                                        scores_file=run.run_dir.file(f"scores-{name}.npz"))
+                                        scores_file=run.run_dir.file(f"scores-{name}.npz"), progress=run.progress,
+                                        label=name)
     entry = {
         "defense": defense_name(defense),
         "replicas": poisons.replicas if poisons.total else 0,

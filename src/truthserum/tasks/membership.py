@@ -103,7 +103,7 @@ def membership_job(pool: Dataset, design: Design, poisons: PoisonSet, condition:
 
 def _condition_results(
     run_dir: RunDirectory, config: RunConfig, condition: Condition, logits: LogitStore,
-    pool: Dataset, design: Design, poisons: PoisonSet,
+    pool: Dataset, design: Design, poisons: PoisonSet, progress: bool,
 ) -> tuple[dict, dict]:
     """Attack one condition's signals, a chunk of points at a time; returns its results entry
     and its ROC curves."""
@@ -115,7 +115,8 @@ def _condition_results(
         "labels": inputs.labels, "keep": inputs.keep, "targets": inputs.targets,
     })
     attacks, curves, _ = attack_metrics(
-        config, inputs, config.attack_options(), scores_file=run_dir.file(f"scores-{condition.name}.npz")
+        config, inputs, config.attack_options(), scores_file=run_dir.file(f"scores-{condition.name}.npz"),
+        progress=progress, label=condition.name,
     )
     members_per_model = float(design.keep.sum(axis=1).mean())
     entry = {
@@ -180,7 +181,7 @@ class MembershipRunner(PoolInputs):
                 logits, seconds = run.train(membership_job(pool, design, condition_poisons[condition.name], condition),
                                             logits_file=run_dir.file(signals_logits_name(condition.name)))
                 entry, condition_curves = _condition_results(
-                    run_dir, config, condition, logits, pool, design, condition_poisons[condition.name]
+                    run_dir, config, condition, logits, pool, design, condition_poisons[condition.name], run.progress
                 )
             else:
                 entry, condition_curves, seconds = defended.train_and_measure(run, condition.name)
@@ -231,7 +232,7 @@ class MembershipRunner(PoolInputs):
 
     def plot(self, run: RunContext, results: RunResults, output: TaskOutput) -> None:
         if self.roc_file is not None:
-            plot_roc(output.plot_data, run.run_dir.file(self.roc_file))
+            plot_roc(output.plot_data, run.run_dir.file(self.roc_file), run_name=run.run_dir.root.name)
 
 
 def run_experiment(

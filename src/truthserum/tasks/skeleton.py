@@ -1,6 +1,7 @@
 """The one runner every task goes through: load and check the inputs (nothing written yet),
 open or resume the run directory, reapply what it recorded and check its fingerprints, run the
-task's own stages, then measure, write ``results.json`` and draw the task's plots.
+task's own stages, then measure, write ``results.json``, draw the task's plots and write
+``report.html``.
 
 A task supplies only what is its own, as a :class:`TaskRunner`; the stages they share
 (training shards, attacking signals, warnings) are in :mod:`truthserum.tasks.stages`.
@@ -18,7 +19,7 @@ import torch
 from truthserum.errors import ConfigError, RunDirError
 from truthserum.store.rundir import RunDirectory, write_json
 from truthserum.tasks.results import RunResults
-from truthserum.tasks.stages import Log, log_to_stderr, record_warning, stage_train
+from truthserum.tasks.stages import Log, log_to_stderr, record_warning, stage_report, stage_train
 from truthserum.train.executors import LocalBackend, ShardBackend
 from truthserum.train.shard import TrainingJob
 
@@ -125,4 +126,5 @@ def execute(
         })
         write_json(run_dir.file(results_file), results.to_json())
         runner.plot(run, results, output)
+        stage_report(run_dir, log)
     return results

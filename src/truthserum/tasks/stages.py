@@ -20,11 +20,11 @@ import torch
 
 from truthserum import seeding
 from truthserum.attacks import AttackInputs, AttackOptions, score_attacks_with_details
-from truthserum.train.executors import LocalBackend, ShardBackend
+from truthserum.train.executors import LocalBackend, ShardBackend, progress_bar
 from truthserum.config import RunConfig, Task
 from truthserum.data.datasets import Dataset, encode_table, load_dataset, load_table
 from truthserum.design import Design, make_design
-from truthserum.errors import BackendError, ConfigError, DataError, RunDirError, SignalsError
+from truthserum.errors import BackendError, ConfigError, DataError, RunDirError, SignalsError, TruthserumError
 from truthserum.metrics.roc import RocCurve, roc_curve
 from truthserum.metrics.bootstrap import bootstrap_intervals
 from truthserum.metrics.attack import evaluate, with_intervals
@@ -332,8 +332,23 @@ def _measure(config: RunConfig, name: str, scores: np.ndarray, members: np.ndarr
     return metrics.to_dict(), thinned
 
 
+def stage_report(run_dir: RunDirectory, log: Log) -> None:
+    """Write ``report.html`` from the files the run has written (its output folder, for a
+    re-report). A report that cannot be made is a warning, not a failed run: the results are
+    written already, and ``truthserum report DIR`` tries again."""
+    from truthserum.report.html import write_report  # jinja2 and the figures: only at the end
+
+    try:
+        path, seconds = write_report(run_dir.root, output=run_dir.output)
+    except TruthserumError as exc:
+        log(f"warning: no report.html: {exc}")
+        return
+    log(f"report: {path} ({path.stat().st_size / 1024:,.0f} KB, {seconds:.1f} s)")
+
+
 def attack_metrics(
     config: RunConfig, inputs: AttackInputs, options: AttackOptions, *, scores_file: Path | None = None,
+    progress: bool = False, label: str = "attacks",
 ) -> tuple[dict[str, dict], dict[str, RocCurve], dict[str, np.ndarray]]:
     """Score ``inputs`` with every configured attack and measure each one.
 
@@ -344,7 +359,8 @@ def attack_metrics(
     With ``scores_file``, every attack's scores are written there (with ``members``) as soon
     as they are computed, then measured one attack at a time, and the returned scores are
     empty: memory then holds one attack's ``(M, T)`` scores, not all of them. The ROC curves
-    are thinned for plotting either way (:meth:`RocCurve.thinned`).
+    are thinned for plotting either way (:meth:`RocCurve.thinned`). With ``progress``, a bar
+    named ``label`` moves as each attack is scored and then measured.
 
     Returns:
         attack name -> metrics dict (with intervals and the epsilon bound), attack name -> ROC,
@@ -352,22 +368,27 @@ def attack_metrics(
     """
     members = inputs.members
     metrics, curves, kept = {}, {}, {}
-    if scores_file is None:
-        raw_scores, details = score_attacks_with_details(inputs, config.attacks, options)
-        for name, scores in raw_scores.items():
-            metrics[name], curves[name] = _measure(config, name, scores, members)
-            kept[name] = scores
-    else:
-        # scoring first, measuring after: the signals the attacks read are freed before any
-        # bootstrap runs, so peak memory is the larger of the two phases, not their sum
-        with NpzWriter(scores_file) as npz:
-            npz.add("members", members)
-            _, details = score_attacks_with_details(
-                inputs, config.attacks, options, sink=lambda name, scores: npz.add(name, scores)
-            )
-        with np.load(scores_file, allow_pickle=False) as stored:
-            for name in config.attacks:
-                metrics[name], curves[name] = _measure(config, name, stored[name], members)
+    with progress_bar(2 * len(config.attacks), f"{label}: scoring, measuring", "step", progress) as bar:
+        if scores_file is None:
+            raw_scores, details = score_attacks_with_details(inputs, config.attacks, options,
+                                                             on_scored=lambda _: bar.update())
+            for name, scores in raw_scores.items():
+                metrics[name], curves[name] = _measure(config, name, scores, members)
+                kept[name] = scores
+                bar.update()
+        else:
+            # scoring first, measuring after: the signals the attacks read are freed before any
+            # bootstrap runs, so peak memory is the larger of the two phases, not their sum
+            with NpzWriter(scores_file) as npz:
+                npz.add("members", members)
+                _, details = score_attacks_with_details(
+                    inputs, config.attacks, options, sink=lambda name, scores: npz.add(name, scores),
+                    on_scored=lambda _: bar.update(),
+                )
+            with np.load(scores_file, allow_pickle=False) as stored:
+                for name in config.attacks:
+                    metrics[name], curves[name] = _measure(config, name, stored[name], members)
+                    bar.update()
     ordered = list(config.attacks)
     metrics = {name: metrics[name] | details.get(name, {}) for name in ordered}
     return metrics, {name: curves[name] for name in ordered}, kept

@@ -20,7 +20,7 @@ from truthserum.report.plots import plot_sweep
 from truthserum.store.rundir import RunDirectory, temporary_path, write_json
 from truthserum.tasks.membership import condition_for, run_experiment
 from truthserum.train.executors import ShardBackend
-from truthserum.tasks.stages import Log, attack_metrics, log_to_stderr
+from truthserum.tasks.stages import Log, attack_metrics, log_to_stderr, stage_report
 
 ALL_SHADOWS = "all"
 REPLICA_FILES = ("sweep-replicas.json", "sweep-replicas.png")
@@ -103,6 +103,7 @@ def run_replica_sweep(
     with RunDirectory.open(out_dir, config, record_scoring=False) as run_dir:  # the run released it
         write_json(run_dir.root / REPLICA_FILES[0], summary)
         plot_sweep(summary, run_dir.root / REPLICA_FILES[1])
+        stage_report(run_dir, log)
     return summary
 
 
@@ -154,4 +155,5 @@ def _score_with_shadow_counts(config: RunConfig, run_dir: RunDirectory, counts: 
                "config": config.to_json_dict()}
     write_json(run_dir.root / SHADOW_FILES[0], summary)
     plot_sweep(summary, run_dir.root / SHADOW_FILES[1])
+    stage_report(run_dir, log)
     return summary

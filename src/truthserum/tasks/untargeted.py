@@ -127,7 +127,8 @@ class UntargetedRunner(PoolInputs):
             write_npz(run_dir.file(f"signals-{strategy.value}.npz"), {
                 "logits": inputs.logits, "labels": inputs.labels, "keep": inputs.keep, "targets": inputs.targets,
             })
-            metrics, condition_curves, scores = attack_metrics(scoring, inputs, options)
+            metrics, condition_curves, scores = attack_metrics(scoring, inputs, options, progress=run.progress,
+                                                               label=strategy.value)
             for name, attack_scores in scores.items():
                 metrics[name]["precision_at_recall"] = precision_at_recall(
                     attack_scores, inputs.members, resamples=config.metrics.bootstrap,
@@ -150,7 +151,8 @@ class UntargetedRunner(PoolInputs):
                           plot_data=curves)
 
     def plot(self, run: RunContext, results: RunResults, output: TaskOutput) -> None:
-        plot_roc(output.plot_data, run.run_dir.file("roc.png"), title="Membership inference on the victims' points")
+        plot_roc(output.plot_data, run.run_dir.file("roc.png"), title="Membership inference on the victims' points",
+                     run_name=run.run_dir.root.name)
 
 
 def run_untargeted(

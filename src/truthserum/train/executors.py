@@ -70,8 +70,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _bar(total: int, desc: str, unit: str, progress: bool) -> tqdm:
-    # disable=None: bars only on a terminal; logs get one line per shard instead
+def progress_bar(total: int, desc: str, unit: str, progress: bool) -> tqdm:
+    """A bar on stderr while ``progress``; disable=None shows it only on a terminal (a log
+    gets the stages' own lines instead)."""
     return tqdm(total=total, disable=None if progress else True, leave=False, file=sys.stderr,
                 desc=desc, unit=unit)
 
@@ -100,7 +101,7 @@ class LocalBackend:
         counts = getattr(self.trainer, "progress", lambda config, models: (config.train.epochs, "epoch"))
         for models in shards:
             total, unit = counts(config, models)
-            with _bar(total, f"{job.condition} models {models.start}-{models.stop - 1}", unit, progress) as bar:
+            with progress_bar(total, f"{job.condition} models {models.start}-{models.stop - 1}", unit, progress) as bar:
                 def on_epoch(epoch: int, loss: float) -> None:
                     if loss == loss:  # a trainer of the user's reports no loss (NaN)
                         bar.set_postfix(loss=f"{loss:.3f}")
@@ -233,7 +234,7 @@ class RayBackend:
         task = ray.remote(num_cpus=self.cpus_per_shard, num_gpus=gpus, max_retries=0)(_ray_shard)
         pending: list = []
         queue = None
-        bar = _bar(len(shards) * config.train.epochs, f"{job.condition} {len(shards)} shards on Ray", "epoch",
+        bar = progress_bar(len(shards) * config.train.epochs, f"{job.condition} {len(shards)} shards on Ray", "epoch",
                    progress)
         try:
             # epochs reach the bar through a queue only when there is a bar to move

@@ -11,6 +11,9 @@ secret slot does not start at a token boundary of the prefix.
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +40,37 @@ def _one_line(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Keep transformers' own loading bars and its warnings out of truthserum's output while a
+    model loads or trains (its verbosity and bars are restored after): a run's log shows
+    truthserum's lines and bars, and a failure is reported in one line of ours."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_hf(path: Path):
     """``(model, tokenizer)`` from a local folder, float32 and in eval mode.
 
     Only safetensors weights are read: a pickled ``pytorch_model.bin`` can run code on load.
     """
+    with quiet_transformers():
+        return _load_hf(Path(path))
+
+
+def _load_hf(path: Path):
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path}: no such model folder")
@@ -214,12 +243,12 @@ def _windows(tokens: np.ndarray, starts: np.ndarray, length: int, device) -> tor
 
 
 def fine_tune(models: list, tokenizer, texts: list[str], *, steps: int, batch_size: int, context: int,
-              learning_rate: float, seeds: list[int]) -> list[float]:
+              learning_rate: float, seeds: list[int], on_step: Callable[[], None] | None = None) -> list[float]:
     """Train model i on ``texts[i]`` as a causal LM on random windows, with AdamW.
 
     Model i draws its windows and any dropout from ``seeds[i]`` alone, so a model trains the
     same whichever models come before it. Returns, per model, the mean loss of the
-    last tenth of steps.
+    last tenth of steps. ``on_step()`` is called after every step of every model (a progress bar).
     """
     if not len(texts) == len(models) == len(seeds):
         raise ValueError(f"{len(models)} models, {len(texts)} texts and {len(seeds)} seeds")
@@ -248,6 +277,8 @@ def fine_tune(models: list, tokenizer, texts: list[str], *, steps: int, batch_si
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 losses.append(loss.item())
+                if on_step is not None:
+                    on_step()
         finally:
             model.eval()
         finals.append(float(np.mean(losses[-max(1, steps // 10):])) if losses else float("nan"))
@@ -293,10 +324,15 @@ class HFBackend:
         return [load_hf(self.path)[0].to(self.device) for _ in range(count)]
 
     def train(self, texts, seeds, progress=None):
+        from truthserum.train.executors import progress_bar
+
         models = self._fresh_models(len(texts))
-        losses = fine_tune(models, self.tokenizer, list(texts), steps=self.steps,
-                           batch_size=self.settings.batch_size, context=self.context,
-                           learning_rate=self.settings.learning_rate, seeds=[int(x) for x in seeds])
+        with progress_bar(len(texts) * self.steps, f"fine-tuning {len(texts)} models", "step",
+                          progress is not None) as bar, quiet_transformers():
+            losses = fine_tune(models, self.tokenizer, list(texts), steps=self.steps,
+                               batch_size=self.settings.batch_size, context=self.context,
+                               learning_rate=self.settings.learning_rate, seeds=[int(x) for x in seeds],
+                               on_step=bar.update)
         if progress is not None:
             progress(self.steps, float(np.mean(losses)))
         return HFScorer(models), float(np.mean(losses))

@@ -1,0 +1,196 @@
+"""The HTML report: written by every task, self-contained, its summary equal to results.json,
+its per-record view bounded and right by its definition, and `truthserum report` rebuilding
+it without touching the run. (The same pages in a real browser: tests/test_report_browser.py.)"""
+
+import base64
+import io
+import json
+import os
+import shutil
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY_CONFIG, run_main
+from truthserum.report.headline import headline, lookup
+from truthserum.report.records import RECORD_ROWS, per_target_auc, per_target_guess_accuracy, rank_records
+
+TASKS = ("membership", "attribute", "untargeted", "lm", "defenses")
+
+
+class _Page(HTMLParser):
+    """What the tests read from a report: the summary's numbers, the images, every tag and
+    attribute that could fetch something, and the rows of the per-record tables."""
+
+    def __init__(self):
+        super().__init__()
+        self.numbers, self.images, self.tags, self.record_rows = [], [], [], 0
+        self._number, self._records = None, 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        if "data-path" in attrs:
+            self._number = {**attrs, "text": ""}
+        if tag == "img":
+            self.images.append(attrs)
+        if tag == "table" and "records" in (attrs.get("class") or ""):
+            self._records += 1
+        if tag == "tr" and self._records:
+            self.record_rows += 1
+
+    def handle_endtag(self, tag):
+        if tag == "span" and self._number is not None:
+            self.numbers.append(self._number)
+            self._number = None
+        if tag == "table" and self._records:
+            self._records -= 1
+
+    def handle_data(self, data):
+        if self._number is not None:
+            self._number["text"] += data
+
+
+def _read(path):
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def _formatted(value, kind):
+    return {"percent": f"{100 * value:.1f}%", "fixed3": f"{value:.3f}", "fixed2": f"{value:.2f}",
+            "count": f"{value:,.0f}"}[kind]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_writes_a_self_contained_report(task_runs, task):
+    report = task_runs[task] / "report.html"
+    page = _read(report)
+    results = json.loads((task_runs[task] / "results.json").read_text())
+    # the summary: every number is the one at its path in results.json, written as its kind says
+    assert len(page.numbers) >= 8
+    for number in page.numbers:
+        value = lookup(results, tuple(json.loads(number["data-path"])))
+        assert float(number["data-value"]) == pytest.approx(value, rel=1e-12, abs=1e-15)
+        assert number["text"] == _formatted(value, number["data-kind"])
+    # nothing to fetch: no scripts, stylesheets, frames or remote images
+    for tag, attrs in page.tags:
+        assert tag not in ("script", "link", "iframe", "object", "embed"), tag
+        for name in ("src", "href"):
+            assert not (attrs.get(name) or "").startswith(("http:", "https:", "//", "file:")), attrs
+    text = report.read_text(encoding="utf-8")
+    assert "url(" not in text and "@import" not in text
+    # every image is an inline PNG that decodes, with a text alternative
+    assert page.images
+    for image in page.images:
+        assert image["alt"].strip()
+        assert image["src"].startswith("data:image/png;base64,")
+        Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1]))).verify()
+    # real table markup: every table has a caption and header cells
+    assert text.count("<table") == text.count("<caption>") and "<th scope=" in text
+
+
+def test_membership_report_shows_the_sweep_records_and_files(task_runs):
+    run = task_runs["membership"]
+    text = (run / "report.html").read_text(encoding="utf-8")
+    assert 'id="sweeps"' in text and "Sweep over the poisoning budget" in text
+    assert "sweep-replicas.png" in text and "roc.png" in text
+    page = _read(run / "report.html")
+    # a thumbnail per record (digits are images), and both ends of the ranking
+    targets = TINY_CONFIG["design"]["num_targets"]  # fewer than both ends of the ranking: all shown once
+    assert targets < 2 * RECORD_ROWS
+    assert sum(image["alt"].startswith("record ") for image in page.images) == targets
+    assert 0 < page.record_rows <= 2 * (RECORD_ROWS + 1)
+    for name in ("design.npz", "poisons.npz", "shards/", "results.json", "report.html"):
+        assert f"<code>{name}</code>" in text
+    top = headline(json.loads((run / "results.json").read_text()))
+    assert (top.baseline, top.compared) == ("clean", "poisoned")
+
+
+def test_per_target_auc_is_the_pairwise_definition():
+    """Each target's AUC equals the share of (member, non-member) model pairs ordered right,
+    ties counting one half, computed pair by pair."""
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(9, 5)).astype(float)  # many ties
+    members = rng.random((9, 5)) < 0.5
+    members[0, :], members[1, :] = True, False
+    members[:, 4] = True  # no non-member: undefined
+    auc = per_target_auc(scores, members)
+    for t in range(4):
+        ins, outs = scores[members[:, t], t], scores[~members[:, t], t]
+        pairs = [(a > b) + 0.5 * (a == b) for a in ins for b in outs]
+        assert auc[t] == pytest.approx(np.mean(pairs))
+    assert np.isnan(auc[4])
+
+
+def test_guess_accuracy_and_the_ranking_stay_bounded():
+    scores = np.zeros((3, 2, 2))
+    scores[:, 0, 1] = 1.0  # every model guesses value 1 for target 0
+    truth, keep = np.array([1, 0]), np.array([[1, 1], [1, 0], [0, 1]], dtype=bool)
+    assert per_target_guess_accuracy(scores, truth, keep).tolist() == [1.0, 1.0]  # argmax of a tie: value 0
+    count = 50_000
+    rng = np.random.default_rng(1)
+    leakage = {"clean": rng.random(count), "poisoned": rng.random(count)}
+    view = rank_records(leakage, leakage, leakage, attack="a", measure="m", baseline="clean", compared="poisoned",
+                        indices=np.arange(count))
+    change = leakage["poisoned"] - leakage["clean"]
+    assert len(view.top) == len(view.bottom) == RECORD_ROWS and view.records == count
+    assert [row.index for row in view.top] == np.argsort(-change)[:RECORD_ROWS].tolist()
+    assert [row.index for row in view.bottom] == np.argsort(change)[:RECORD_ROWS].tolist()
+
+
+def test_report_command_rebuilds_without_touching_the_run(task_runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(task_runs["attribute"], run)
+    before = {path: path.stat().st_mtime_ns for path in run.rglob("*") if path.name != "report.html"}
+    (run / "report.html").unlink()
+    done = run_main(capsys, "report", str(run))
+    assert done.returncode == 0 and "report.html" in done.stdout
+    assert (run / "report.html").is_file()
+    elsewhere = run_main(capsys, "report", str(run), "--out", str(tmp_path / "copy.html"))
+    assert elsewhere.returncode == 0 and (tmp_path / "copy.html").is_file()
+    assert {path: path.stat().st_mtime_ns for path in run.rglob("*") if path.name != "report.html"} == before
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_report_command_on_a_read_only_run_names_out(task_runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(task_runs["lm"], run)
+    run.chmod(0o555)
+    try:
+        done = run_main(capsys, "report", str(run))
+        assert done.returncode == 2 and "give --out FILE" in done.stderr
+        assert run_main(capsys, "report", str(run), "--out", str(tmp_path / "r.html")).returncode == 0
+    finally:
+        run.chmod(0o755)
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda root: None, "no such run directory"),
+    (lambda root: root.mkdir(), "no results.json"),
+    (lambda root: (root.mkdir(), (root / "results.json").write_text("[1]")), "not a truthserum results file"),
+    (lambda root: (root.mkdir(), (root / "results.json").write_text('{"conditions": {"a": {}}}')),
+     "not a results file this version can read"),
+])
+def test_report_command_bad_folders_are_one_line(tmp_path, capsys, setup, message):
+    root = tmp_path / "run"
+    setup(root)
+    done = run_main(capsys, "report", str(root))
+    assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1
+    assert not (root / "report.html").exists()
+
+
+def test_a_run_report_is_refused_while_a_run_holds_the_directory(tmp_path, capsys):
+    from truthserum.store.lock import RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"task": "membership", "conditions": {}}))
+    holder = RunLock(run).acquire()
+    try:
+        done = run_main(capsys, "report", str(run))
+    finally:
+        holder.release()
+    assert done.returncode == 2 and "another truthserum run is using it" in done.stderr
