@@ -323,13 +323,17 @@ def _condition(bounds: dict | None, privacy: dict | None) -> dict:
 
 def test_the_audit_block_sets_every_bound_beside_the_accountant():
     from truthserum.report.audit import audit_lines, bounds_row
+    from truthserum.report.blocks import render_text
+
+    def block_lines(conditions):  # the block as the terminal prints it
+        return render_text(audit_lines(conditions)).split("\n")
 
     rng = np.random.default_rng(5)
     members = rng.random((8, 40)) < 0.5
     scores = rng.standard_normal((8, 40)) + 3.0 * members
     bounds = evaluate(scores, members, resamples=0, delta=1e-5).bounds.to_dict()
     privacy = {"epsilon": 4.0, "delta": 1e-5, "accountant": "prv"}
-    lines = audit_lines({"clean": _condition(bounds, privacy), "poisoned": _condition(bounds, privacy)})
+    lines = block_lines({"clean": _condition(bounds, privacy), "poisoned": _condition(bounds, privacy)})
     text = "\n".join(lines)
     largest = max(v for v in (bounds[k] for k in ("clopper_pearson", "gaussian", "gaussian_split",
                                                     "one_run", "one_run_fdp")) if v is not None)
@@ -337,12 +341,12 @@ def test_the_audit_block_sets_every_bound_beside_the_accountant():
     assert lines[3].rstrip().endswith("4.00")  # the first row, its accountant column
     assert largest > 1.0
     # each condition is judged against its own accountant
-    lines = audit_lines({"clean": _condition(bounds, privacy | {"epsilon": 1e3}),
+    lines = block_lines({"clean": _condition(bounds, privacy | {"epsilon": 1e3}),
                          "poisoned": _condition(bounds, privacy | {"epsilon": 1.0})})
     exceeding = [line for line in lines if "EXCEEDS the accountant's 1.00" in line]
     assert exceeding and all("poisoned" in line for line in exceeding)
     assert not any("largest bound" in line for line in lines)
-    below = audit_lines({"clean": _condition(bounds, privacy | {"epsilon": 1e3})})
+    below = block_lines({"clean": _condition(bounds, privacy | {"epsilon": 1e3})})
     assert f"largest bound {largest:.2f}" in below[-1]
     assert "below the accountant's 1000.00: no evidence against the accounting" in below[-1]
     # no DP-SGD, or results older than the bounds: no block; the compact row needs the bounds

@@ -127,6 +127,24 @@ def test_trie_scores_match_full_sequences_and_reuse_the_context(folders):
     assert np.abs(trie[0] - trie[1]).max() > 0.1  # two different models
 
 
+def test_loading_says_nothing_and_restores_transformers_settings(folders, capfd):
+    """transformers' own bars and messages stay out of the output while a model loads, even
+    with its verbosity at info (where it logs every file it reads); its settings are as they
+    were afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_info()
+    try:
+        capfd.readouterr()
+        load_hf(folders[0])
+        out, err = capfd.readouterr()
+        assert out == "" and err == ""
+        assert hf_logging.get_verbosity() == hf_logging.INFO
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def test_fine_tune_lowers_the_loss_and_is_reproducible(folders):
     text = _canary_text("482")
     settings = dict(steps=60, batch_size=8, context=32, learning_rate=1e-2)
@@ -136,7 +154,9 @@ def test_fine_tune_lowers_the_loss_and_is_reproducible(folders):
     after = validation_loss([a], tokenizer, text, context=32)
     assert after.shape == (1,) and after[0] < before[0] - 1.0 and np.isfinite(losses_a[0])
     assert not a.training
-    assert fine_tune([b], tokenizer, [text], seeds=[5], **settings) == losses_a
+    steps = []
+    assert fine_tune([b], tokenizer, [text], seeds=[5], on_step=lambda: steps.append(1), **settings) == losses_a
+    assert len(steps) == settings["steps"]  # the progress bar moves once a step, and changes nothing
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
     assert fine_tune([c], tokenizer, [text], seeds=[6], **settings) != losses_a

@@ -45,6 +45,23 @@ def test_a_users_attack_scores_like_a_built_in_one(mean_phi):
     np.testing.assert_array_equal(scores[mean_phi], scores[AttackName.GLOBAL_THRESHOLD])
 
 
+def test_each_scored_attack_is_announced_once_as_it_ends(mean_phi):
+    """What the scoring progress bar counts: one call per attack, in the order they ran,
+    after its scores exist (the sink has them)."""
+    from truthserum.attacks.registry import score_attacks_with_details
+
+    rng = np.random.default_rng(0)
+    keep = np.zeros((4, 6), dtype=bool)
+    keep[:2, :3] = keep[2:, 3:] = True
+    inputs = AttackInputs.from_arrays(logits=rng.normal(size=(4, 6, 1, 3)), labels=rng.integers(0, 3, size=6),
+                                      keep=keep)
+    sunk, announced = [], []
+    score_attacks_with_details(inputs, [AttackName.LIRA_ONLINE, mean_phi, AttackName.LABEL_ONLY],
+                               sink=lambda name, _: sunk.append(name),
+                               on_scored=lambda name: announced.append((name, name in sunk)))
+    assert sorted(announced) == sorted((name, True) for name in sunk) and len(sunk) == 3
+
+
 def test_registering_checks_its_name_and_signal(mean_phi):
     with pytest.raises(ValueError, match="'mean-phi' is taken"):
         register_attack(mean_phi, lambda scoring: scoring.phi)

@@ -34,16 +34,23 @@ def _chromium() -> str | None:
     return None
 
 
+def _missing(reason: str) -> None:
+    """Skip with the reason, or fail where the browser is required (CI sets
+    TRUTHSERUM_REQUIRE_BROWSER after installing Chromium)."""
+    if os.environ.get("TRUTHSERUM_REQUIRE_BROWSER"):
+        pytest.fail(f"the browser test must run here, but {reason}")
+    pytest.skip(f"browser test skipped: {reason}")
+
+
 @pytest.fixture(scope="module")
 def browser():
     executable = _chromium()
     if executable is None:
-        pytest.skip("browser test skipped: no Chromium found (apt-get install chromium, or set TRUTHSERUM_CHROMIUM; "
-                    ".ci/run installs it)")
+        _missing("no Chromium found (apt-get install chromium, or set TRUTHSERUM_CHROMIUM; .ci/run installs it)")
     try:
         from playwright.sync_api import sync_playwright
     except ModuleNotFoundError:
-        pytest.skip("browser test skipped: the playwright package is not installed (requirements-test.lock)")
+        _missing("the playwright package is not installed (requirements-test.lock)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
