@@ -105,4 +105,4 @@ def task_runs(tmp_path_factory):
             root.mkdir()
             make_task_runs(root)
             (root / "done").write_text("")
-    return {task: root / task for task in ("membership", "attribute", "untargeted", "lm", "defenses")}
+    return {task: root / task for task in ("membership", "attribute", "untargeted", "lm", "defenses", "attack")}

@@ -8,6 +8,7 @@ import numpy as np
 from conftest import TINY_CONFIG
 from truthserum.config import parse_config
 from truthserum.tasks import run_task
+from truthserum.tasks.signals import attack_signals
 from truthserum.tasks.sweeps import run_replica_sweep
 
 
@@ -66,8 +67,9 @@ DEFENSES_CONFIG = {
 
 
 def make_task_runs(root: Path) -> dict[str, Path]:
-    """Run every task small into ``root``; the membership run also holds a replica sweep.
-    Returns task name -> run directory."""
+    """Run every task small into ``root``; the membership run also holds a replica sweep, and
+    ``attack`` is `truthserum attack`'s output on its poisoned signals. Returns task name -> run
+    directory."""
     csv = write_table(root / "people.csv")
     runs = {name: root / name for name in ("membership", "attribute", "untargeted", "lm", "defenses")}
     membership = parse_config(TINY_CONFIG)
@@ -78,4 +80,6 @@ def make_task_runs(root: Path) -> dict[str, Path]:
              progress=False, log=_quiet)
     run_task(parse_config(LM_CONFIG), runs["lm"], progress=False, log=_quiet)
     run_task(parse_config(DEFENSES_CONFIG), runs["defenses"], progress=False, log=_quiet)
+    runs["attack"] = root / "attack"  # truthserum attack on the membership run's signals
+    attack_signals(signals=runs["membership"] / "signals-poisoned.npz", out_dir=runs["attack"], log=_quiet)
     return runs

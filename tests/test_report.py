@@ -17,7 +17,7 @@ from conftest import TINY_CONFIG, run_main
 from truthserum.report.headline import headline, lookup
 from truthserum.report.records import RECORD_ROWS, per_target_auc, per_target_guess_accuracy, rank_records
 
-TASKS = ("membership", "attribute", "untargeted", "lm", "defenses")
+TASKS = ("membership", "attribute", "untargeted", "lm", "defenses", "attack")
 
 
 class _Page(HTMLParser):

@@ -16,7 +16,7 @@ import pytest
 
 from truthserum.report.headline import lookup
 
-TASKS = ("membership", "attribute", "untargeted", "lm", "defenses")
+TASKS = ("membership", "attribute", "untargeted", "lm", "defenses", "attack")
 # What the machine's probe found Chromium needs as root on this closed network: no sandbox (root),
 # no GPU, and none of the background connections it would otherwise try at every start.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -148,10 +148,11 @@ def _roc_sentence(results: dict) -> str:
     task = results.get("task", "membership")
     config = results.get("config") or {}
     data = (config.get("data") or {}).get("source")
-    if "attacked" in results:
+    if "attacked" in results:  # truthserum attack: signals, or a plan's logits, from elsewhere
         attacked = results["attacked"]
-        return (f"Membership inference on signals computed elsewhere ({attacked.get('source', 'signals')}), "
-                f"attacks: {', '.join(attacked.get('attacks', []))}.")
+        source = attacked.get("signals") or attacked.get("logits") or "signals"
+        return (f"Membership inference on models trained elsewhere ({source}); attacks: "
+                f"{', '.join(attacked.get('attacks', []))}.")
     if task == "untargeted":
         return (f"Untargeted poisoning of {data}: the adversary holds {results['adversary']} points, the victims "
                 f"{results['victims']}; membership inference on every victim point.")
@@ -244,11 +245,10 @@ def _lm_headline(results: dict) -> Headline:
                     compared=compared, notes=[])
 
 
+# The headline of each task; membership, untargeted and the defense matrix share the ROC one.
+_HEADLINES: dict[str, Callable[[dict], Headline]] = {"attribute": _attribute_headline, "lm": _lm_headline}
+
+
 def headline(results: dict) -> Headline:
     """The summary of any task's ``results.json``."""
-    task = results.get("task", "membership")
-    if task == "attribute":
-        return _attribute_headline(results)
-    if task == "lm":
-        return _lm_headline(results)
-    return _roc_headline(results)
+    return _HEADLINES.get(results.get("task", "membership"), _roc_headline)(results)

@@ -261,16 +261,18 @@ def scoring_config(attacks: Sequence[str], options: AttackOptions, *, metrics: M
     return base.model_copy(update=update)
 
 
-def measure(config: MembershipConfig, support: Support, options: AttackOptions, *,
-            scores_file: Path | None) -> tuple[dict[str, dict], dict[str, RocCurve], dict[str, np.ndarray]]:
+def measure(config: MembershipConfig, support: Support, options: AttackOptions, *, scores_file: Path | None,
+            label: str = "attacks") -> tuple[dict[str, dict], dict[str, RocCurve], dict[str, np.ndarray]]:
     """Score and measure one condition: :func:`~truthserum.tasks.stages.attack_metrics`. With
     ``scores_file`` every attack's ``(M, T)`` scores, ``members`` and ``targets`` (pool indices)
-    are written there, one attack's scores in memory at a time."""
+    are written there, one attack's scores in memory at a time. A bar named ``label`` shows the
+    attacks' progress on a terminal."""
     if scores_file is None:
-        return attack_metrics(config, support.inputs, options)
+        return attack_metrics(config, support.inputs, options, progress=True, label=label)
     temporary = temporary_path(scores_file)
     try:
-        metrics, curves, kept = attack_metrics(config, support.inputs, options, scores_file=temporary)
+        metrics, curves, kept = attack_metrics(config, support.inputs, options, scores_file=temporary,
+                                               progress=True, label=label)
         with zipfile.ZipFile(temporary, "a", allowZip64=True) as archive, \
                 archive.open("targets.npy", "w", force_zip64=True) as member:
             np.lib.format.write_array(member, support.targets.astype(np.int64), allow_pickle=False)

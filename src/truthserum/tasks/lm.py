@@ -42,7 +42,7 @@ from truthserum.store.fingerprints import check_inputs_unchanged
 from truthserum.store.rundir import RunDirectory, refuse_writes_under, write_json
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
-from truthserum.train.executors import ShardBackend
+from truthserum.train.executors import ShardBackend, progress_bar
 from truthserum.tasks.stages import POISON_FRACTION_WARNING, Log, log_to_stderr
 
 CLEAN = "clean"
@@ -204,21 +204,23 @@ def _measure_condition(
     form = canaries.form
     started = time.perf_counter()
     records = []
-    for canary in range(len(canaries.names)):
-        members = np.flatnonzero(canaries.keep[:, canary])
-        references = np.flatnonzero(~canaries.keep[:, canary])
-        query, secret_row, sample = _query(backend, lm, canaries, canary,
-                                           seeding.rng(config.seed, "lm-sample", replicate, canary))
-        task = CanaryTask(canary=canary, secret=secret_row, members=members, references=references,
-                          space_size=form.space_size)
-        for record in score_canary(
-            scorer, context=query.context, trie=query.trie(), task=task,
-            secret_text=form.secret_text(canaries.secrets[canary]), digit_tokens=backend.digit_tokens(),
-            first_tokens=query.first_tokens,
-            digits=form.digits, sample=sample, exact=lm.exact_exposure, beam_width=lm.exposure.beam_width,
-            top_k=lm.exposure.top_k, max_nodes=lm.exposure.max_nodes,
-        ):
-            records.append(record | {"replicate": replicate})
+    with progress_bar(len(canaries.names), f"r{replicate} {name}: exposure", "canary", progress) as bar:
+        for canary in range(len(canaries.names)):
+            members = np.flatnonzero(canaries.keep[:, canary])
+            references = np.flatnonzero(~canaries.keep[:, canary])
+            query, secret_row, sample = _query(backend, lm, canaries, canary,
+                                               seeding.rng(config.seed, "lm-sample", replicate, canary))
+            task = CanaryTask(canary=canary, secret=secret_row, members=members, references=references,
+                              space_size=form.space_size)
+            for record in score_canary(
+                scorer, context=query.context, trie=query.trie(), task=task,
+                secret_text=form.secret_text(canaries.secrets[canary]), digit_tokens=backend.digit_tokens(),
+                first_tokens=query.first_tokens,
+                digits=form.digits, sample=sample, exact=lm.exact_exposure, beam_width=lm.exposure.beam_width,
+                top_k=lm.exposure.top_k, max_nodes=lm.exposure.max_nodes,
+            ):
+                records.append(record | {"replicate": replicate})
+            bar.update()
     measured = {
         "condition": name,
         "replicate": replicate,

@@ -143,7 +143,8 @@ def attack_plan(
         fraction = total / (total + members_per_model)
         if condition.replicas:
             record_warning(warnings, log, poison_share_warning(condition.name, fraction))
-        metrics, condition_curves, _ = measure(config, support, options, scores_file=out / scores_file(condition.name))
+        metrics, condition_curves, _ = measure(config, support, options, scores_file=out / scores_file(condition.name),
+                                               label=condition.name)
         fit = (poison_fit(inputs.logits, design.keep, design.targets, poison_labels)
                if condition.replicas else None)
         record_warning(warnings, log, poison_fit_warning(condition.name, fit))

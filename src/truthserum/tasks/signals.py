@@ -107,7 +107,7 @@ def _attack(
     if out_dir is not None:
         make_out_dir(Path(out_dir))
     metrics_by_attack, curves, scores = measure(
-        config, support, options, scores_file=None if out_dir is None else Path(out_dir) / SCORES_FILE
+        config, support, options, scores_file=None if out_dir is None else Path(out_dir) / SCORES_FILE, label=name,
     )
     results = RunResults.from_json({
         "task": "membership",

@@ -125,10 +125,11 @@ def run_shadow_sweep(
         log(f"{out_dir}: no signals yet; running the experiment first")
         run_experiment(config, out_dir, device=device, progress=progress, log=log, backend=backend)
     with RunDirectory.open(out_dir, config, record_scoring=False) as run_dir:
-        return _score_with_shadow_counts(config, run_dir, counts, log)
+        return _score_with_shadow_counts(config, run_dir, counts, log, progress)
 
 
-def _score_with_shadow_counts(config: RunConfig, run_dir: RunDirectory, counts: list[int | None], log: Log) -> dict:
+def _score_with_shadow_counts(config: RunConfig, run_dir: RunDirectory, counts: list[int | None], log: Log,
+                              progress: bool) -> dict:
     signal_files = sorted(run_dir.root.glob("signals-*.npz"))
     points = []
     for path in signal_files:
@@ -142,7 +143,8 @@ def _score_with_shadow_counts(config: RunConfig, run_dir: RunDirectory, counts: 
             scratch = temporary_path(run_dir.file(f"scores-{condition}-shadows.npz"))
             try:
                 metrics, _, _ = attack_metrics(
-                    config, inputs, config.attack_options(shadow_models=count), scores_file=scratch
+                    config, inputs, config.attack_options(shadow_models=count), scores_file=scratch,
+                    progress=progress, label=f"{condition}, {count or ALL_SHADOWS} shadow models",
                 )
             finally:
                 scratch.unlink(missing_ok=True)
