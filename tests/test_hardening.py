@@ -235,8 +235,9 @@ def test_a_copied_read_only_finished_run_reports_again(tiny_run, tmp_path, capsy
         assert done.returncode == 0, done.stderr
         assert snapshot(copy) == before and sorted(copy.rglob("*")) == listing  # nothing written there
         assert "trained models" not in done.stderr
-        assert {"results.json", "roc.png", "config.yaml", "signals-clean.npz", "scores-poisoned.npz"} <= {
-            path.name for path in report.iterdir()}
+        assert {"results.json", "roc.png", "config.yaml", "signals-clean.npz", "scores-poisoned.npz",
+                "report.html"} <= {path.name for path in report.iterdir()}
+        assert "pool.json: {" in (report / "report.html").read_text()  # the stage files read from the run
         assert metrics_of(json.loads((report / "results.json").read_text())) == metrics_of(tiny_run[1])
         assert str(report / "results.json") in done.stdout
         # an unfinished run is refused for reporting, naming why

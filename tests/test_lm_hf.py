@@ -71,8 +71,14 @@ def test_load_hf_refuses_bad_folders(folders, tmp_path):
     settings = json.loads((custom / "config.json").read_text())
     settings["auto_map"] = {"AutoModelForCausalLM": "modeling_mine.MyModel"}
     (custom / "config.json").write_text(json.dumps(settings))
+    from safetensors.torch import load_file, save_file
+
+    partial = shutil.copytree(folders[0], tmp_path / "partial")  # a weight missing: it would be random
+    weights = load_file(partial / "model.safetensors")
+    weights.pop(sorted(name for name in weights if name.endswith("mlp.c_fc.weight"))[0])
+    save_file(weights, partial / "model.safetensors", metadata={"format": "pt"})
     cases = {tmp_path / "missing": "no such", empty: "config.json", pickled: "pytorch_model.bin",
-             no_tokenizer: "tokenizer", custom: "auto_map"}
+             no_tokenizer: "tokenizer", custom: "auto_map", partial: "initialise at random"}
     for path, problem in cases.items():
         with pytest.raises(DataError) as caught:
             load_hf(path)

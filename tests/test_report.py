@@ -15,7 +15,9 @@ from PIL import Image
 
 from conftest import TINY_CONFIG, run_main
 from truthserum.report.headline import headline, lookup
-from truthserum.report.records import RECORD_ROWS, per_target_auc, per_target_guess_accuracy, rank_records
+from truthserum.report.records import (
+    RECORD_ROWS, per_target_auc, per_target_guess_accuracy, rank_records, thumbnail_png,
+)
 
 TASKS = ("membership", "attribute", "untargeted", "lm", "defenses", "attack")
 
@@ -101,8 +103,21 @@ def test_membership_report_shows_the_sweep_records_and_files(task_runs):
     # a thumbnail per record (digits are images), and both ends of the ranking
     targets = TINY_CONFIG["design"]["num_targets"]  # fewer than both ends of the ranking: all shown once
     assert targets < 2 * RECORD_ROWS
-    assert sum(image["alt"].startswith("record ") for image in page.images) == targets
-    assert 0 < page.record_rows <= 2 * (RECORD_ROWS + 1)
+    thumbnails = {int(image["alt"].split()[1].rstrip(",")): image["src"] for image in page.images
+                  if image["alt"].startswith("record ")}
+    assert page.record_rows == targets + 1  # one table: its header and every target
+    # each picture is its own record's: the pool point at that index, as the run's poisons hold it
+    with np.load(run / "poisons.npz") as poisons, np.load(run / "design.npz") as design:
+        assert sorted(thumbnails) == sorted(design["targets"].tolist())
+        for index, src in thumbnails.items():
+            expected = thumbnail_png(poisons["x"][poisons["source"].tolist().index(index)])
+            assert base64.b64decode(src.split(",", 1)[1]) == expected
+    # the headline is the attack with the highest TPR at 1% FPR when poisoned, found here on its own
+    results = json.loads((run / "results.json").read_text())
+    attacks = results["conditions"]["poisoned"]["attacks"]
+    best = max(attacks, key=lambda name: (attacks[name]["tpr_at_fpr"]["0.01"], attacks[name]["auc"]))
+    paths = {tuple(json.loads(number["data-path"])[2:4]) for number in page.numbers}
+    assert {attack for kind, attack in paths if kind == "attacks"} == {best}
     for name in ("design.npz", "poisons.npz", "shards/", "results.json", "report.html"):
         assert f"<code>{name}</code>" in text
     top = headline(json.loads((run / "results.json").read_text()))
@@ -134,7 +149,7 @@ def test_guess_accuracy_and_the_ranking_stay_bounded():
     rng = np.random.default_rng(1)
     leakage = {"clean": rng.random(count), "poisoned": rng.random(count)}
     view = rank_records(leakage, leakage, leakage, attack="a", measure="m", baseline="clean", compared="poisoned",
-                        indices=np.arange(count))
+                        indices=np.arange(count), index_kind="target")
     change = leakage["poisoned"] - leakage["clean"]
     assert len(view.top) == len(view.bottom) == RECORD_ROWS and view.records == count
     assert [row.index for row in view.top] == np.argsort(-change)[:RECORD_ROWS].tolist()
@@ -194,3 +209,71 @@ def test_a_run_report_is_refused_while_a_run_holds_the_directory(tmp_path, capsy
     finally:
         holder.release()
     assert done.returncode == 2 and "another truthserum run is using it" in done.stderr
+
+
+def _roc_results(task, conditions):
+    """A results.json of a membership-style task: condition -> attack -> (TPR at 1% FPR, AUC)."""
+    def attack(tpr, auc):
+        return {"tpr_at_fpr": {"0.001": tpr, "0.01": tpr, "0.1": tpr}, "auc": auc, "members": 10, "nonmembers": 10}
+    return {"task": task, "config": {}, "conditions": {
+        name: {"accuracy": {"train": 1.0, "test": 0.9},
+               "attacks": {a: attack(*values) for a, values in attacks.items()}}
+        for name, attacks in conditions.items()}}
+
+
+def test_the_headline_says_which_way_the_rate_moved_and_skips_nan():
+    lowered = headline(_roc_results("untargeted", {
+        "clean-share": {"lira": (0.9, 0.99)}, "dirty-label": {"lira": (0.04, 0.6)}}))
+    assert "lowered the strongest attack's TPR at 1% FPR from 90.0% to 4.0%" in lowered.verdict
+    assert "times" not in lowered.verdict
+    raised = headline(_roc_results("membership", {"clean": {"lira": (0.1, 0.7)}, "poisoned": {"lira": (0.4, 0.9)}}))
+    assert "raised the strongest attack's TPR at 1% FPR from 10.0% to 40.0%, 4.0 times as many" in raised.verdict
+    with_nan = headline(_roc_results("membership", {
+        "clean": {"a": (0.1, 0.6), "b": (0.1, 0.6)}, "poisoned": {"a": (float("nan"), 0.5), "b": (0.3, 0.8)}}))
+    assert with_nan.attack == "b" and "nan" not in with_nan.verdict
+
+
+def test_the_defense_matrix_headline_compares_undefended_cells_and_adds_a_poisoned_defended_one():
+    top = headline(_roc_results("defenses", {
+        "none.clean": {"lira": (0.1, 0.6)}, "none.exact": {"lira": (0.6, 0.9)},
+        "dedup-exact.clean": {"lira": (0.99, 0.99)}, "dedup-exact.exact": {"lira": (0.2, 0.7)},
+    }))
+    assert top.columns == ["none.clean", "none.exact", "dedup-exact.exact"]
+    assert "Behind a defense the attack does best in dedup-exact.exact: 20.0%" in top.verdict
+
+
+def test_a_damaged_score_file_loses_its_section_not_the_page(task_runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(task_runs["membership"], run)
+    (run / "scores-poisoned.npz").write_bytes(b"not a zip file")
+    (run / "sweep-replicas.json").write_text('{"points": [{"oops": 1}]}')
+    done = run_main(capsys, "report", str(run), "--no-thumbnails")
+    assert done.returncode == 0, done.stderr
+    text = (run / "report.html").read_text()
+    assert "Left out of this page" in text and "the per-record view left out: a file it reads is damaged" in text
+    assert "sweep-replicas.json left out: a file it reads is damaged or of another version (KeyError)" in text
+    assert 'id="summary"' in text and "pickle" not in text
+
+
+def test_a_report_that_fails_is_a_warning_and_the_run_stands(tmp_path, monkeypatch):
+    import truthserum.report.html as report_html
+    from truthserum.config import parse_config
+    from truthserum.tasks import run_task
+
+    def broken(page):
+        raise RuntimeError("a bug in the template")
+
+    monkeypatch.setattr(report_html, "render", broken)
+    messages = []
+    results = run_task(parse_config(TINY_CONFIG), tmp_path / "run", progress=False, log=messages.append)
+    assert results.conditions and (tmp_path / "run" / "results.json").is_file()
+    assert not (tmp_path / "run" / "report.html").exists()
+    assert any(m.startswith("warning: report.html not written (RuntimeError: a bug in the template); run "
+                            "truthserum report") for m in messages)
+
+
+def test_no_thumbnails_leaves_the_pictures_out(task_runs, tmp_path, capsys):
+    done = run_main(capsys, "report", str(task_runs["membership"]), "--out", str(tmp_path), "--no-thumbnails")
+    assert done.returncode == 0
+    page = _read(tmp_path / "report.html")
+    assert page.images and not any(image["alt"].startswith("record ") for image in page.images)

@@ -159,6 +159,8 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", type=Path, metavar="DIR", help="the run directory")
     report.add_argument("--out", type=Path, metavar="FILE",
                         help="where to write the report (default DIR/report.html; a folder receives report.html)")
+    report.add_argument("--no-thumbnails", action="store_true",
+                        help="leave out the pictures of training records (a page to share beyond the data's owners)")
 
     attack = commands.add_parser("attack", help="attack signals, or a plan's logits, computed elsewhere")
     source = attack.add_mutually_exclusive_group(required=True)
@@ -383,7 +385,7 @@ def _audit_plan(args: argparse.Namespace, backend: ShardBackend) -> int:
 def _report(args: argparse.Namespace, backend: ShardBackend) -> int:
     from truthserum.report.html import report_run
 
-    path, seconds = report_run(run_dir=args.run_dir, out_file=args.out)
+    path, seconds = report_run(run_dir=args.run_dir, out_file=args.out, thumbnails=not args.no_thumbnails)
     print(f"report: {path} ({path.stat().st_size / 1024:,.0f} KB, {seconds:.1f} s)")
     return 0
 

@@ -8,6 +8,7 @@ the page can carry that path and a test can check the page against the file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -75,13 +76,32 @@ def _with_interval(results: dict, path: tuple[str | int, ...], interval: tuple[s
     return cell
 
 
+def _rank(value: float | None) -> float:
+    """A value to rank by: NaN and missing values rank last (max() would keep a leading NaN)."""
+    return -math.inf if value is None or math.isnan(value) else value
+
+
+def _strength(metrics: dict) -> tuple[float, float]:
+    return _rank(metrics["tpr_at_fpr"].get("0.01")), _rank(metrics.get("auc"))
+
+
 def _strongest(conditions: dict, candidates: list[str]) -> tuple[str, str]:
     """The (condition, attack) with the highest TPR at 1% FPR (then AUC) among ``candidates``."""
-    return max(
-        ((c, a) for c in candidates for a in conditions[c]["attacks"]),
-        key=lambda pair: (conditions[pair[0]]["attacks"][pair[1]]["tpr_at_fpr"]["0.01"],
-                          conditions[pair[0]]["attacks"][pair[1]]["auc"]),
-    )
+    return max(((c, a) for c in candidates for a in conditions[c]["attacks"]),
+               key=lambda pair: _strength(conditions[pair[0]]["attacks"][pair[1]]))
+
+
+def _change_words(before: float, after: float) -> str:
+    """"raised ... from 19.2% to 72.3%, 3.8 times as many" and its kin, by the sign."""
+    if math.isnan(before) or math.isnan(after):
+        return f"took the strongest attack's TPR at 1% FPR from {100 * before:.1f}% to {100 * after:.1f}%"
+    verb = "raised" if after > before else "lowered" if after < before else "left"
+    text = f"{verb} the strongest attack's TPR at 1% FPR from {100 * before:.1f}% to {100 * after:.1f}%"
+    if verb == "left":
+        return f"left the strongest attack's TPR at 1% FPR at {100 * after:.1f}%"
+    if after > before > 0:
+        text += f", {after / before:.1f} times as many"
+    return text
 
 
 def _roc_headline(results: dict) -> Headline:
@@ -93,13 +113,12 @@ def _roc_headline(results: dict) -> Headline:
     baseline = names[0] if len(names) > 1 else None
     candidates = names[1:] if baseline else names
     defended: list[str] = []
-    if results.get("task") == "defenses":
-        defended = [c for c in candidates if not c.startswith("none.")]
+    if results.get("task") == "defenses":  # cells are <defense>.<strategy>; .clean has no poisons
+        defended = [c for c in candidates if not c.startswith("none.") and not c.endswith(".clean")]
         candidates = [c for c in candidates if c.startswith("none.")] or candidates
     compared, attack = _strongest(conditions, candidates)
     if defended:
-        defended = [max(defended, key=lambda c: (conditions[c]["attacks"][attack]["tpr_at_fpr"]["0.01"],
-                                                 conditions[c]["attacks"][attack]["auc"]))]
+        defended = [max(defended, key=lambda c: _strength(conditions[c]["attacks"][attack]))]
     shown = [c for c in (baseline, compared, *defended) if c is not None]
 
     def attack_path(condition: str, *rest: str | int) -> tuple[str | int, ...]:
@@ -124,9 +143,8 @@ def _roc_headline(results: dict) -> Headline:
         verdict = f"The strongest attack, {attack}, reaches {100 * best:.1f}% TPR at 1% FPR."
     else:
         before = conditions[baseline]["attacks"][attack]["tpr_at_fpr"]["0.01"]
-        factor = f", {best / before:.1f} times as many" if before > 0 else ""
-        verdict = (f"Poisoning ({compared}) raised the strongest attack's TPR at 1% FPR from {100 * before:.1f}% "
-                   f"({baseline}) to {100 * best:.1f}%{factor} ({attack}).")
+        verdict = (f"Against {baseline}, {compared} {_change_words(before, best)} "
+                   f"(the strongest attack there: {attack}).")
         test = [conditions[c].get("accuracy", {}).get("test") for c in shown]
         if None not in test:
             verdict += f" Test accuracy went from {100 * test[0]:.1f}% to {100 * test[1]:.1f}%."
@@ -154,8 +172,8 @@ def _roc_sentence(results: dict) -> str:
         return (f"Membership inference on models trained elsewhere ({source}); attacks: "
                 f"{', '.join(attacked.get('attacks', []))}.")
     if task == "untargeted":
-        return (f"Untargeted poisoning of {data}: the adversary holds {results['adversary']} points, the victims "
-                f"{results['victims']}; membership inference on every victim point.")
+        return (f"Untargeted poisoning of {data}: the adversary holds {results.get('adversary', '?')} points, the "
+                f"victims {results.get('victims', '?')}; membership inference on every victim point.")
     design = config.get("design") or {}
     poison = results.get("poison") or {}
     text = (f"Membership inference on {design.get('num_targets', '?')} target records of {data}, "
@@ -174,7 +192,7 @@ def _attribute_headline(results: dict) -> Headline:
     baseline = names[0] if len(names) > 1 else None
     compared = names[-1]
     attacks = conditions[compared]["attacks"]
-    attack = max(attacks, key=lambda name: attacks[name]["members"]["accuracy"])
+    attack = max(attacks, key=lambda name: _rank(attacks[name]["members"]["accuracy"]))
     shown = [c for c in (baseline, compared) if c is not None]
 
     def path(condition: str, *rest: str) -> tuple[str, ...]:
@@ -197,7 +215,7 @@ def _attribute_headline(results: dict) -> Headline:
     verdict = f"The best attack, {attack}, guesses '{sensitive['column']}' right for {100 * best:.1f}% of member pairs"
     if baseline is not None:
         before = conditions[baseline]["attacks"][attack]["members"]["accuracy"]
-        verdict += f" poisoned, against {100 * before:.1f}% clean"
+        verdict += f" in {compared}, against {100 * before:.1f}% in {baseline}"
     verdict += f" (base rate {100 * attacks[attack]['members']['base_rate']:.1f}%)."
     sentence = (f"Attribute inference of '{sensitive['column']}' ({len(sensitive['values'])} values) for "
                 f"{results['targets']} targets of {(results['config'].get('data') or {}).get('source')}.")
@@ -212,7 +230,7 @@ def _lm_headline(results: dict) -> Headline:
     key = f"raw_{'exposure' if results['exact'] else 'extrapolated'}"
     calibrated = key.replace("raw_", "calibrated_")
     candidates = names[1:] or names
-    compared = max(candidates, key=lambda c: conditions[c]["metrics"][key]["mean"])
+    compared = max(candidates, key=lambda c: _rank(conditions[c]["metrics"][key]["mean"]))
     shown = [c for c in (baseline, compared) if c is not None]
     k = results["config"]["lm"]["exposure"]["top_k"][0]
 

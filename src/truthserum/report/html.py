@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,24 +22,28 @@ import numpy as np
 
 from truthserum.errors import RunDirError
 from truthserum.report.blocks import Block, Table
-from truthserum.report.files import FileEntry, directory_files, human_size
+from truthserum.report.files import FileEntry, describe, directory_files, human_size
 from truthserum.report.headline import Headline, Number, headline
 from truthserum.report.records import RecordView, attribute_records, membership_records, rank_records, target_images
 from truthserum.store.rundir import REPORT_FILE, atomic_write
 
-# The figures a run may hold, in the order shown, with what each shows in words (the text
-# alternative; the caption adds the file name).
-FIGURES: tuple[tuple[str, str], ...] = (
-    ("roc.png", "Log-log ROC curves, a panel per attack family; one colour per condition, one line style per "
-                "attack. A curve higher up at the left finds more members at few false alarms."),
-    ("defense-matrix.png", "Heat maps of the best attack's TPR at 1% and 0.1% FPR in each cell of the defense "
-                           "matrix (rows: defenses, columns: poison strategies)."),
-    ("exposure.png", "Share of (canary, model) pairs at or above each exposure, raw and calibrated, one colour "
-                     "per condition."),
-    ("sweep-replicas.png", "TPR at 0.1% and 1% FPR, with intervals, and test accuracy against the number of "
-                           "poisons per target, one line per attack."),
-    ("sweep-shadow-models.png", "TPR at 0.1% and 1% FPR, with intervals, against the number of shadow models, one "
-                                "line per attack, a row of panels per condition."),
+# The figures a run may hold, in the order shown: file, caption, and what it shows in words
+# (the text alternative, for a reader who cannot see it).
+FIGURES: tuple[tuple[str, str, str], ...] = (
+    ("roc.png", "ROC curves of every attack",
+     "Log-log ROC curves, a panel per attack family; one colour per condition, one line style per attack. A curve "
+     "higher up at the left finds more members at few false alarms."),
+    ("defense-matrix.png", "The defense matrix",
+     "Heat maps of the best attack's TPR at 1% and 0.1% FPR in each cell of the defense matrix (rows: defenses, "
+     "columns: poison strategies)."),
+    ("exposure.png", "Exposure of the canaries",
+     "Share of (canary, model) pairs at or above each exposure, raw and calibrated, one colour per condition."),
+    ("sweep-replicas.png", "Sweep over the poisoning budget",
+     "TPR at 0.1% and 1% FPR, with intervals, and test accuracy against the number of poisons per target, one line "
+     "per attack."),
+    ("sweep-shadow-models.png", "Sweep over the shadow models",
+     "TPR at 0.1% and 1% FPR, with intervals, against the number of shadow models, one line per attack, a row of "
+     "panels per condition."),
 )
 SWEEPS = (("sweep-replicas.json", "Sweep over the poisoning budget"),
           ("sweep-shadow-models.json", "Sweep over the shadow models"))
@@ -46,6 +53,7 @@ MAX_CONFIG_CHARS = 20_000  # a config past this is cut in the page (results.json
 @dataclass(frozen=True)
 class Figure:
     name: str
+    title: str
     alt: str
     data_uri: str
 
@@ -69,6 +77,7 @@ class Page:
     fingerprint: str | None
     timing: list[tuple[str, str]]
     files: list[FileEntry]
+    notes: list[str]  # sections left out, and why
 
 
 def _png_uri(data: bytes) -> str:
@@ -92,32 +101,39 @@ def _results_file(folder: Path) -> Path | None:
     return None
 
 
+def _regular(path: Path) -> bool:
+    """A file the report may read: a regular file, not a link (a link could put any file of
+    this machine into a page meant to be shared)."""
+    return path.is_file() and not path.is_symlink()
+
+
 def _score_files(folder: Path, conditions: list[str]) -> dict[str, Path]:
-    files = {c: folder / f"scores-{c}.npz" for c in conditions if (folder / f"scores-{c}.npz").is_file()}
-    if not files and len(conditions) == 1 and (folder / "scores.npz").is_file():
+    files = {c: folder / f"scores-{c}.npz" for c in conditions if _regular(folder / f"scores-{c}.npz")}
+    if not files and len(conditions) == 1 and _regular(folder / "scores.npz"):
         files = {conditions[0]: folder / "scores.npz"}
     return files
 
 
-def _design_targets(run_dir: Path, output: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The targets' pool indices and labels, where the run wrote them."""
-    targets = labels = None
-    for folder in (run_dir, output):
-        for name in ("design.npz", "scores.npz"):
-            path = folder / name
-            if targets is None and path.is_file():
-                with np.load(path, allow_pickle=False) as stored:
-                    if "targets" in stored.files:
-                        targets = stored["targets"]
-    signals = sorted(output.glob("signals-*.npz"))
-    if targets is not None and signals:
-        with np.load(signals[0], allow_pickle=False) as stored:
-            if "labels" in stored.files and targets.size and targets.max() < stored["labels"].size:
-                labels = stored["labels"][targets]
-    return targets, labels
+def _design_targets(run_dir: Path) -> np.ndarray | None:
+    """The run's targets (pool indices), from its design."""
+    path = run_dir / "design.npz"
+    if not _regular(path):
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        return stored["targets"] if "targets" in stored.files else None
 
 
-def _records(results: dict, top: Headline | None, run_dir: Path, output: Path) -> RecordView | None:
+def _pool_labels(output: Path) -> np.ndarray | None:
+    """Every pool point's label, from a signals file of the run."""
+    for path in sorted(output.glob("signals-*.npz")):
+        if _regular(path):
+            with np.load(path, allow_pickle=False) as stored:
+                if "labels" in stored.files:
+                    return stored["labels"]
+    return None
+
+
+def _records(results: dict, top: Headline | None, run_dir: Path, output: Path, thumbnails: bool) -> RecordView | None:
     """The per-record view of the headline's attack and conditions."""
     if top is None or top.compared is None:
         return None
@@ -127,14 +143,16 @@ def _records(results: dict, top: Headline | None, run_dir: Path, output: Path) -
     files = _score_files(output, [c for c in (top.baseline, top.compared) if c is not None])
     if top.compared not in files or (top.baseline is not None and top.baseline not in files):
         return None
-    targets, labels = _design_targets(run_dir, output)
+    targets = _design_targets(run_dir)
     if task == "attribute":
         return attribute_records(files, attack=top.attack, baseline=top.baseline, compared=top.compared,
                                  targets=targets)
-    if task == "untargeted":  # every victim point is a target: indices into the victims
-        targets, labels = None, None
+    if task == "untargeted":  # every victim point is a target: the records are the victims, in order
+        return membership_records(files, attack=top.attack, baseline=top.baseline, compared=top.compared,
+                                  targets=None, labels=None, images={}, index_kind="victim")
     return membership_records(files, attack=top.attack, baseline=top.baseline, compared=top.compared,
-                              targets=targets, labels=labels, images=target_images(run_dir, targets))
+                              targets=targets, labels=_pool_labels(output), index_kind="pool index",
+                              images=target_images(run_dir, targets) if thumbnails else {})
 
 
 def _canary_records(results: dict, top: Headline) -> RecordView | None:
@@ -143,18 +161,18 @@ def _canary_records(results: dict, top: Headline) -> RecordView | None:
     rows = [row for row in rows if all(c in row["conditions"] for c in shown)]
     if not rows:
         return None
-    leakage = {c: np.array([row["conditions"][c]["raw"] for row in rows]) for c in shown}
-    calibrated = {c: np.array([row["conditions"][c]["calibrated"] for row in rows]) for c in shown}
-    view = rank_records(leakage, calibrated, {c: np.full(len(rows), np.nan) for c in shown}, attack="exposure",
+    leakage = {c: np.array([row["conditions"][c]["raw"] for row in rows], dtype=float) for c in shown}
+    calibrated = {c: np.array([row["conditions"][c]["calibrated"] for row in rows], dtype=float) for c in shown}
+    return rank_records(leakage, calibrated, {c: np.full(len(rows), np.nan) for c in shown}, attack="exposure",
                         measure="mean raw exposure (bits)", baseline=top.baseline, compared=top.compared,
-                        indices=np.arange(len(rows)))
-    return view
+                        indices=np.arange(len(rows)), index_kind="canary",
+                        names=[f"{row['name']} (r{row['replicate']})" for row in rows])
 
 
 def _config_text(run_dir: Path, output: Path, results: dict) -> str:
     for folder in (output, run_dir):
         path = folder / "config.yaml"
-        if path.is_file():
+        if _regular(path):
             text = path.read_text(encoding="utf-8", errors="replace")
             break
     else:
@@ -165,29 +183,50 @@ def _config_text(run_dir: Path, output: Path, results: dict) -> str:
 def _fingerprint(run_dir: Path) -> str | None:
     for name in ("pool.json", "corpus.json"):
         path = run_dir / name
-        if path.is_file():
-            return f"{name}: " + path.read_text(encoding="utf-8", errors="replace").strip()
+        if _regular(path):
+            return f"{name}: " + path.read_text(encoding="utf-8", errors="replace").strip()[:MAX_CONFIG_CHARS]
     return None
 
 
 def _timing(results: dict) -> list[tuple[str, str]]:
     timing = results.get("timing") or {}
     rows = [(label, f"{timing[key]:,.1f} s") for key, label in (("train_seconds", "training"),
-                                                                 ("total_seconds", "whole run")) if key in timing]
+                                                                 ("total_seconds", "whole run"))
+            if isinstance(timing.get(key), int | float)]
     rows.append(("device", str(results.get("device", "cpu"))))
     return rows
 
 
-def build_page(run_dir: Path, output: Path | None = None) -> Page:
+def _optional(notes: list[str], what: str, make):
+    """``make()``, or None with a note when a file it reads is damaged or of another version:
+    one section of the page is lost, not the page."""
+    try:
+        return make()
+    except (OSError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile) as exc:
+        # the type, not the message: numpy's for a damaged .npz advises loading it unpickled
+        notes.append(f"{what} left out: a file it reads is damaged or of another version ({type(exc).__name__})")
+        return None
+
+
+def _sweep(output: Path, name: str) -> list[Block] | None:
+    from truthserum.report.membership import sweep_blocks
+
+    if not _regular(output / name):
+        return None
+    summary = _read_json(output / name)
+    return sweep_blocks(summary) if summary is not None and summary.get("points") else None
+
+
+def build_page(run_dir: Path, output: Path | None = None, *, thumbnails: bool = True) -> Page:
     """Gather what the report shows from ``run_dir`` (and ``output``, where a re-report wrote
-    its derived files).
+    its derived files). ``thumbnails`` False leaves the records' pictures out (a page to share
+    beyond those who may see the training data).
 
     Raises:
         RunDirError: no results file in the folder, or one that cannot be read.
     """
     from truthserum import __version__
     from truthserum.report import results_blocks
-    from truthserum.report.membership import sweep_blocks
 
     run_dir = Path(run_dir)
     output = run_dir if output is None else Path(output)
@@ -197,29 +236,36 @@ def build_page(run_dir: Path, output: Path | None = None) -> Page:
     results = _read_json(path)
     if results is None or not isinstance(results.get("conditions"), dict) or not results["conditions"]:
         raise RunDirError(f"{path}: not a truthserum results file")
-    task = results.get("task", "membership")
     try:
         top = headline(results)
         blocks = results_blocks(results)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise RunDirError(f"{path}: not a results file this version can read ({type(exc).__name__}: {exc})") from None
+    notes: list[str] = []
     sweeps = []
     for name, title in SWEEPS:
-        summary = _read_json(output / name)
-        if summary is not None and summary.get("points"):
-            sweeps.append((title, sweep_blocks(summary)))
-    figures = [Figure(name, alt, _png_uri((output / name).read_bytes()))
-               for name, alt in FIGURES if (output / name).is_file()]
+        blocks_of_sweep = _optional(notes, f"{name}", lambda name=name: _sweep(output, name))
+        if blocks_of_sweep:
+            sweeps.append((title, blocks_of_sweep))
+    figures = []
+    for name, title, alt in FIGURES:
+        if _regular(output / name):
+            data = _optional(notes, name, (output / name).read_bytes)
+            if data is not None:
+                figures.append(Figure(name, title, alt, _png_uri(data)))
+    records = _optional(notes, "the per-record view", lambda: _records(results, top, run_dir, output, thumbnails))
     run_name = run_dir.resolve().name
-    page = Page(
-        title=f"truthserum report: {run_name}", run_name=run_name, task=task, version=__version__,
-        written=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), headline=top,
-        warnings=list(results.get("warnings") or []), blocks=blocks, figures=figures, sweeps=sweeps,
-        records=_records(results, top, run_dir, output), config_text=_config_text(run_dir, output, results),
-        fingerprint=_fingerprint(run_dir), timing=_timing(results),
-        files=directory_files(*dict.fromkeys((run_dir, output))),
+    files = directory_files(*dict.fromkeys((output, run_dir)))  # a re-report's own files first
+    if REPORT_FILE not in {entry.name for entry in files}:  # this page, being written
+        files.append(FileEntry(REPORT_FILE, 0, 1, describe(REPORT_FILE)))
+    return Page(
+        title=f"truthserum report: {run_name}", run_name=run_name, task=results.get("task", "membership"),
+        version=__version__, written=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), headline=top,
+        warnings=[str(warning) for warning in results.get("warnings") or []], blocks=blocks, figures=figures,
+        sweeps=sweeps, records=records, config_text=_config_text(run_dir, output, results),
+        fingerprint=_fingerprint(run_dir), timing=_timing(results), files=sorted(files, key=lambda e: e.name),
+        notes=notes,
     )
-    return page
 
 
 def render(page: Page) -> str:
@@ -235,7 +281,8 @@ def render(page: Page) -> str:
     return environment.get_template("report.html.j2").render(page=page)
 
 
-def write_report(run_dir: Path, *, output: Path | None = None, out_file: Path | None = None) -> tuple[Path, float]:
+def write_report(run_dir: Path, *, output: Path | None = None, out_file: Path | None = None,
+                 thumbnails: bool = True) -> tuple[Path, float]:
     """Build the report of ``run_dir`` and write it atomically to ``out_file`` (default
     ``report.html`` in ``output``, which defaults to ``run_dir``). Returns the path and the
     seconds it took.
@@ -244,17 +291,33 @@ def write_report(run_dir: Path, *, output: Path | None = None, out_file: Path | 
         RunDirError: the folder holds no results this version can read.
     """
     started = time.perf_counter()
-    html = render(build_page(run_dir, output)).encode("utf-8")
+    html = render(build_page(run_dir, output, thumbnails=thumbnails)).encode("utf-8")
     target = Path(out_file) if out_file is not None else Path(output or run_dir) / REPORT_FILE
     atomic_write(target, lambda handle: handle.write(html))
     return target, time.perf_counter() - started
 
 
-def report_run(*, run_dir: Path, out_file: Path | None = None) -> tuple[Path, float]:
+def report_or_warning(run_dir: Path, *, output: Path | None = None, log: Callable[[str], None]) -> Path | None:
+    """Write the report at the end of a run, sweep or attack. Its results are written already,
+    so a report that cannot be made (a damaged file, a bug) is a warning naming the error, not
+    a failed run; ``truthserum report DIR`` tries again. Returns the report's path, or None."""
+    try:
+        path, seconds = write_report(run_dir, output=output)
+    except Exception as exc:  # noqa: BLE001  (see above: never lose a finished run to its report)
+        log(f"warning: report.html not written ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            f"run truthserum report {output or run_dir} to try again")
+        return None
+    log(f"report: {path} ({path.stat().st_size / 1024:,.0f} KB, {seconds:.1f} s)")
+    return path
+
+
+def report_run(*, run_dir: Path, out_file: Path | None = None, thumbnails: bool = True) -> tuple[Path, float]:
     """Rebuild the report of a finished run (or sweep, or ``truthserum attack`` output) from its
     files: ``report.html`` in ``run_dir``, or ``out_file`` (a file, or a folder to hold
-    ``report.html``), so a run on a read-only medium can still be reported. The run is read
-    under a shared lock: never while a run writes it. Returns the path and the seconds taken.
+    ``report.html``), so a run on a read-only medium can still be reported. ``thumbnails``
+    False leaves out the pictures of training records. The run is read under a shared lock,
+    never while a run writes it; as with ``--report-to``, that lock file is the one thing this
+    may create in ``run_dir`` when it writes elsewhere. Returns the path and the seconds taken.
 
     Raises:
         RunDirError: ``run_dir`` is not a folder with results, is being written by a run, or
@@ -270,7 +333,7 @@ def report_run(*, run_dir: Path, out_file: Path | None = None) -> tuple[Path, fl
         out_file = Path(out_file) / REPORT_FILE
     target = Path(out_file) if out_file is not None else run_dir / REPORT_FILE
     refuse_special_file(target, str(target), RunDirError)
-    if out_file is None and not _writable(run_dir):
+    if out_file is None and not os.access(run_dir, os.W_OK):
         raise RunDirError(f"{run_dir}: cannot be written; give --out FILE to write the report elsewhere")
     if not target.parent.is_dir():
         raise RunDirError(f"{target.parent}: no such folder for the report")
@@ -282,12 +345,6 @@ def report_run(*, run_dir: Path, out_file: Path | None = None) -> tuple[Path, fl
     except OSError as exc:
         raise RunDirError(f"{run_dir}: cannot read its lock ({exc.strerror or exc})") from None
     try:
-        return write_report(run_dir, out_file=target)
+        return write_report(run_dir, out_file=target, thumbnails=thumbnails)
     finally:
         reading.release()
-
-
-def _writable(folder: Path) -> bool:
-    import os
-
-    return os.access(folder, os.W_OK)

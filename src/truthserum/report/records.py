@@ -25,11 +25,12 @@ THUMBNAIL_PIXELS = 56  # the longer side of a record's picture
 
 @dataclass(frozen=True)
 class RecordRow:
-    """One record: its index (in the pool, or among the targets), its label when known, a PNG
-    thumbnail for images, and per condition its leakage and the mean scores of the models that
-    trained on it (IN) and did not (OUT)."""
+    """One record: its index (what it indexes is the view's ``index_kind``), its name where it
+    has one (a canary's), its label when known, a PNG thumbnail for images, and per condition
+    its leakage and the mean scores of the models that trained on it (IN) and did not (OUT)."""
 
     index: int
+    name: str | None
     label: int | None
     thumbnail: bytes | None
     leakage: dict[str, float]
@@ -43,9 +44,12 @@ class RecordRow:
 @dataclass(frozen=True)
 class RecordView:
     """The ranked records of one attack: ``top`` gained the most leakage from ``baseline`` to
-    ``compared``, ``bottom`` the least (with one condition, leaked the most and the least)."""
+    ``compared``, ``bottom`` the least (with one condition, leaked the most and the least).
+    When all the records fit in both ends, ``top`` holds them all in order and ``bottom`` none.
+    ``index_kind`` says what a record's index is ("pool index", "victim", "target", "canary")."""
 
     attack: str
+    index_kind: str
     measure: str
     baseline: str | None
     compared: str
@@ -124,40 +128,57 @@ def target_images(run_dir: Path, targets: np.ndarray | None) -> dict[int, np.nda
 
 def rank_records(
     leakage: dict[str, np.ndarray], scores_in: dict[str, np.ndarray], scores_out: dict[str, np.ndarray], *,
-    attack: str, measure: str, baseline: str | None, compared: str, indices: np.ndarray,
-    labels: np.ndarray | None = None, images: dict[int, np.ndarray] | None = None, rows: int = RECORD_ROWS,
+    attack: str, measure: str, baseline: str | None, compared: str, indices: np.ndarray, index_kind: str,
+    labels: np.ndarray | None = None, images: dict[int, np.ndarray] | None = None,
+    names: list[str] | None = None, rows: int = RECORD_ROWS,
 ) -> RecordView:
     """The top and bottom ``rows`` records by the change of leakage from ``baseline`` to
     ``compared`` (by the leakage of ``compared`` alone when there is no baseline); records
-    whose leakage cannot be measured are left out."""
+    whose leakage cannot be measured are left out. ``images`` are keyed by index."""
     key = leakage[compared] - (leakage[baseline] if baseline is not None else 0.0)
     valid = np.flatnonzero(~np.isnan(key))
     order = valid[np.argsort(-key[valid], kind="stable")]
-    top = order[:rows]
-    bottom = order[max(rows, order.size - rows):][::-1]
+    if order.size <= 2 * rows:
+        top, bottom = order, order[:0]
+    else:
+        top, bottom = order[:rows], order[order.size - rows:][::-1]
     images = images or {}
 
     def row(position: int) -> RecordRow:
         index = int(indices[position])
         image = images.get(index)
         return RecordRow(
-            index=index, label=None if labels is None else int(labels[position]),
+            index=index, name=None if names is None else names[position],
+            label=None if labels is None else int(labels[position]),
             thumbnail=None if image is None else thumbnail_png(image),
             leakage={name: float(values[position]) for name, values in leakage.items()},
             scores_in={name: float(values[position]) for name, values in scores_in.items()},
             scores_out={name: float(values[position]) for name, values in scores_out.items()},
         )
 
-    return RecordView(attack=attack, measure=measure, baseline=baseline, compared=compared, records=int(valid.size),
-                      top=[row(p) for p in top], bottom=[row(p) for p in bottom])
+    return RecordView(attack=attack, index_kind=index_kind, measure=measure, baseline=baseline, compared=compared,
+                      records=int(valid.size), top=[row(p) for p in top], bottom=[row(p) for p in bottom])
+
+
+def _record_targets(score_files: dict[str, Path], targets: np.ndarray | None, count: int) -> np.ndarray | None:
+    """The records' pool indices: the score file's own ``targets`` (``truthserum attack``
+    writes them, after any target it dropped), else the run's design when it has one per
+    column; None when neither fits (the records are then numbered by column)."""
+    for path in score_files.values():
+        with np.load(path, allow_pickle=False) as stored:
+            if "targets" in stored.files and stored["targets"].shape == (count,):
+                return stored["targets"]
+    return targets if targets is not None and targets.shape == (count,) else None
 
 
 def membership_records(
     score_files: dict[str, Path], *, attack: str, baseline: str | None, compared: str,
-    targets: np.ndarray | None, labels: np.ndarray | None, images: dict[int, np.ndarray],
+    targets: np.ndarray | None, labels: np.ndarray | None, images: dict[int, np.ndarray], index_kind: str,
 ) -> RecordView | None:
     """The per-record view of a membership-style attack from the conditions' score files
-    (``members`` and one ``(M, T)`` array per attack); None where a file lacks the attack."""
+    (``members`` and one ``(M, T)`` array per attack); None where a file lacks the attack.
+    ``targets``, ``labels`` and ``images`` are the run's, by pool index; they are used only
+    where the records are known to be those pool points."""
     leakage, scores_in, scores_out = {}, {}, {}
     for condition in [c for c in (baseline, compared) if c is not None]:
         with np.load(score_files[condition], allow_pickle=False) as stored:
@@ -169,10 +190,15 @@ def membership_records(
         scores_out[condition] = _mean_where(scores, ~members)
         del scores
     count = next(iter(leakage.values())).size
-    indices = targets if targets is not None and targets.size == count else np.arange(count)
+    pool = _record_targets(score_files, targets, count)
+    if pool is None:
+        indices, labels, images, index_kind = np.arange(count), None, {}, "target"
+    else:
+        indices = pool
+        labels = labels[pool] if labels is not None and pool.size and pool.max() < labels.size else None
     return rank_records(leakage, scores_in, scores_out, attack=attack, measure="per-target AUC",
-                        baseline=baseline, compared=compared, indices=indices,
-                        labels=labels if labels is not None and labels.size == count else None, images=images)
+                        baseline=baseline, compared=compared, indices=indices, index_kind=index_kind,
+                        labels=labels, images=images)
 
 
 def attribute_records(
@@ -191,6 +217,7 @@ def attribute_records(
         scores_in[condition] = _mean_where(true_scores, keep)
         scores_out[condition] = _mean_where(true_scores, ~keep)
     count = next(iter(leakage.values())).size
-    indices = targets if targets is not None and targets.size == count else np.arange(count)
+    pool = targets if targets is not None and targets.shape == (count,) else None
     return rank_records(leakage, scores_in, scores_out, attack=attack, measure="share of member models guessing right",
-                        baseline=baseline, compared=compared, indices=indices)
+                        baseline=baseline, compared=compared, indices=np.arange(count) if pool is None else pool,
+                        index_kind="target" if pool is None else "pool index")

@@ -291,13 +291,13 @@ def settings_json(attacks: Sequence[str], options: AttackOptions, config: Member
     }
 
 
-def write_outputs(out_dir: Path, results: RunResults, curves: dict[tuple[str, str], RocCurve]) -> None:
+def write_outputs(out_dir: Path, results: RunResults, curves: dict[tuple[str, str], RocCurve], log: Log) -> None:
     """``results.json``, then ``roc.png`` (every condition's attacks) and ``report.html``, each
     written atomically."""
     from truthserum.report.plots import plot_roc  # matplotlib: only when there is a plot to draw
 
-    from truthserum.report.html import write_report
+    from truthserum.report.html import report_or_warning
 
     write_json(Path(out_dir) / RESULTS_FILE, results.to_json())
     plot_roc(curves, Path(out_dir) / ROC_FILE, run_name=Path(out_dir).resolve().name)
-    write_report(Path(out_dir))
+    report_or_warning(Path(out_dir), log=log)

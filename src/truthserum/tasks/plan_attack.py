@@ -19,6 +19,7 @@ from truthserum.errors import SignalsError
 from truthserum.metrics.accuracy import poison_fit
 from truthserum.metrics.guidance import ModelFacts, RunSettings, guidance_for_conditions, guidance_warning
 from truthserum.metrics.roc import RocCurve
+from truthserum.store.rundir import REPORT_FILE
 from truthserum.store.user_files import read_user_npz
 from truthserum.tasks.attacking import (
     OUTPUT_MARK, ROC_FILE, RESULTS_FILE, as_logits, check_out_dir, make_out_dir, measure, model_accuracy,
@@ -115,7 +116,7 @@ def attack_plan(
     options = options or plan.config.attack_options()
     options.validate()
     out = plan.root if out_dir is None else Path(out_dir)
-    writes = [RESULTS_FILE, ROC_FILE, *(scores_file(c.name) for c in plan.conditions)]
+    writes = [RESULTS_FILE, ROC_FILE, REPORT_FILE, *(scores_file(c.name) for c in plan.conditions)]
     check_out_dir(out, writes=writes, inputs=[Path(logits)], plan_dir=plan.root)
     arrays = read_plan_logits(plan, logits)
     design, labels, poison_labels = plan.design(), plan.labels(), plan.poison_labels()
@@ -183,5 +184,5 @@ def attack_plan(
         "device": "elsewhere",
         "warnings": warnings,
     })
-    write_outputs(out, results, curves)
+    write_outputs(out, results, curves, log)
     return results

@@ -8,6 +8,7 @@ The output directory (default ``<signals stem>-attack/`` beside the signals file
                    ``attacked`` says what was attacked and how, ``warnings`` what to know
     roc.png        every attack's ROC on log axes
     scores.npz     each attack's (M, T) scores, ``members`` (M, T) and ``targets`` (T,)
+    report.html    the report of these results (truthserum.report.html)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from truthserum.attacks import AttackInputs, AttackOptions, get_attack, load_sig
 from truthserum.attacks.inputs import LogitsKind
 from truthserum.config.sections import MetricsConfig
 from truthserum.errors import SignalsError
-from truthserum.store.rundir import read_npz, write_npz
+from truthserum.store.rundir import REPORT_FILE, read_npz, write_npz
 from truthserum.tasks.attacking import (
     OUTPUT_MARK, as_logits, check_out_dir, make_out_dir, measure, model_accuracy, resolve_attacks,
     scoring_config, settings_json, supported_inputs, without_population, write_outputs,
@@ -31,7 +32,7 @@ from truthserum.tasks.results import RunResults
 from truthserum.tasks.stages import Log, log_to_stderr, record_warning
 
 SCORES_FILE = "scores.npz"
-OUTPUT_FILES = ("results.json", "roc.png", SCORES_FILE)
+OUTPUT_FILES = ("results.json", "roc.png", SCORES_FILE, REPORT_FILE)
 
 
 def default_out_dir(signals: Path) -> Path:
@@ -128,7 +129,7 @@ def _attack(
         "warnings": warnings,
     })
     if out_dir is not None:
-        write_outputs(Path(out_dir), results, {(name, attack): curve for attack, curve in curves.items()})
+        write_outputs(Path(out_dir), results, {(name, attack): curve for attack, curve in curves.items()}, log)
     return results, scores, support.inputs.members
 
 

@@ -24,7 +24,7 @@ from truthserum.train.executors import LocalBackend, ShardBackend, progress_bar
 from truthserum.config import RunConfig, Task
 from truthserum.data.datasets import Dataset, encode_table, load_dataset, load_table
 from truthserum.design import Design, make_design
-from truthserum.errors import BackendError, ConfigError, DataError, RunDirError, SignalsError, TruthserumError
+from truthserum.errors import BackendError, ConfigError, DataError, RunDirError, SignalsError
 from truthserum.metrics.roc import RocCurve, roc_curve
 from truthserum.metrics.bootstrap import bootstrap_intervals
 from truthserum.metrics.attack import evaluate, with_intervals
@@ -334,16 +334,10 @@ def _measure(config: RunConfig, name: str, scores: np.ndarray, members: np.ndarr
 
 def stage_report(run_dir: RunDirectory, log: Log) -> None:
     """Write ``report.html`` from the files the run has written (its output folder, for a
-    re-report). A report that cannot be made is a warning, not a failed run: the results are
-    written already, and ``truthserum report DIR`` tries again."""
-    from truthserum.report.html import write_report  # jinja2 and the figures: only at the end
+    re-report); one that cannot be made is a warning (:func:`~truthserum.report.html.report_or_warning`)."""
+    from truthserum.report.html import report_or_warning  # jinja2 and the figures: only at the end
 
-    try:
-        path, seconds = write_report(run_dir.root, output=run_dir.output)
-    except TruthserumError as exc:
-        log(f"warning: no report.html: {exc}")
-        return
-    log(f"report: {path} ({path.stat().st_size / 1024:,.0f} KB, {seconds:.1f} s)")
+    report_or_warning(run_dir.root, output=run_dir.output, log=log)
 
 
 def attack_metrics(

@@ -99,10 +99,16 @@ def _load_hf(path: Path):
     if not _encode(tokenizer, "a 1"):
         raise DataError(f"{path}: the tokenizer turns text into no tokens")
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, use_safetensors=True, dtype=torch.float32)
+        model, loading = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, use_safetensors=True, dtype=torch.float32, output_loading_info=True)
     except Exception as exc:
         raise DataError(f"{path}: cannot load the causal language model: {_one_line(exc)}") from exc
+    # what transformers would have warned about (its warnings are kept out of the output): weights
+    # the folder lacks are initialised at random, and auditing a random model measures nothing
+    missing = sorted(loading.get("missing_keys") or ()) + sorted(loading.get("mismatched_keys") or ())
+    if missing:
+        raise DataError(f"{path}: the weights lack or mismatch {len(missing)} of the model's parameters (first: "
+                        f"{str(missing[0])[:80]}), which transformers would initialise at random")
     if len(tokenizer) > model.config.vocab_size:
         raise DataError(f"{path}: the tokenizer has {len(tokenizer)} tokens, the model only "
                         f"{model.config.vocab_size}")
