@@ -3,7 +3,7 @@
 1280 x 800 and 100% zoom, the top of the page (what a reader sees first) saved as PNG.
 
 Run: ``.venv/bin/python experiments/report_screenshot.py runs/demo/report.html
-docs/images/report-membership.png [--height 1400]``.
+docs/images/report-membership.png [--height 1000]``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("report", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--height", type=int, default=1400, help="pixels from the top of the page (default 1400)")
+    parser.add_argument("--height", type=int, default=1000, help="pixels from the top of the page (default 1000)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 

@@ -224,10 +224,11 @@ def _roc_results(task, conditions):
 def test_the_headline_says_which_way_the_rate_moved_and_skips_nan():
     lowered = headline(_roc_results("untargeted", {
         "clean-share": {"lira": (0.9, 0.99)}, "dirty-label": {"lira": (0.04, 0.6)}}))
-    assert "lowered the strongest attack's TPR at 1% FPR from 90.0% to 4.0%" in lowered.verdict
+    assert "From clean-share to dirty-label, the strongest attack's TPR at 1% FPR fell from 90.0% to 4.0%" in \
+        lowered.verdict
     assert "times" not in lowered.verdict
     raised = headline(_roc_results("membership", {"clean": {"lira": (0.1, 0.7)}, "poisoned": {"lira": (0.4, 0.9)}}))
-    assert "raised the strongest attack's TPR at 1% FPR from 10.0% to 40.0%, 4.0 times as many" in raised.verdict
+    assert "TPR at 1% FPR rose from 10.0% to 40.0%, 4.0 times as many (lira)." in raised.verdict
     with_nan = headline(_roc_results("membership", {
         "clean": {"a": (0.1, 0.6), "b": (0.1, 0.6)}, "poisoned": {"a": (float("nan"), 0.5), "b": (0.3, 0.8)}}))
     assert with_nan.attack == "b" and "nan" not in with_nan.verdict

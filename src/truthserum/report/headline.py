@@ -92,13 +92,10 @@ def _strongest(conditions: dict, candidates: list[str]) -> tuple[str, str]:
 
 
 def _change_words(before: float, after: float) -> str:
-    """"raised ... from 19.2% to 72.3%, 3.8 times as many" and its kin, by the sign."""
-    if math.isnan(before) or math.isnan(after):
-        return f"took the strongest attack's TPR at 1% FPR from {100 * before:.1f}% to {100 * after:.1f}%"
-    verb = "raised" if after > before else "lowered" if after < before else "left"
-    text = f"{verb} the strongest attack's TPR at 1% FPR from {100 * before:.1f}% to {100 * after:.1f}%"
-    if verb == "left":
-        return f"left the strongest attack's TPR at 1% FPR at {100 * after:.1f}%"
+    """"rose from 19.2% to 72.3%, 3.8 times as many" and its kin, by the sign."""
+    if math.isnan(before) or math.isnan(after) or after == before:
+        return f"was {100 * before:.1f}% and then {100 * after:.1f}%"
+    text = f"{'rose' if after > before else 'fell'} from {100 * before:.1f}% to {100 * after:.1f}%"
     if after > before > 0:
         text += f", {after / before:.1f} times as many"
     return text
@@ -143,8 +140,8 @@ def _roc_headline(results: dict) -> Headline:
         verdict = f"The strongest attack, {attack}, reaches {100 * best:.1f}% TPR at 1% FPR."
     else:
         before = conditions[baseline]["attacks"][attack]["tpr_at_fpr"]["0.01"]
-        verdict = (f"Against {baseline}, {compared} {_change_words(before, best)} "
-                   f"(the strongest attack there: {attack}).")
+        verdict = (f"From {baseline} to {compared}, the strongest attack's TPR at 1% FPR "
+                   f"{_change_words(before, best)} ({attack}).")
         test = [conditions[c].get("accuracy", {}).get("test") for c in shown]
         if None not in test:
             verdict += f" Test accuracy went from {100 * test[0]:.1f}% to {100 * test[1]:.1f}%."
