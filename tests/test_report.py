@@ -278,3 +278,15 @@ def test_no_thumbnails_leaves_the_pictures_out(task_runs, tmp_path, capsys):
     assert done.returncode == 0
     page = _read(tmp_path / "report.html")
     assert page.images and not any(image["alt"].startswith("record ") for image in page.images)
+
+
+def test_report_never_overwrites_a_file_that_is_not_a_report(task_runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(task_runs["lm"], run)
+    results = (run / "results.json").read_bytes()
+    done = run_main(capsys, "report", str(run), "--out", str(run / "results.json"))
+    assert done.returncode == 2 and "exists and is not a truthserum report" in done.stderr
+    assert (run / "results.json").read_bytes() == results
+    # an earlier report is replaced
+    assert run_main(capsys, "report", str(run), "--out", str(tmp_path / "r.html")).returncode == 0
+    assert run_main(capsys, "report", str(run), "--out", str(tmp_path / "r.html")).returncode == 0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from truthserum.errors import RunDirError
+from truthserum.errors import RunDirError, TruthserumError
 from truthserum.report.blocks import Block, Table
 from truthserum.report.files import FileEntry, describe, directory_files, human_size
 from truthserum.report.headline import Headline, Number, headline
@@ -202,7 +202,7 @@ def _optional(notes: list[str], what: str, make):
     one section of the page is lost, not the page."""
     try:
         return make()
-    except (OSError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile) as exc:
+    except (TruthserumError, OSError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile) as exc:
         # the type, not the message: numpy's for a damaged .npz advises loading it unpickled
         notes.append(f"{what} left out: a file it reads is damaged or of another version ({type(exc).__name__})")
         return None
@@ -333,6 +333,9 @@ def report_run(*, run_dir: Path, out_file: Path | None = None, thumbnails: bool 
         out_file = Path(out_file) / REPORT_FILE
     target = Path(out_file) if out_file is not None else run_dir / REPORT_FILE
     refuse_special_file(target, str(target), RunDirError)
+    if target.exists() and not _is_report(target):
+        raise RunDirError(f"{target}: exists and is not a truthserum report, so it is left as it is; "
+                          "choose another --out")
     if out_file is None and not os.access(run_dir, os.W_OK):
         raise RunDirError(f"{run_dir}: cannot be written; give --out FILE to write the report elsewhere")
     if not target.parent.is_dir():
@@ -348,3 +351,15 @@ def report_run(*, run_dir: Path, out_file: Path | None = None, thumbnails: bool 
         return write_report(run_dir, out_file=target, thumbnails=thumbnails)
     finally:
         reading.release()
+
+
+GENERATOR_MARK = b'<meta name="generator" content="truthserum'  # in every report's head (the template)
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` holds a report this tool wrote (which a rebuild may replace)."""
+    try:
+        with open(path, "rb") as handle:
+            return GENERATOR_MARK in handle.read(2048)
+    except OSError:
+        return False
