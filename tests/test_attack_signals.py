@@ -96,7 +96,7 @@ def test_probabilities_are_read_as_their_logarithm(tmp_path, capsys):
     # overridden: taken as logits, no warning, other scores
     done = run_main(capsys, "attack", "--signals", str(signals), "--attack", "lira-online",
                     "--logits-kind", "logits", "--out", str(tmp_path / "raw"))
-    assert done.returncode == 0 and "probabilities" not in done.stderr
+    assert done.returncode == 0 and "look like probabilities" not in done.stderr
     with np.load(tmp_path / "raw" / "scores.npz") as stored:
         assert not np.allclose(stored["lira-online"], expected["lira-online"])
     # said to be probabilities when they are not: one line
