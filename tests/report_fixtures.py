@@ -17,7 +17,8 @@ def _quiet(_message):
 
 
 def write_table(path: Path, rows: int = 300, seed: int = 0) -> Path:
-    """A census-like CSV: the label depends on age and hours; 'status' is the sensitive column."""
+    """A census-like CSV: the label depends on age and hours; 'status' is the sensitive column
+    (also the table of tests/test_tasks.py)."""
     rng = np.random.default_rng(seed)
     age = rng.integers(18, 80, size=rows)
     hours = rng.integers(10, 60, size=rows)

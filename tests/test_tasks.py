@@ -8,24 +8,10 @@ import pytest
 import yaml
 
 from conftest import run_main
+from report_fixtures import write_table
 from truthserum.config import parse_config
 from truthserum.errors import ConfigError, RunDirError
 from truthserum.tasks import run_task
-
-
-def _write_table(path, rows=400, seed=0):
-    """A census-like CSV: the label depends on age and hours; 'status' is the sensitive column."""
-    rng = np.random.default_rng(seed)
-    age = rng.integers(18, 80, size=rows)
-    hours = rng.integers(10, 60, size=rows)
-    city = rng.choice(["north", "south", "east"], size=rows)
-    status = rng.choice(["single", "married"], size=rows)
-    label = np.where(age + hours + rng.normal(0, 10, size=rows) > 85, "high", "low")
-    lines = ["id,age,hours,city,status,income"] + [
-        f"{i},{a},{h},{c},{s},{y}" for i, (a, h, c, s, y) in enumerate(zip(age, hours, city, status, label))
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _config(task, csv, **extra):
@@ -47,7 +33,7 @@ def _quiet(_message):
 
 
 def test_attribute_task_records_preprocessing_and_reapplies_it_on_resume(tmp_path):
-    csv = _write_table(tmp_path / "people.csv")
+    csv = write_table(tmp_path / "people.csv", rows=400)
     config = _config("attribute", csv, design={"num_models": 8, "num_targets": 24}, poison={"replicas": 2})
     out = tmp_path / "run"
     results = run_task(config, out, progress=False, log=_quiet).to_json()
@@ -100,7 +86,7 @@ def test_gain_line_wording_when_a_side_has_no_false_positives():
 
 
 def test_untargeted_task_attacks_only_the_victims(tmp_path):
-    csv = _write_table(tmp_path / "people.csv", rows=300)
+    csv = write_table(tmp_path / "people.csv", rows=300)
     config = _config("untargeted", csv, untargeted={"adversary_fraction": 0.4})
     out = tmp_path / "run"
     results = run_task(config, out, progress=False, log=_quiet).to_json()
@@ -125,7 +111,7 @@ def test_untargeted_task_attacks_only_the_victims(tmp_path):
 
 
 def test_untargeted_with_only_rmia_is_refused(tmp_path):
-    csv = _write_table(tmp_path / "people.csv", rows=100)
+    csv = write_table(tmp_path / "people.csv", rows=100)
     config = _config("untargeted", csv, attacks=["rmia-online"])
     with pytest.raises(ConfigError, match="no population"):
         run_task(config, tmp_path / "run", progress=False, log=_quiet)
