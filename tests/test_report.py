@@ -290,3 +290,13 @@ def test_report_never_overwrites_a_file_that_is_not_a_report(task_runs, tmp_path
     # an earlier report is replaced
     assert run_main(capsys, "report", str(run), "--out", str(tmp_path / "r.html")).returncode == 0
     assert run_main(capsys, "report", str(run), "--out", str(tmp_path / "r.html")).returncode == 0
+
+
+def test_attack_families_group_the_variants_of_a_name():
+    from truthserum.report.plots import attack_families
+
+    attacks = ["lira-online", "lira-offline", "lira-online-fixed", "rmia-online", "rmia-offline", "label-only",
+               "global-threshold", "mean-phi"]
+    assert attack_families(attacks) == {
+        "lira": ["lira-online", "lira-offline", "lira-online-fixed"], "rmia": ["rmia-online", "rmia-offline"],
+        "label-only": ["label-only"], "global-threshold": ["global-threshold"], "mean-phi": ["mean-phi"]}

@@ -1,5 +1,6 @@
-"""Stage 8, report: each task's printed table (:func:`format_results`) and the figures
-(:mod:`truthserum.report.plots`), all read from what ``results.json`` holds."""
+"""Stage 8, report: each task's printed table (:func:`format_results`), the figures
+(:mod:`truthserum.report.plots`) and the HTML page of a run directory
+(:mod:`truthserum.report.html`), all read from what the run wrote."""
 
 from __future__ import annotations
 
