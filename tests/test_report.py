@@ -194,13 +194,26 @@ def test_report_command_on_a_read_only_run_names_out(task_runs, tmp_path, capsys
     (lambda root: (root.mkdir(), (root / "results.json").write_text("[1]")), "not a truthserum results file"),
     (lambda root: (root.mkdir(), (root / "results.json").write_text('{"conditions": {"a": {}}}')),
      "not a results file this version can read"),
+    (lambda root: (root.mkdir(), (root / "results.json").write_text('{"conditions": {"a": "b"}}')),
+     "not a results file this version can read (its entries have another shape)"),
+    (lambda root: root.write_text("a file"), "not a directory"),
 ])
 def test_report_command_bad_folders_are_one_line(tmp_path, capsys, setup, message):
     root = tmp_path / "run"
     setup(root)
     done = run_main(capsys, "report", str(root))
     assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1
+    assert "Error" not in done.stderr and "object" not in done.stderr  # no Python internals
     assert not (root / "report.html").exists()
+
+
+def test_report_command_refuses_empty_paths(task_runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where an empty --out would otherwise write
+    for arguments in (["report", ""], ["report", str(task_runs["lm"]), "--out", ""]):
+        with pytest.raises(SystemExit) as stopped:  # argparse's own exit, after its usage line
+            run_main(capsys, *arguments)
+        assert stopped.value.code == 2 and "an empty path" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_run_report_is_refused_while_a_run_holds_the_directory(tmp_path, capsys):
@@ -254,9 +267,13 @@ def test_a_damaged_score_file_loses_its_section_not_the_page(task_runs, tmp_path
     shutil.copytree(task_runs["membership"], run)
     (run / "scores-poisoned.npz").write_bytes(b"not a zip file")
     (run / "sweep-replicas.json").write_text('{"points": [{"oops": 1}]}')
+    roc = (run / "roc.png").read_bytes()
+    (run / "roc.png").write_bytes(roc[: len(roc) // 2])  # a figure cut short while copying
     done = run_main(capsys, "report", str(run), "--no-thumbnails")
     assert done.returncode == 0, done.stderr
     text = (run / "report.html").read_text()
+    assert "roc.png left out: a file it reads is damaged or of another version (ValueError)" in text
+    assert "(<code>roc.png</code>)</figcaption>" not in text  # not embedded broken
     assert "Left out of this page" in text and "the per-record view left out: a file it reads is damaged" in text
     assert "sweep-replicas.json left out: a file it reads is damaged or of another version (KeyError)" in text
     assert 'id="summary"' in text and "pickle" not in text

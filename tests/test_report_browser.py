@@ -85,6 +85,9 @@ def test_report_in_a_real_browser(browser, task_runs, task, tmp_path):
             assert float(value) == pytest.approx(expected, rel=1e-12, abs=1e-15)
             assert text.strip() and text.strip()[0] in "-0123456789"
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280  # no sideways scrolling at 100%
+        clipped = page.evaluate("[...document.querySelectorAll('.scroll')].filter("
+                                "e => e.scrollWidth > e.clientWidth).map(e => e.getAttribute('aria-label'))")
+        assert clipped == []  # every table fits its column: nothing hidden behind a scroll bar
         shot = Image.open(io.BytesIO(page.screenshot(full_page=False))).convert("L")
         pixels = np.asarray(shot, dtype=np.float64)
         assert pixels.std() > 10 and len(np.unique(pixels)) > 16  # text and tables, not one colour

@@ -57,6 +57,13 @@ def default_demo_dir(task: str) -> Path:
     return Path("runs/demo") if task == "membership" else Path(f"runs/demo-{task}")
 
 
+def _path(text: str) -> Path:
+    """A path argument; an empty one is refused (``Path("")`` would quietly mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file or folder")
+    return Path(text)
+
+
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="cpu", choices=list(DEVICES),
@@ -99,9 +106,9 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run or resume an experiment from a YAML config")
-    run.add_argument("config", type=Path, help="experiment config (YAML)")
-    run.add_argument("--out", type=Path, required=True, help="run directory (created, or resumed)")
-    run.add_argument("--report-to", type=Path, default=None, metavar="DIR",
+    run.add_argument("config", type=_path, help="experiment config (YAML)")
+    run.add_argument("--out", type=_path, required=True, help="run directory (created, or resumed)")
+    run.add_argument("--report-to", type=_path, default=None, metavar="DIR",
                      help="re-report a finished run without writing into --out (which may be read-only): "
                           "results.json, plots, signals and scores go to DIR")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -117,7 +124,7 @@ def _build_parser() -> argparse.ArgumentParser:
                            "holds half of that table; lm: canary secrets in byte transformers trained on "
                            "Python's bundled documentation; defenses: every defense against every poison "
                            "strategy on built-in MNIST")
-    demo.add_argument("--out", type=Path, default=None,
+    demo.add_argument("--out", type=_path, default=None,
                       help="run directory (default runs/demo, or runs/demo-<task>)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device(demo)
@@ -125,8 +132,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser(
         "sweep", help="attack power against the poisoning budget or the number of shadow models"
     )
-    sweep.add_argument("config", type=Path, help="experiment config (YAML)")
-    sweep.add_argument("--out", type=Path, required=True, help="run directory (created, resumed or re-scored)")
+    sweep.add_argument("config", type=_path, help="experiment config (YAML)")
+    sweep.add_argument("--out", type=_path, required=True, help="run directory (created, resumed or re-scored)")
     swept = sweep.add_mutually_exclusive_group(required=True)
     swept.add_argument("--replicas", metavar="R,R,...",
                        help="poisons per target to train and compare, e.g. 0,1,2,4,8,16")
@@ -140,8 +147,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "plan", help="write what a membership experiment would train (design, poisons, each model's training "
                      "set), without training: train elsewhere, then attack --plan"
     )
-    plan.add_argument("config", type=Path, help="experiment config (YAML), task membership")
-    plan.add_argument("--out", type=Path, required=True,
+    plan.add_argument("config", type=_path, help="experiment config (YAML), task membership")
+    plan.add_argument("--out", type=_path, required=True,
                       help="plan directory (created; an earlier plan of the same config is rewritten)")
 
     audit_plan = commands.add_parser(
@@ -156,26 +163,26 @@ def _build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser(
         "report", help="rebuild report.html of a finished run, sweep or attack output from its files")
-    report.add_argument("run_dir", type=Path, metavar="DIR", help="the run directory")
-    report.add_argument("--out", type=Path, metavar="FILE",
+    report.add_argument("run_dir", type=_path, metavar="DIR", help="the run directory")
+    report.add_argument("--out", type=_path, metavar="FILE",
                         help="where to write the report (default DIR/report.html; a folder receives report.html)")
     report.add_argument("--no-thumbnails", action="store_true",
                         help="leave out the pictures of training records (a page to share beyond the data's owners)")
 
     attack = commands.add_parser("attack", help="attack signals, or a plan's logits, computed elsewhere")
     source = attack.add_mutually_exclusive_group(required=True)
-    source.add_argument("--signals", type=Path,
+    source.add_argument("--signals", type=_path,
                         help=".npz with logits (M,N[,A],C), labels (N,), keep (M,N), optional targets (T,); "
                              "without logits, they are read from <stem>-logits.npy beside it")
-    source.add_argument("--plan", type=Path, metavar="DIR",
+    source.add_argument("--plan", type=_path, metavar="DIR",
                         help="a directory written by 'truthserum plan'; its models' logits in --logits")
-    attack.add_argument("--logits", type=Path, metavar="FILE",
+    attack.add_argument("--logits", type=_path, metavar="FILE",
                         help="with --plan: .npz holding one array per condition (clean, poisoned), each (M,N,C) "
                              "or (M,N,A,C): model m on pool point n (layout in the plan's plan.json)")
     attack.add_argument("--attack", action="append", choices=[*ATTACKS, ALL_ATTACKS], metavar="NAME",
                         help=f"an attack ({', '.join(ATTACKS)}); repeat for several; '{ALL_ATTACKS}' (default): "
                              "every one (with --plan: the config's attacks)")
-    attack.add_argument("--out", type=Path,
+    attack.add_argument("--out", type=_path,
                         help="directory receiving results.json, roc.png and the scores (default: <signals "
                              "stem>-attack/ beside the signals file; with --plan, the plan directory). A name "
                              "ending in .npz keeps the earlier form: one attack's scores and members only")

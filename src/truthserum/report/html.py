@@ -9,6 +9,7 @@ rendered by Jinja2 with autoescaping, so nothing in a config or a file name beco
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import time
@@ -107,6 +108,26 @@ def _regular(path: Path) -> bool:
     return path.is_file() and not path.is_symlink()
 
 
+def _checked_png(path: Path) -> bytes:
+    """A figure's bytes, once Pillow has read them as a whole PNG (a truncated or damaged figure
+    is left out with a note, never embedded as a broken image).
+
+    Raises:
+        ValueError: the file is not a readable PNG.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    data = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format != "PNG":
+                raise ValueError(f"{path.name}: not a PNG")
+            image.load()  # decodes every row: verify() alone passes some truncated files
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"{path.name}: damaged") from exc
+    return data
+
+
 def _score_files(folder: Path, conditions: list[str]) -> dict[str, Path]:
     files = {c: folder / f"scores-{c}.npz" for c in conditions if _regular(folder / f"scores-{c}.npz")}
     if not files and len(conditions) == 1 and _regular(folder / "scores.npz"):
@@ -175,8 +196,8 @@ def _config_text(run_dir: Path, output: Path, results: dict) -> str:
         if _regular(path):
             text = path.read_text(encoding="utf-8", errors="replace")
             break
-    else:
-        text = json.dumps(results.get("config", {}), indent=2)
+    else:  # truthserum attack's output has no experiment config: what it attacked, and how
+        text = json.dumps(results.get("config") or results.get("attacked") or {}, indent=2)
     return text if len(text) <= MAX_CONFIG_CHARS else text[:MAX_CONFIG_CHARS] + "\n... (cut; results.json holds it all)"
 
 
@@ -240,7 +261,10 @@ def build_page(run_dir: Path, output: Path | None = None, *, thumbnails: bool = 
         top = headline(results)
         blocks = results_blocks(results)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        raise RunDirError(f"{path}: not a results file this version can read ({type(exc).__name__}: {exc})") from None
+        # the missing key, when there is one, says what is wrong; a type error's text is Python's
+        missing = f": no {exc.args[0]!r} where this version expects one" if isinstance(exc, KeyError) else ""
+        raise RunDirError(f"{path}: not a results file this version can read (its entries have another "
+                          f"shape{missing})") from None
     notes: list[str] = []
     sweeps = []
     for name, title in SWEEPS:
@@ -250,7 +274,7 @@ def build_page(run_dir: Path, output: Path | None = None, *, thumbnails: bool = 
     figures = []
     for name, title, alt in FIGURES:
         if _regular(output / name):
-            data = _optional(notes, name, (output / name).read_bytes)
+            data = _optional(notes, name, lambda name=name: _checked_png(output / name))
             if data is not None:
                 figures.append(Figure(name, title, alt, _png_uri(data)))
     records = _optional(notes, "the per-record view", lambda: _records(results, top, run_dir, output, thumbnails))
@@ -268,6 +292,11 @@ def build_page(run_dir: Path, output: Path | None = None, *, thumbnails: bool = 
     )
 
 
+def _score_text(value: float) -> str:
+    """A mean score in a column of like numbers: three decimals, or three digits past 1,000."""
+    return "n/a" if not np.isfinite(value) else f"{value:.3f}" if abs(value) < 1000 else f"{value:.3g}"
+
+
 def render(page: Page) -> str:
     """The page as HTML."""
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -275,7 +304,7 @@ def render(page: Page) -> str:
     environment = Environment(loader=PackageLoader("truthserum.report", "templates"),
                               autoescape=select_autoescape(default=True, default_for_string=True),
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    environment.filters.update(png_uri=_png_uri, size=human_size, json_path=lambda path: json.dumps(list(path)))
+    environment.filters.update(png_uri=_png_uri, score=_score_text, size=human_size, json_path=lambda path: json.dumps(list(path)))
     environment.tests.update(table=lambda block: isinstance(block, Table),
                              number=lambda part: isinstance(part, Number))
     return environment.get_template("report.html.j2").render(page=page)
@@ -327,6 +356,8 @@ def report_run(*, run_dir: Path, out_file: Path | None = None, thumbnails: bool 
     from truthserum.store.user_files import refuse_special_file
 
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: not a directory; give the run directory that holds results.json")
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: no such run directory")
     if out_file is not None and Path(out_file).is_dir():
