@@ -182,3 +182,52 @@ def test_query_logits_has_one_slice_per_view(count):
     for a, view in enumerate(views):
         expected = ensemble.forward_shared(apply_view(x, view)).detach().numpy()
         np.testing.assert_allclose(logits[:, :, a], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_noise_views_are_fixed_per_point_whatever_the_batches():
+    from truthserum.query.views import NOISE_BLOCK, noise_views
+
+    views = noise_views(3, 0.5)
+    assert [view.name for view in views] == ["noise(0.5)#1", "noise(0.5)#2", "noise(0.5)#3"]
+    x = torch.zeros((NOISE_BLOCK + 300, 4))
+    whole = apply_view(x, views[0])
+    parts = torch.cat([apply_view(x[:700], views[0]), apply_view(x[700:], views[0], first=700)])
+    assert torch.equal(whole, parts) and not torch.equal(whole, apply_view(x, views[1]))
+    assert abs(float(whole.std()) - 0.5) < 0.02 and abs(float(whole.mean())) < 0.02
+    assert torch.equal(x, torch.zeros_like(x))  # the points themselves are left as they are
+
+
+def test_noise_views_come_after_the_named_views_and_suit_tables(tmp_path):
+    query = QueryConfig(views=["identity"], noise_views=2, noise_scale=0.1)
+    assert query.resolved_views() == (IDENTITY, View(noise=0.1, draw=1), View(noise=0.1, draw=2))
+    base = {"data": image_npz(tmp_path, shape=(40, 5)), "design": {"num_targets": 5}}
+    assert prepare_pool(parse_config({**base, "query": {"noise_views": 4, "noise_scale": 0.2}})).num_points == 40
+    dumped = yaml.safe_load(dump_config(parse_config({"query": {"noise_views": 4, "noise_scale": 0.2}})))
+    assert dumped["query"] == {"views": ["identity"], "noise_views": 4, "noise_scale": 0.2, "signals_dtype": "float32"}
+    for query, message in (({"noise_views": 2}, "noise_views needs noise_scale"),
+                           ({"noise_scale": 0.1}, "noise_scale goes with noise_views")):
+        with pytest.raises(ConfigError, match=message):
+            parse_config({"query": query})
+
+
+def test_label_only_counts_right_answers_over_noise_views(tmp_path):
+    """On a table, noise views turn the label-only attack's one bit per model into a count."""
+    from truthserum.tasks.membership import run_experiment
+    from truthserum.attacks import load_signals
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    path = tmp_path / "table.npz"
+    np.savez(path, x=x, y=(x[:, 0] + 0.5 * rng.normal(size=200) > 0).astype(np.int64))
+    config = parse_config({
+        "data": {"source": "npz", "path": str(path)}, "design": {"num_models": 4, "num_targets": 8},
+        "poison": {"replicas": 1}, "model": {"architecture": "mlp", "hidden_sizes": [16]},
+        "train": {"epochs": 3, "batch_size": 64, "shard_size": 4}, "query": {"noise_views": 5, "noise_scale": 0.3},
+        "attacks": ["label-only"], "metrics": {"bootstrap": 10},
+    })
+    run_experiment(config, tmp_path / "run", progress=False, log=lambda _: None)
+    inputs = load_signals(tmp_path / "run" / "signals-clean.npz")
+    assert inputs.num_views == 6
+    logits = np.load(tmp_path / "run" / "signals-clean-logits.npy")
+    counts = (logits.argmax(axis=3) == inputs.labels[None, :, None]).sum(axis=2)
+    assert len(np.unique(counts)) > 2  # not one bit: some points are right under some noise, wrong under other

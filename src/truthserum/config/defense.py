@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from truthserum.config.schema import Rate, StrictSection
 
@@ -30,6 +30,14 @@ class StrategyKind(str, Enum):
     EXACT = "exact"
     PERTURBED = "perturbed"
     BLENDED = "blended"
+    ADAPTIVE = "adaptive"  # exact replicas, a budget per target: task membership's poison.strategy only
+
+
+class AdaptiveGoal(str, Enum):
+    """What an adaptive budget is chosen for (see :mod:`truthserum.poison.adaptive`)."""
+
+    LABEL_ONLY = "label-only"  # models that trained on the target label it right, the others do not
+    LIRA = "lira"  # the IN and OUT models' logit-scaled confidences lie furthest apart
 
 
 class NoDefense(StrictSection):
@@ -98,12 +106,16 @@ class DpSgd(StrictSection):
     )
 
 
-def _bare_kind(kinds: type[Enum], what: str, baseline: str):
+def _bare_kind(kinds: type[Enum], what: str, baseline: str, refused: dict[str, str] | None = None):
     """``dedup-exact`` stands for ``{kind: dedup-exact}``; an unknown kind is named in one line,
-    and the ``baseline`` (which always runs) is pointed out as such."""
-    known = [kind.value for kind in kinds]
+    and the ``baseline`` (which always runs) is pointed out as such; a kind in ``refused`` is
+    refused with its reason."""
+    known = [kind.value for kind in kinds if kind.value not in (refused or {})]
 
     def expand(value: Any) -> Any:
+        kind = value if isinstance(value, str) else value.get("kind") if isinstance(value, dict) else None
+        if refused and kind in refused:
+            raise ValueError(refused[kind])
         value = {"kind": value} if isinstance(value, str) else value
         if isinstance(value, dict) and value.get("kind") == baseline and baseline not in known:
             raise ValueError(f"'{baseline}' is the baseline and always runs; list the {what} kinds: {', '.join(known)}")
@@ -149,8 +161,57 @@ class BlendedReplicas(StrictSection):
     blend: Rate = Field(default=0.3, gt=0, lt=1, description="weight of the wrong-label point")
 
 
+class AdaptiveReplicas(StrictSection):
+    """Exact replicas, as many per target as that target needs: chosen from ``budgets`` on
+    calibration models the adversary trains itself, never on the models under attack, so that
+    the total stays within ``max_poisons`` (Chaudhari et al., ICLR 2024)."""
+
+    kind: Literal[StrategyKind.ADAPTIVE] = Field(
+        default=StrategyKind.ADAPTIVE, description="adaptive: a replica count per target, chosen on calibration models")
+    goal: AdaptiveGoal = Field(
+        default=AdaptiveGoal.LABEL_ONLY,
+        description="label-only: the models that trained on the target label it right and the others do not; "
+                    "lira: the IN and OUT models' logit-scaled confidences lie furthest apart",
+    )
+    budgets: tuple[Annotated[int, Field(ge=0, le=1_000)], ...] = Field(
+        default=(0, 1, 2, 4, 8), min_length=2, max_length=16,
+        description="the candidate replica counts per target, increasing, 0 first (a target may get none)",
+    )
+    calibration_models: Annotated[int, Field(ge=4, le=10_000)] = Field(
+        default=40, description="models trained to choose the budgets, at least 2 per candidate budget (half of "
+                                "them train on each target); their cost is reported apart",
+    )
+    max_poisons: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="the most poisons in all; null: the fixed budget's, poison.replicas x targets",
+    )
+
+    @field_validator("budgets")
+    @classmethod
+    def _increasing_from_zero(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if value[0] != 0 or any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError("budgets must increase and start at 0, e.g. [0, 1, 2, 4, 8]")
+        return value
+
+    @model_validator(mode="after")
+    def _two_models_per_budget(self) -> AdaptiveReplicas:
+        if self.calibration_models < 2 * len(self.budgets):
+            raise ValueError(f"calibration_models must be at least 2 per candidate budget ({2 * len(self.budgets)} "
+                             f"for {len(self.budgets)} budgets): one that trains on each target and one that does not")
+        return self
+
+
+ADAPTIVE_ONLY_IN_MEMBERSHIP = ("adaptive budgets are chosen per target for task membership's poison.strategy; "
+                               "the defense matrix compares fixed budgets")
+
 PoisonStrategy = Annotated[
     Union[ExactReplicas, PerturbedReplicas, BlendedReplicas],  # noqa: UP007
+    Field(discriminator="kind"),
+    _bare_kind(StrategyKind, "poison strategy", "clean", refused={"adaptive": ADAPTIVE_ONLY_IN_MEMBERSHIP}),
+]
+
+# task membership's poison.strategy: what a replica is, or an adaptive budget of exact ones
+MembershipPoisonStrategy = Annotated[
+    Union[ExactReplicas, PerturbedReplicas, BlendedReplicas, AdaptiveReplicas],  # noqa: UP007
     Field(discriminator="kind"),
     _bare_kind(StrategyKind, "poison strategy", "clean"),
 ]

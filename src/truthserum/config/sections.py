@@ -11,13 +11,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SerializerFunctionWrapHandler, Strict, field_validator, model_serializer, model_validator
 from torch import nn
 
-from truthserum.config.defense import ExactReplicas, PoisonStrategy
+from truthserum.config.defense import ExactReplicas, MembershipPoisonStrategy
 from truthserum.config.schema import Count, Rate
 from truthserum.config.schema import StrictSection as _Strict
 from truthserum.data.datasets import DEFAULT_ROLES, DataSource
 from truthserum.data.tables import REST, TableColumns
 from truthserum.errors import ConfigError
-from truthserum.query.views import MAX_SHIFT, QueryView, View, generate_views, max_views
+from truthserum.query.views import MAX_SHIFT, QueryView, View, generate_views, max_views, noise_views
 from truthserum.store.logits import LogitDtype
 from truthserum.train.architectures import Architecture, build_model, check_wrn_depth
 from truthserum.train.augment import Augment
@@ -130,6 +130,7 @@ class DesignConfig(_Strict):
 
 
 MAX_REPLICAS = 10_000
+MAX_NOISE_VIEWS = 64
 # Sizes past these cannot fit any machine's memory; refused in the config rather than failing
 # inside torch ("Storage size calculation overflowed") after the run directory is made.
 MAX_WIDTH = 65_536
@@ -143,10 +144,11 @@ class PoisonConfig(_Strict):
         description="mislabeled copies per target (attribute: of each candidate completion); 0 runs the clean "
                     "condition only",
     )
-    strategy: PoisonStrategy = Field(
+    strategy: MembershipPoisonStrategy = Field(
         default=ExactReplicas(),
         description="what a replica is: exact (identical copies), perturbed (a noisy copy each, needs norm) or "
-                    "blended (mixed with a real point of the wrong label); task membership only",
+                    "blended (mixed with a real point of the wrong label); or adaptive (exact copies, a count per "
+                    "target chosen on calibration models; see its settings); task membership only",
     )
 
 
@@ -249,6 +251,15 @@ class QueryConfig(_Strict):
     flip: Annotated[bool, Strict()] = Field(
         default=False, description="with count: mirrored views too (images whose mirror keeps the label)"
     )
+    noise_views: Count = Field(
+        default=0, ge=0, le=MAX_NOISE_VIEWS,
+        description="more views, after those: the point plus Gaussian noise (any data, tables too); the "
+                    "label-only attack counts the right answers over all views",
+    )
+    noise_scale: Rate | None = Field(
+        default=None, gt=0, description="with noise_views: the noise's standard deviation per feature, in the "
+                                        "models' input space (tables: standardised columns)",
+    )
     signals_dtype: LogitDtype = Field(
         default=LogitDtype.FLOAT32,
         description="how the membership task stores its logits (signals-<condition>-logits.npy); "
@@ -281,6 +292,10 @@ class QueryConfig(_Strict):
             raise ValueError("give views or count, not both")
         if self.flip and self.count is None:
             raise ValueError("flip goes with count (list 'mirror' in views instead)")
+        if self.noise_views and self.noise_scale is None:
+            raise ValueError("noise_views needs noise_scale, the noise's standard deviation per feature")
+        if self.noise_scale is not None and not self.noise_views:
+            raise ValueError("noise_scale goes with noise_views (how many noisy queries per point)")
         if self.count is not None and self.count > max_views(flip=self.flip):
             raise ValueError(
                 f"count {self.count} is more than the {max_views(flip=self.flip)} views that shifts of "
@@ -295,14 +310,17 @@ class QueryConfig(_Strict):
         data = handler(self)
         for key in ("views",) if self.count is not None else ("count", "flip"):
             del data[key]
+        if not self.noise_views:  # as a config written before noise views existed
+            del data["noise_views"], data["noise_scale"]
         return data
 
     def resolved_views(self) -> tuple[View, ...]:
-        """The views to query, identity first."""
+        """The views to query, identity first, noise views last."""
+        noisy = noise_views(self.noise_views, self.noise_scale) if self.noise_views else ()
         if self.count is not None:
-            return generate_views(self.count, flip=self.flip)
+            return generate_views(self.count, flip=self.flip) + noisy
         assert self.views is not None  # set by _identity_by_default when count is not
-        return tuple(name.view for name in self.views)
+        return tuple(name.view for name in self.views) + noisy
 
 
 class MetricsConfig(_Strict):

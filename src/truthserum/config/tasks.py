@@ -162,6 +162,14 @@ class MembershipConfig(_TaskConfig):
     def _augment_fits_source(self) -> MembershipConfig:
         _check_augment_fits_source(self.train, self.data)
         _check_defense_fits(self.defense, self.train)
+        strategy = self.poison.strategy
+        if strategy.kind is StrategyKind.ADAPTIVE:
+            if self.defense.kind is not DefenseKind.NONE:
+                raise ValueError("poison.strategy adaptive runs without a defense (its calibration models would "
+                                 "have to train behind the same defense); drop defense, or use a fixed budget")
+            if strategy.max_poisons is None and self.poison.replicas == 0:
+                raise ValueError("poison.strategy adaptive needs a total budget: poison.replicas >= 1 (the fixed "
+                                 "budget it must not exceed) or poison.strategy.max_poisons")
         return self
 
     def attack_options(self, *, shadow_models: int | None = None) -> AttackOptions:

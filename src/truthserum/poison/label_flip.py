@@ -61,14 +61,15 @@ def make_label_flip_poisons(
 
 
 def replicate_poisons(
-    *, x: np.ndarray, targets: np.ndarray, target_labels: np.ndarray, replicas: int
+    *, x: np.ndarray, targets: np.ndarray, target_labels: np.ndarray, replicas: int | np.ndarray
 ) -> PoisonSet:
-    """r copies of every target carrying its chosen wrong label."""
+    """r copies of every target carrying its chosen wrong label; ``replicas`` is one count for
+    all, or one per target (an adaptive budget, whose set records the largest as ``replicas``)."""
     source = np.repeat(targets, replicas).astype(np.int64)
     return PoisonSet(
         x=x[source],
         y=np.repeat(target_labels, replicas).astype(np.int64),
         source=source,
         target_labels=np.asarray(target_labels, dtype=np.int64),
-        replicas=int(replicas),
+        replicas=int(np.max(replicas, initial=0)),
     )

@@ -7,6 +7,14 @@ fit use.
 
 Views are named in a config in one of two ways: an explicit list of the named views in
 :class:`QueryView`, or a count K that takes the first K views of :func:`generate_views`.
+
+Noise views (``query.noise_views``, any data, tables included) are the point plus Gaussian noise
+of a stated scale per feature, as in the label-only attack of Choquette-Choo et al. (ICML 2021),
+which queries random perturbations where no augmentation fits the data: a model that trained on
+a point labels its neighbourhood right more robustly, so counting right answers over K noisy
+queries turns one bit per model into a count from 0 to K+1. Noise view k draws the same noise
+for a given point in every model, condition and run (a fixed stream per view and block of
+:data:`NOISE_BLOCK` points), so every model answers the same queries.
 """
 
 from __future__ import annotations
@@ -19,10 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from truthserum import seeding
 from truthserum.data.datasets import DataSource
 from truthserum.errors import ConfigError
 from truthserum.train.ensemble import Ensemble
 
+NOISE_BLOCK = 1024  # points per draw of a noise view's noise (so the noise does not depend on batch sizes)
 MAX_SHIFT = 2
 """Largest shift, in pixels along each axis, that :func:`generate_views` makes.
 
@@ -42,6 +52,8 @@ class View:
     dx: int = 0
     dy: int = 0
     mirror: bool = False
+    noise: float = 0.0  # a noise view: Gaussian noise of this standard deviation per feature
+    draw: int = 0  # which noise view (each draws its own noise)
 
     @property
     def is_identity(self) -> bool:
@@ -49,7 +61,9 @@ class View:
 
     @property
     def name(self) -> str:
-        """``identity``, ``mirror``, ``shift(+1,0)`` or ``mirror+shift(-1,+2)``."""
+        """``identity``, ``mirror``, ``shift(+1,0)``, ``mirror+shift(-1,+2)`` or ``noise(0.1)#3``."""
+        if self.noise:
+            return f"noise({self.noise:g})#{self.draw}"
         if self.dx == 0 and self.dy == 0:
             return "mirror" if self.mirror else "identity"
         shift = f"shift({_signed(self.dx)},{_signed(self.dy)})"
@@ -141,8 +155,9 @@ def check_views_fit_data(views: Sequence[View], *, is_image: bool, source: DataS
     a mirrored digit is not the same digit, so the built-in digit sets refuse them. The config
     already ensures identity comes first.
     """
-    if not is_image and any(not view.is_identity for view in views):
-        raise ConfigError("query views other than 'identity' need image data (N, C, H, W)")
+    if not is_image and any(not view.is_identity and not view.noise for view in views):
+        raise ConfigError("query views other than 'identity' need image data (N, C, H, W); tables and other "
+                          "vectors may use noise views (query.noise_views)")
     if any(view.mirror for view in views) and not source.mirror_keeps_label:
         raise ConfigError(
             f"query: mirrored views do not suit data.source '{source.value}': a mirrored digit is "
@@ -159,10 +174,29 @@ def _shift(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     return padded[..., top : top + height, left : left + width]
 
 
-def apply_view(x: torch.Tensor, view: View) -> torch.Tensor:
-    """One view of a batch of images ``(B, C, H, W)``; ``x`` itself is never modified."""
+def noise_views(count: int, scale: float) -> tuple[View, ...]:
+    """``count`` noise views of standard deviation ``scale``, drawn 1..count."""
+    return tuple(View(noise=float(scale), draw=k) for k in range(1, count + 1))
+
+
+def view_noise(view: View, first: int, shape: tuple[int, ...]) -> np.ndarray:
+    """The noise of noise view ``view`` on the points ``first .. first + shape[0]`` (each point's
+    noise is fixed by the view and the point's position, whatever the batches)."""
+    rows, blocks = [], range(first // NOISE_BLOCK, (first + shape[0] - 1) // NOISE_BLOCK + 1)
+    for block in blocks:
+        draw = seeding.rng(0, "query-noise", view.draw, block).standard_normal((NOISE_BLOCK, *shape[1:]))
+        rows.append(draw.astype(np.float32))
+    offset = first - blocks[0] * NOISE_BLOCK
+    return view.noise * np.concatenate(rows)[offset : offset + shape[0]]
+
+
+def apply_view(x: torch.Tensor, view: View, *, first: int = 0) -> torch.Tensor:
+    """One view of a batch of images ``(B, C, H, W)`` (a noise view: of any points), the
+    batch's first point being point ``first`` of the queries; ``x`` itself is never modified."""
     if view.is_identity:
         return x
+    if view.noise:
+        return x + torch.from_numpy(view_noise(view, first, tuple(x.shape))).to(device=x.device, dtype=x.dtype)
     if view.mirror:
         x = torch.flip(x, dims=(3,))
     if view.dx == 0 and view.dy == 0:
@@ -182,6 +216,6 @@ def query_logits(
     outputs = []
     for start in range(0, x.shape[0], batch_size):
         chunk = x[start : start + batch_size]
-        per_view = [ensemble.forward_shared(apply_view(chunk, view)) for view in views]
+        per_view = [ensemble.forward_shared(apply_view(chunk, view, first=start)) for view in views]
         outputs.append(torch.stack(per_view, dim=2).cpu())
     return torch.cat(outputs, dim=1).numpy().astype(np.float32)

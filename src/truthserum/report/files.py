@@ -15,6 +15,7 @@ FILE_DESCRIPTIONS: tuple[tuple[str, str], ...] = (
     ("design.npz", "the keep matrix (which model trains on which point) and the targets"),
     ("poisons.npz", "the adversary's poisons: features, labels, the target each replicates"),
     ("poisons-*.npz", "one condition's poisons under its strategy"),
+    ("adaptive-budgets.npz", "adaptive poisoning: each target's replica count, chosen on the calibration models"),
     ("preprocessing.json", "how the table was encoded"),
     ("signals-*-logits.npy", "every model's logits on every point (memory-mapped)"),
     ("signals-*.npz", "labels, keep matrix and targets: with the logits, the input of truthserum attack"),
@@ -34,7 +35,7 @@ FILE_DESCRIPTIONS: tuple[tuple[str, str], ...] = (
     ("plan.json", "a plan for training elsewhere"),
     (".lock", "the lock one run at a time holds; left behind, it blocks nothing"),
     (".truthserum-report", "marks a folder written by a re-report (--report-to)"),
-    ("shards", "trained models' logits, one file per shard of models, by condition"),
+    ("shards", "trained models' logits, one file per shard of models, by condition (and calibration)"),
     ("lm", "language-model replicates: canaries, poisons, models and measurements"),
 )
 

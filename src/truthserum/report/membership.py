@@ -39,11 +39,20 @@ def comparison_blocks(results: dict) -> list[Block]:
     poison = results["poison"]
     lines.append("")
     lines.extend(support_note(first).split("\n"))
-    if poison["total"]:
+    if poison["total"] and "poisoned" in conditions:  # an adaptive run trains no fixed budget
         lines.append(
             f"poisons: {poison['total']} ({poison['targets']} targets x {poison['replicas']}), "
             f"{percent(poison['fraction'])} of a model's training set; fitted by "
             f"{percent(poison['fit'])} of the models that did not train on the target."
+        )
+    adaptive = poison.get("adaptive")
+    if adaptive:
+        spread = ", ".join(f"{count} x {budget}" for budget, count in adaptive["targets_per_budget"].items())
+        lines.append(
+            f"adaptive ({adaptive['goal']}): {adaptive['total']} poisons, {adaptive['mean_replicas']:.2f} per target "
+            f"(targets x replicas: {spread}), against {adaptive['fixed_total']} for {poison['replicas']} each and "
+            f"a cap of {adaptive['cap']}; chosen on {adaptive['calibration_models']} calibration models "
+            f"({adaptive['calibration_seconds']:.0f} s of training); fitted by {percent(adaptive['fit'])}."
         )
     lines.extend(defense_lines(conditions))
     lines.extend(audit_lines(conditions))
@@ -100,7 +109,7 @@ def sweep_series(summary: dict) -> tuple[list[str], dict[tuple[str, str], dict[s
     ticks: list[str] = []
     series: dict[tuple[str, str], dict[str, dict]] = {}
     for point in summary["points"]:
-        tick = point["label"] if shadow_sweep else str(point["replicas"])
+        tick = point["label"] if shadow_sweep or "label" in point else str(point["replicas"])
         if tick not in ticks:
             ticks.append(tick)
         condition = point["condition"] if shadow_sweep else ""

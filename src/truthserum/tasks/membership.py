@@ -29,11 +29,12 @@ from truthserum.metrics.guidance import (
 from truthserum.metrics.roc import RocCurve
 from truthserum.config.defense import DefenseKind, StrategyKind, strategy_name
 from truthserum.poison.evasive import strategy_poisons
-from truthserum.poison.label_flip import PoisonSet, make_label_flip_poisons
+from truthserum.poison.label_flip import PoisonSet, make_label_flip_poisons, replicate_poisons
 from truthserum.report.plots import plot_roc
 from truthserum.store.logits import LogitStore
 from truthserum.store.rundir import RunDirectory, write_npz
 from truthserum.train.shard import TrainingJob
+from truthserum.tasks.adaptive import stage_adaptive_budgets
 from truthserum.tasks.defended import DefendedConditions, check_defenses_fit_model, check_filters
 from truthserum.tasks.results import RunResults
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
@@ -45,10 +46,15 @@ from truthserum.tasks.stages import (
 
 @dataclass(frozen=True)
 class Condition:
-    """One training condition; ``replicas`` poisons per target (0 is the clean baseline)."""
+    """One training condition; ``replicas`` poisons per target (0 is the clean baseline), or
+    with ``adaptive`` a count per target chosen on calibration models (:mod:`truthserum.tasks.adaptive`)."""
 
     name: str
     replicas: int
+    adaptive: bool = False
+
+
+ADAPTIVE = Condition("adaptive", 0, adaptive=True)
 
 
 def condition_for(config: RunConfig, replicas: int) -> Condition:
@@ -62,9 +68,19 @@ def condition_for(config: RunConfig, replicas: int) -> Condition:
 
 
 def conditions_for(config: RunConfig) -> list[Condition]:
-    """A plain run: clean, and poisoned when the config has poisons."""
+    """A plain run: clean, and poisoned when the config has poisons (adaptively poisoned under
+    ``poison.strategy: adaptive``)."""
+    if config.poison.strategy.kind is StrategyKind.ADAPTIVE:
+        return [condition_for(config, 0), ADAPTIVE]
     budgets = [0] + ([config.poison.replicas] if config.poison.replicas > 0 else [])
     return [condition_for(config, replicas) for replicas in budgets]
+
+
+def adaptive_cap(config: RunConfig) -> int:
+    """The most poisons an adaptive budget may place: ``max_poisons``, else the fixed budget's."""
+    strategy = config.poison.strategy
+    return strategy.max_poisons if strategy.max_poisons is not None else (
+        config.poison.replicas * config.design.num_targets)
 
 
 def stage_poisons(
@@ -119,11 +135,12 @@ def _condition_results(
         progress=progress, label=condition.name,
     )
     members_per_model = float(design.keep.sum(axis=1).mean())
+    poisoned = np.isin(design.targets, poisons.source)  # an adaptive budget may leave a target unpoisoned
     entry = {
-        "replicas": condition.replicas,
+        "replicas": poisons.total / len(design.targets) if condition.adaptive else condition.replicas,
         "poison_fraction": poisons.total / (poisons.total + members_per_model),
-        "poison_fit": (poison_fit(logits, design.keep, design.targets, poisons.target_labels)
-                       if condition.replicas else None),
+        "poison_fit": (poison_fit(logits, design.keep, design.targets[poisoned], poisons.target_labels[poisoned])
+                       if poisons.total else None),
         "accuracy": accuracy(logits, pool.y, design.keep),
         "attacks": attacks,
     }
@@ -158,24 +175,33 @@ class MembershipRunner(PoolInputs):
         log(f"{pool.name}: {pool.num_points} pool points, {pool.num_classes} classes; "
             f"{config.design.num_models} models with about {members_per_model:.0f} members each; "
             f"{len(design.targets)} targets")
+        # before any model under attack trains: the calibration reads none of them
+        adaptive = (stage_adaptive_budgets(run, config.poison.strategy, pool, design.targets, poisons.target_labels,
+                                           adaptive_cap(config))
+                    if any(condition.adaptive for condition in chosen) else None)
+        condition_poisons = {condition.name: replicate_poisons(
+            x=pool.x, targets=design.targets, target_labels=poisons.target_labels, replicas=adaptive.counts,
+        ) if condition.adaptive else strategy_poisons(
+            config.poison.strategy, x=pool.x, y=pool.y, targets=design.targets, target_labels=poisons.target_labels,
+            replicas=condition.replicas, rng=seeding.rng(config.seed, "poison", strategy_name(config.poison.strategy)),
+        ) for condition in chosen}
         for condition in chosen:
-            if not condition.replicas:
+            total = condition_poisons[condition.name].total
+            if not total:
                 continue
-            total = condition.replicas * len(design.targets)
             share = total / (total + members_per_model)
-            log(f"{condition.name}: {total} poisons ({len(design.targets)} targets x {condition.replicas} "
-                f"{'replica' if condition.replicas == 1 else 'replicas'}), {share:.1%} of a model's training set")
+            counts = (f"{total / len(design.targets):.2f} replicas per target on average" if condition.adaptive else
+                      f"{len(design.targets)} targets x {condition.replicas} "
+                      f"{'replica' if condition.replicas == 1 else 'replicas'}")
+            log(f"{condition.name}: {total} poisons ({counts}), {share:.1%} of a model's training set")
             run.warn(poison_share_warning(condition.name, share))
 
         results_by_condition: dict[str, dict] = {}
         curves: dict[tuple[str, str], RocCurve] = {}
         train_seconds = 0.0
-        condition_poisons = {condition.name: strategy_poisons(
-            config.poison.strategy, x=pool.x, y=pool.y, targets=design.targets, target_labels=poisons.target_labels,
-            replicas=condition.replicas, rng=seeding.rng(config.seed, "poison", strategy_name(config.poison.strategy)),
-        ) for condition in chosen}
         defended = DefendedConditions.plan(run, config.defense, pool, design, condition_poisons,
-                                           exact=config.poison.strategy.kind is StrategyKind.EXACT)
+                                           exact=config.poison.strategy.kind in (StrategyKind.EXACT,
+                                                                                 StrategyKind.ADAPTIVE))
         for condition in chosen:
             if defended is None:
                 logits, seconds = run.train(membership_job(pool, design, condition_poisons[condition.name], condition),
@@ -194,6 +220,10 @@ class MembershipRunner(PoolInputs):
             "targets": int(len(design.targets)), "replicas": int(config.poison.replicas),
             "total": int(poisons.total), "fraction": fraction, "fit": fit,
         }
+        if adaptive is not None:
+            poison["adaptive"] = adaptive.to_json(goal=config.poison.strategy.goal.value,
+                                                  fixed_replicas=config.poison.replicas)
+            poison["adaptive"]["fit"] = results_by_condition[ADAPTIVE.name]["poison_fit"]
         details: dict = {"poison": poison}
         facts = self.model_description(config, pool)
         # behind a defense, a small amplification is what is measured, not a set-up to fix

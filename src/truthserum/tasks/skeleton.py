@@ -42,10 +42,12 @@ class RunContext:
         """Keep a warning for ``results.json`` and say it now (None: nothing to warn about)."""
         record_warning(self.warnings, self.log, message)
 
-    def train(self, job: TrainingJob, *, logits_file: Path | None = None):
-        """Train (or reuse) every shard of ``job``; see :func:`~truthserum.tasks.stages.stage_train`."""
-        return stage_train(self.run_dir, self.config, job, self.device, self.progress, self.log, self.backend,
-                           logits_file=logits_file)
+    def train(self, job: TrainingJob, *, logits_file: Path | None = None, config: Any = None):
+        """Train (or reuse) every shard of ``job``; see :func:`~truthserum.tasks.stages.stage_train`.
+        ``config`` replaces the run's for models of another design (adaptive poisoning's
+        calibration models: their own number of models and seed)."""
+        return stage_train(self.run_dir, config or self.config, job, self.device, self.progress, self.log,
+                           self.backend, logits_file=logits_file)
 
 
 @dataclass

@@ -3,7 +3,8 @@
 * Replica sweep: one condition per budget (poisons per target), all sharing the keep matrix,
   the targets and each target's wrong label, trained once each in one run directory. The
   budgets of a plain run keep their names ("clean", "poisoned"), so sweeping the directory of
-  a finished run trains only the budgets it lacks.
+  a finished run trains only the budgets it lacks. Under ``poison.strategy: adaptive`` the
+  adaptive condition is one more column, after the fixed budgets.
 * Shadow-model sweep: the signals already in a run directory are scored again with k shadow
   models per target point (k/2 IN, k/2 OUT; see
   :class:`~truthserum.attacks.shadows.ShadowPlan`); nothing is trained again.
@@ -18,7 +19,8 @@ from truthserum.config import RunConfig, Task
 from truthserum.errors import ConfigError, SignalsError
 from truthserum.report.plots import plot_sweep
 from truthserum.store.rundir import RunDirectory, temporary_path, write_json
-from truthserum.tasks.membership import condition_for, run_experiment
+from truthserum.config.defense import StrategyKind
+from truthserum.tasks.membership import ADAPTIVE, condition_for, run_experiment
 from truthserum.train.executors import ShardBackend
 from truthserum.tasks.stages import Log, attack_metrics, log_to_stderr, stage_report
 
@@ -86,6 +88,8 @@ def run_replica_sweep(
     """Train every budget once and write ``sweep-replicas.json`` and ``.png``."""
     check_membership(config)
     conditions = [condition_for(config, replicas) for replicas in budgets]
+    if config.poison.strategy.kind is StrategyKind.ADAPTIVE:  # its own column, after the fixed budgets
+        conditions.append(ADAPTIVE)
     results = run_experiment(
         config, out_dir, device=device, progress=progress, log=log, backend=backend, conditions=conditions,
         results_file="sweep-replicas-results.json", roc_file=None,
@@ -94,7 +98,8 @@ def run_replica_sweep(
     for condition in conditions:
         entry = results["conditions"][condition.name]
         points.append({
-            "replicas": condition.replicas, "condition": condition.name,
+            "replicas": entry["replicas"], "condition": condition.name,
+            "label": condition.name if condition.adaptive else str(condition.replicas),
             "test_accuracy": entry["accuracy"]["test"], "poison_fraction": entry["poison_fraction"],
             "poison_fit": entry["poison_fit"], "attacks": _summary_point(entry["attacks"]),
         })

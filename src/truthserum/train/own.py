@@ -243,7 +243,8 @@ def query_module(module: nn.Module, x: torch.Tensor, views: Sequence[View], *, b
     outputs = []
     for start in range(0, x.shape[0], batch_size):
         chunk = x[start : start + batch_size]
-        outputs.append(torch.stack([module(apply_view(chunk, view)) for view in views], dim=1).float().cpu())
+        outputs.append(torch.stack([module(apply_view(chunk, view, first=start)) for view in views],
+                                   dim=1).float().cpu())
     return torch.cat(outputs).numpy()
 
 
