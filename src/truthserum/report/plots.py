@@ -88,19 +88,25 @@ def save_figure(figure, path: Path, *, dpi: int = 110, rect: tuple[float, ...] |
 
 
 def _plot_tpr_panel(axis, series: dict[str, dict[str, dict]], positions: dict[str, int], level: str,
-                    colours: dict[str, str]) -> None:
-    """One panel: TPR at ``level`` per attack, with interval bars nudged apart."""
+                    colours: dict[str, str], apart: frozenset[str] = frozenset()) -> None:
+    """One panel: TPR at ``level`` per attack, with interval bars nudged apart; the ``apart``
+    ticks (an adaptive budget beside fixed ones) are points, not joined to the line."""
     for index, (attack, by_tick) in enumerate(series.items()):
         dodge = 0.3 * (index / max(len(series) - 1, 1) - 0.5)  # keep interval bars apart
-        xs = [positions[t] + dodge for t in by_tick]
-        ys = [100 * m["tpr_at_fpr"][level] for m in by_tick.values()]
-        intervals = [m.get("tpr_at_fpr_ci") or {} for m in by_tick.values()]
-        errors = None
-        if all(level in ci for ci in intervals):
-            errors = [[y - 100 * ci[level][0] for y, ci in zip(ys, intervals, strict=True)],
-                      [100 * ci[level][1] - y for y, ci in zip(ys, intervals, strict=True)]]
-        axis.errorbar(xs, ys, yerr=errors, color=colours[attack], capsize=3, marker="o",
-                      markersize=3, label=attack)
+        for joined in (True, False):
+            ticks = [t for t in by_tick if (t in apart) is not joined]
+            if not ticks:
+                continue
+            ys = [100 * by_tick[t]["tpr_at_fpr"][level] for t in ticks]
+            intervals = [by_tick[t].get("tpr_at_fpr_ci") or {} for t in ticks]
+            errors = None
+            if all(level in ci for ci in intervals):
+                errors = [[y - 100 * ci[level][0] for y, ci in zip(ys, intervals, strict=True)],
+                          [100 * ci[level][1] - y for y, ci in zip(ys, intervals, strict=True)]]
+            axis.errorbar([positions[t] + dodge for t in ticks], ys, yerr=errors, color=colours[attack], capsize=3,
+                          marker="o" if joined else "D", markersize=3 if joined else 5,
+                          linestyle="-" if joined else "none", label=attack if joined or len(ticks) == len(by_tick)
+                          else None)
     axis.set_ylabel("true positive rate (%)")
 
 
@@ -124,14 +130,19 @@ def plot_sweep(summary: dict, path: Path) -> None:
     attacks = sorted({attack for _, attack in series})
     colours = {attack: f"C{i}" for i, attack in enumerate(attacks)}
     positions = {tick: i for i, tick in enumerate(ticks)}
+    # a replica sweep's adaptive column is no budget on the axis: its points stand apart
+    apart = frozenset(tick for tick in ticks if not tick.isdigit()) if replica_sweep else frozenset()
     for row, condition in zip(axes, conditions, strict=True):
         rows_series = {attack: by_tick for (c, attack), by_tick in series.items() if c == condition}
         for axis, level in zip(row, SWEEP_LEVELS, strict=False):
-            _plot_tpr_panel(axis, rows_series, positions, level, colours)
+            _plot_tpr_panel(axis, rows_series, positions, level, colours, apart)
             axis.set_title(f"{condition + ': ' if condition else ''}TPR at {100 * float(level):g}% FPR")
         if replica_sweep:
-            row[-1].plot(range(len(ticks)), [100 * p["test_accuracy"] for p in summary["points"]],
-                         marker="o", color="black")
+            accuracy = {tick: 100 * p["test_accuracy"] for tick, p in zip(ticks, summary["points"], strict=True)}
+            joined = [tick for tick in ticks if tick not in apart]
+            row[-1].plot([positions[t] for t in joined], [accuracy[t] for t in joined], marker="o", color="black")
+            row[-1].plot([positions[t] for t in apart], [accuracy[t] for t in apart], marker="D", color="black",
+                         linestyle="none")
             row[-1].set_title("test accuracy")
             row[-1].set_ylabel("accuracy (%)")
     for axis in axes.ravel():
