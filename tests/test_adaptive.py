@@ -2,6 +2,7 @@
 allocation under a total budget, and a run whose calibration never reads the models under attack."""
 
 import itertools
+import shutil
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from conftest import TINY_CONFIG, run_main
 from truthserum.config import parse_config
 from truthserum.config.defense import AdaptiveGoal
-from truthserum.errors import ConfigError
+from truthserum.errors import ConfigError, RunDirError
 from truthserum.poison.adaptive import allocate_budgets, calibration_plan, separation, true_label_statistics
 from truthserum.poison.label_flip import replicate_poisons
 
@@ -85,6 +86,9 @@ def test_lira_separation_grows_with_the_gap_between_in_and_out_confidence():
     _, phi = true_label_statistics(logits, labels)
     p = np.exp(logits[..., 1]) / np.exp(logits).sum(axis=3)
     assert np.allclose(phi, np.log(p / (1 - p)).mean(axis=2))
+    confident = np.zeros((1, 1, 1, 3))
+    confident[..., 1] = 50.0  # softmax saturates: phi is still the margin, 50 - log 2
+    assert true_label_statistics(confident, labels)[1][0, 0] == pytest.approx(50 - np.log(2))
 
 
 def test_allocation_fits_the_cap_and_is_optimal_for_the_total_it_spends():
@@ -112,6 +116,9 @@ def test_allocation_without_a_binding_cap_takes_the_smallest_best_budget():
     ({"strategy": {**ADAPTIVE, "calibration_models": 7}}, None, "at least 2 per candidate budget"),
     ({"replicas": 0, "strategy": ADAPTIVE}, None, "needs a total budget"),
     ({"strategy": ADAPTIVE}, "dedup-exact", "adaptive runs without a defense"),
+    ({"strategy": {**ADAPTIVE, "max_poisons": 0}}, None, "max_poisons"),
+    ({"strategy": {**ADAPTIVE, "max_poisons": 10**22}}, None, "max_poisons"),
+    ({"strategy": {"kind": ["adaptive"]}}, None, "strategy"),
 ])
 def test_adaptive_configs_are_checked(poison, defense, message):
     raw = {**ADAPTIVE_CONFIG, "poison": {"replicas": 2, **poison}}
@@ -134,12 +141,13 @@ class RecordingBackend:
     def __init__(self, *, scramble: bool = False):
         from truthserum.train.executors import LocalBackend
 
-        self.inner, self.scramble, self.trained = LocalBackend(), scramble, []
+        self.inner, self.scramble, self.trained, self.jobs = LocalBackend(), scramble, [], {}
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def train(self, config, job, shards, device, *, progress):
+        self.jobs.setdefault(job.condition, (config, job))
         for shard in self.inner.train(config, job, shards, device, progress=progress):
             self.trained.append(job.condition)
             if self.scramble and job.condition != "calibration":
@@ -155,18 +163,35 @@ def _adaptive_run(out, backend):
 
 
 def test_the_calibration_never_reads_the_models_under_attack(tmp_path):
-    honest, scrambled = RecordingBackend(), RecordingBackend(scramble=True)
-    results = _adaptive_run(tmp_path / "honest", honest)
-    _adaptive_run(tmp_path / "scrambled", scrambled)
-    # trained first, apart, and the counts do not move when every model under attack answers noise
+    from truthserum.train.shard import model_seed
+
+    honest = RecordingBackend()
+    results = _adaptive_run(tmp_path / "run", honest)
+    # trained first, as models of their own: no seed and no training set of a model under attack
     calibrated = honest.trained.count("calibration")
     assert calibrated == 4 and honest.trained[:calibrated] == ["calibration"] * calibrated  # 8 models, 2 a shard
-    chosen = [np.load(tmp_path / run / "adaptive-budgets.npz") for run in ("honest", "scrambled")]
-    assert np.array_equal(chosen[0]["counts"], chosen[1]["counts"])
-    assert np.array_equal(chosen[0]["separation"], chosen[1]["separation"])
+    (config, job), (attacked_config, attacked) = honest.jobs["calibration"], honest.jobs["adaptive"]
+    assert {model_seed(config, m) for m in range(8)}.isdisjoint({model_seed(attacked_config, m) for m in range(6)})
+    assert not any(np.array_equal(job.keep[c], attacked.keep[m]) for c in range(8) for m in range(6))
+    chosen = dict(np.load(tmp_path / "run" / "adaptive-budgets.npz"))
+    # choose again with every model under attack on disk answering noise: the counts do not move
+    for path in (tmp_path / "run" / "shards" / "clean").glob("*.npz"):
+        shard = dict(np.load(path))
+        shard["logits"] = np.random.default_rng(0).normal(size=shard["logits"].shape).astype(np.float32)
+        np.savez(path, **shard)
+    for lost in ("adaptive-budgets.npz", "results.json"):
+        (tmp_path / "run" / lost).unlink()
+    shutil.rmtree(tmp_path / "run" / "shards" / "adaptive")
+    shutil.rmtree(tmp_path / "run" / "shards" / "calibration")
+    again = RecordingBackend(scramble=True)
+    _adaptive_run(tmp_path / "run", again)
+    chosen_again = np.load(tmp_path / "run" / "adaptive-budgets.npz")
+    assert again.trained[0] == "calibration" and "clean" not in again.trained  # the scrambled clean models stay
+    assert np.array_equal(chosen["counts"], chosen_again["counts"])
+    assert np.array_equal(chosen["separation"], chosen_again["separation"])
     # and they are the poisons the adaptive models trained on, within the cap
     adaptive = results["poison"]["adaptive"]
-    assert adaptive["total"] == int(chosen[0]["counts"].sum()) <= adaptive["cap"] == 2 * 6
+    assert adaptive["total"] == int(chosen["counts"].sum()) <= adaptive["cap"] == 2 * 6
     assert results["conditions"]["adaptive"]["replicas"] == pytest.approx(adaptive["total"] / 6)
     assert sum(adaptive["targets_per_budget"].values()) == 6 and list(results["conditions"]) == ["clean", "adaptive"]
 
@@ -194,6 +219,10 @@ def test_a_resumed_adaptive_run_trains_and_chooses_nothing_again(tmp_path):
     again = RecordingBackend()
     _adaptive_run(tmp_path / "run", again)
     assert first.trained and again.trained == []
+    # lost counts are not chosen again under models trained on them
+    (tmp_path / "run" / "adaptive-budgets.npz").write_bytes(b"damaged")
+    with pytest.raises(RunDirError, match="shards of 'adaptive' were trained on the counts it held"):
+        _adaptive_run(tmp_path / "run", RecordingBackend())
 
 
 def test_the_replica_sweep_shows_the_adaptive_column(tmp_path, capsys):

@@ -191,8 +191,11 @@ def test_noise_views_are_fixed_per_point_whatever_the_batches():
     assert [view.name for view in views] == ["noise(0.5)#1", "noise(0.5)#2", "noise(0.5)#3"]
     x = torch.zeros((NOISE_BLOCK + 300, 4))
     whole = apply_view(x, views[0])
-    parts = torch.cat([apply_view(x[:700], views[0]), apply_view(x[700:], views[0], first=700)])
+    parts = torch.cat([apply_view(x[:700], views[0]), apply_view(x[700:], views[0], rows=np.arange(700, len(x)))])
     assert torch.equal(whole, parts) and not torch.equal(whole, apply_view(x, views[1]))
+    # a job that queries some points alone (the adaptive calibration: the targets) sees their noise
+    chosen = np.array([3, 1030, 5, NOISE_BLOCK + 299])
+    assert torch.equal(apply_view(x[chosen], views[0], rows=chosen), whole[chosen])
     assert abs(float(whole.std()) - 0.5) < 0.02 and abs(float(whole.mean())) < 0.02
     assert torch.equal(x, torch.zeros_like(x))  # the points themselves are left as they are
 

@@ -114,7 +114,7 @@ def _bare_kind(kinds: type[Enum], what: str, baseline: str, refused: dict[str, s
 
     def expand(value: Any) -> Any:
         kind = value if isinstance(value, str) else value.get("kind") if isinstance(value, dict) else None
-        if refused and kind in refused:
+        if refused and isinstance(kind, str) and kind in refused:
             raise ValueError(refused[kind])
         value = {"kind": value} if isinstance(value, str) else value
         if isinstance(value, dict) and value.get("kind") == baseline and baseline not in known:
@@ -181,7 +181,7 @@ class AdaptiveReplicas(StrictSection):
         default=40, description="models trained to choose the budgets, at least 2 per candidate budget (half of "
                                 "them train on each target); their cost is reported apart",
     )
-    max_poisons: Annotated[int, Field(ge=0)] | None = Field(
+    max_poisons: Annotated[int, Field(ge=1, le=100_000_000)] | None = Field(
         default=None, description="the most poisons in all; null: the fixed budget's, poison.replicas x targets",
     )
 

@@ -257,7 +257,7 @@ class QueryConfig(_Strict):
                     "label-only attack counts the right answers over all views",
     )
     noise_scale: Rate | None = Field(
-        default=None, gt=0, description="with noise_views: the noise's standard deviation per feature, in the "
+        default=None, gt=0, le=1_000, description="with noise_views: the noise's standard deviation per feature, in the "
                                         "models' input space (tables: standardised columns)",
     )
     signals_dtype: LogitDtype = Field(

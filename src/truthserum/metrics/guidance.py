@@ -49,12 +49,17 @@ EPOCHS_FACTOR = 3  # a step, not a search: rerun and read the poison fit again
 MAX_EPOCHS = 100_000  # train.epochs' bound in the config
 
 
+def _count(value: Any) -> float:
+    """Poisons per target: a whole number as an int (as results.json writes it), a mean as a float."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
 @dataclass(frozen=True)
 class ConditionMeasurements:
     """What one condition of a membership run measured, with its strongest attack at 1% FPR."""
 
     name: str
-    replicas: int
+    replicas: float  # poisons per target; an adaptive budget's mean is not a whole number
     poison_share: float  # poisons / (poisons + members) of a model's training set; 0 when clean
     poison_fit: float | None  # None when clean
     train_accuracy: float
@@ -69,7 +74,7 @@ class ConditionMeasurements:
         highest TPR at 1% FPR (the first on ties)."""
         attacks = entry["attacks"]
         best = max(attacks, key=lambda attack: attacks[attack]["tpr_at_fpr"][FPR_LEVEL])
-        replicas = int(entry.get("replicas", 0))
+        replicas = _count(entry.get("replicas", 0))
         return cls(
             name=name, replicas=replicas,
             poison_share=float(entry["poison_fraction"]) if replicas else 0.0,
@@ -88,7 +93,7 @@ class ConditionMeasurements:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ConditionMeasurements:
         return cls(
-            name=data["condition"], replicas=int(data["replicas"]), poison_share=float(data["poison_share"]),
+            name=data["condition"], replicas=_count(data["replicas"]), poison_share=float(data["poison_share"]),
             poison_fit=data["poison_fit"], train_accuracy=float(data["accuracy"]["train"]),
             test_accuracy=float(data["accuracy"]["test"]), best_attack=data["best_attack"],
             tpr=float(data["tpr_at_1pct_fpr"]), auc=float(data["auc"]),
@@ -358,7 +363,8 @@ def _capacity(poisoned: ConditionMeasurements, settings: RunSettings) -> Finding
 
 def _poison_share(poisoned: ConditionMeasurements, settings: RunSettings) -> Finding | None:
     share = poisoned.poison_share
-    if share <= POISON_SHARE_LIMIT or not poisoned.replicas:
+    # an adaptive budget (a mean count) is set by its cap, not by poison.replicas: no change to suggest here
+    if share <= POISON_SHARE_LIMIT or not poisoned.replicas or not float(poisoned.replicas).is_integer():
         return None
     targets, replicas = settings.num_targets, poisoned.replicas
     # the most poisons a training set of this size takes at the limit: T R / (T R + m) <= limit

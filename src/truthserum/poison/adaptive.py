@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from truthserum.attacks.signals import phi_from_logits
 from truthserum.config.defense import AdaptiveGoal
 
 VARIANCE_FLOOR = 1e-2  # keeps the LiRA separation finite when a handful of models agree exactly
@@ -82,16 +83,8 @@ def calibration_plan(*, num_models: int, num_targets: int, num_budgets: int, rng
 def true_label_statistics(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """From ``(M, T, A, C)`` logits and ``(T,)`` true labels: ``(M, T)`` share of views labelled
     right, and ``(M, T)`` logit-scaled confidence in the true label averaged over the views."""
-    logits = np.asarray(logits, dtype=np.float64)
-    right = logits.argmax(axis=3) == labels[None, :, None]
-    shifted = logits - logits.max(axis=3, keepdims=True)
-    log_total = np.log(np.exp(shifted).sum(axis=3))
-    true = np.take_along_axis(shifted, labels[None, :, None, None], axis=3)[..., 0]
-    log_p = true - log_total
-    others = np.exp(shifted).sum(axis=3) - np.exp(true)  # the other classes' mass, unnormalised
-    with np.errstate(divide="ignore"):
-        log_rest = np.log(np.maximum(others, np.finfo(np.float64).tiny)) - log_total
-    return right.mean(axis=2), (log_p - log_rest).mean(axis=2)
+    right = np.asarray(logits).argmax(axis=3) == labels[None, :, None]
+    return right.mean(axis=2), phi_from_logits(logits, labels).mean(axis=2)  # LiRA's own, finite when saturated
 
 
 def separation(logits: np.ndarray, labels: np.ndarray, plan: CalibrationPlan, num_budgets: int,

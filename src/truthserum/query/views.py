@@ -13,8 +13,8 @@ of a stated scale per feature, as in the label-only attack of Choquette-Choo et 
 which queries random perturbations where no augmentation fits the data: a model that trained on
 a point labels its neighbourhood right more robustly, so counting right answers over K noisy
 queries turns one bit per model into a count from 0 to K+1. Noise view k draws the same noise
-for a given point in every model, condition and run (a fixed stream per view and block of
-:data:`NOISE_BLOCK` points), so every model answers the same queries.
+for a given point (by its pool index) in every model, condition, run and batch (a fixed stream
+per view and block of :data:`NOISE_BLOCK` indices), so every model answers the same queries.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from truthserum.data.datasets import DataSource
 from truthserum.errors import ConfigError
 from truthserum.train.ensemble import Ensemble
 
-NOISE_BLOCK = 1024  # points per draw of a noise view's noise (so the noise does not depend on batch sizes)
+NOISE_BLOCK = 1024  # pool indices per draw of a noise view's noise (so it does not depend on batch sizes)
 MAX_SHIFT = 2
 """Largest shift, in pixels along each axis, that :func:`generate_views` makes.
 
@@ -179,24 +179,29 @@ def noise_views(count: int, scale: float) -> tuple[View, ...]:
     return tuple(View(noise=float(scale), draw=k) for k in range(1, count + 1))
 
 
-def view_noise(view: View, first: int, shape: tuple[int, ...]) -> np.ndarray:
-    """The noise of noise view ``view`` on the points ``first .. first + shape[0]`` (each point's
-    noise is fixed by the view and the point's position, whatever the batches)."""
-    rows, blocks = [], range(first // NOISE_BLOCK, (first + shape[0] - 1) // NOISE_BLOCK + 1)
-    for block in blocks:
-        draw = seeding.rng(0, "query-noise", view.draw, block).standard_normal((NOISE_BLOCK, *shape[1:]))
-        rows.append(draw.astype(np.float32))
-    offset = first - blocks[0] * NOISE_BLOCK
-    return view.noise * np.concatenate(rows)[offset : offset + shape[0]]
+def view_noise(view: View, rows: np.ndarray, feature_shape: tuple[int, ...]) -> np.ndarray:
+    """The noise of noise view ``view`` on the points numbered ``rows`` (pool indices): each
+    point's noise is fixed by the view and the point's number, whatever the batch or the job
+    that queries it (a calibration querying the targets alone sees the targets' noise)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    noise = np.empty((rows.size, *feature_shape), dtype=np.float32)
+    blocks = rows // NOISE_BLOCK
+    for block in np.unique(blocks):
+        draw = seeding.rng(0, "query-noise", view.draw, int(block)).standard_normal((NOISE_BLOCK, *feature_shape))
+        here = blocks == block
+        noise[here] = draw[rows[here] % NOISE_BLOCK]
+    return view.noise * noise
 
 
-def apply_view(x: torch.Tensor, view: View, *, first: int = 0) -> torch.Tensor:
-    """One view of a batch of images ``(B, C, H, W)`` (a noise view: of any points), the
-    batch's first point being point ``first`` of the queries; ``x`` itself is never modified."""
+def apply_view(x: torch.Tensor, view: View, *, rows: np.ndarray | None = None) -> torch.Tensor:
+    """One view of a batch of images ``(B, C, H, W)`` (a noise view: of any points), whose
+    points are numbered ``rows`` (default 0..B-1; the number fixes a noise view's noise);
+    ``x`` itself is never modified."""
     if view.is_identity:
         return x
     if view.noise:
-        return x + torch.from_numpy(view_noise(view, first, tuple(x.shape))).to(device=x.device, dtype=x.dtype)
+        rows = np.arange(x.shape[0]) if rows is None else rows
+        return x + torch.from_numpy(view_noise(view, rows, tuple(x.shape[1:]))).to(device=x.device, dtype=x.dtype)
     if view.mirror:
         x = torch.flip(x, dims=(3,))
     if view.dx == 0 and view.dy == 0:
@@ -206,9 +211,11 @@ def apply_view(x: torch.Tensor, view: View, *, first: int = 0) -> torch.Tensor:
 
 @torch.no_grad()
 def query_logits(
-    ensemble: Ensemble, x: torch.Tensor, views: Sequence[View], *, batch_size: int = 1024
+    ensemble: Ensemble, x: torch.Tensor, views: Sequence[View], *, batch_size: int = 1024,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Logits of every model on every point under every view.
+    """Logits of every model on every point under every view; ``rows`` numbers the points
+    (default: their positions), which fixes their noise under noise views.
 
     Returns:
         ``(M, N, A, C)`` float32, views in the order given.
@@ -216,6 +223,7 @@ def query_logits(
     outputs = []
     for start in range(0, x.shape[0], batch_size):
         chunk = x[start : start + batch_size]
-        per_view = [ensemble.forward_shared(apply_view(chunk, view, first=start)) for view in views]
+        numbers = np.arange(start, start + chunk.shape[0]) if rows is None else rows[start : start + chunk.shape[0]]
+        per_view = [ensemble.forward_shared(apply_view(chunk, view, rows=numbers)) for view in views]
         outputs.append(torch.stack(per_view, dim=2).cpu())
     return torch.cat(outputs, dim=1).numpy().astype(np.float32)

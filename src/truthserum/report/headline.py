@@ -175,9 +175,14 @@ def _roc_sentence(results: dict) -> str:
     poison = results.get("poison") or {}
     text = (f"Membership inference on {design.get('num_targets', '?')} target records of {data}, "
             f"{design.get('num_models', '?')} models")
-    if poison.get("total"):
+    adaptive = poison.get("adaptive")
+    if poison.get("total") and (not adaptive or "poisoned" in results.get("conditions", {})):
         text += (f"; the adversary adds {poison['replicas']} mislabeled replicas of each target "
                  f"({poison['total']} poisons, {100 * poison['fraction']:.1f}% of a model's training set)")
+    if adaptive:  # the adaptive condition's own poisons, not the fixed budget it is compared with
+        text += (f"; adaptively, a replica count chosen per target on the adversary's calibration models "
+                 f"({adaptive['goal']} goal): {adaptive['total']} poisons, {adaptive['mean_replicas']:.2f} per target"
+                 + (f", {100 * adaptive['fraction']:.1f}% of a model's training set" if "fraction" in adaptive else ""))
     if task == "defenses":
         text += "; each cell of the defense matrix is a (defense, poison strategy) pair"
     return text + "."

@@ -48,10 +48,11 @@ def comparison_blocks(results: dict) -> list[Block]:
     adaptive = poison.get("adaptive")
     if adaptive:
         spread = ", ".join(f"{count} x {budget}" for budget, count in adaptive["targets_per_budget"].items())
+        fixed = f"against {adaptive['fixed_total']} for {poison['replicas']} each and " if adaptive["fixed_total"] else ""
         lines.append(
             f"adaptive ({adaptive['goal']}): {adaptive['total']} poisons, {adaptive['mean_replicas']:.2f} per target "
-            f"(targets x replicas: {spread}), against {adaptive['fixed_total']} for {poison['replicas']} each and "
-            f"a cap of {adaptive['cap']}; chosen on {adaptive['calibration_models']} calibration models "
+            f"(targets x replicas: {spread}), {percent(adaptive.get('fraction'))} of a model's training set, "
+            f"{fixed}a cap of {adaptive['cap']}; chosen on {adaptive['calibration_models']} calibration models "
             f"({adaptive['calibration_seconds']:.0f} s of training); fitted by {percent(adaptive['fit'])}."
         )
     lines.extend(defense_lines(conditions))

@@ -22,6 +22,7 @@ from truthserum import seeding
 from truthserum.config import RunConfig
 from truthserum.config.defense import AdaptiveReplicas
 from truthserum.data.datasets import Dataset
+from truthserum.errors import RunDirError
 from truthserum.poison.adaptive import CalibrationPlan, allocate_budgets, calibration_plan, separation
 from truthserum.poison.label_flip import replicate_poisons
 from truthserum.store.rundir import write_npz
@@ -94,14 +95,22 @@ def calibration_job(config: RunConfig, strategy: AdaptiveReplicas, pool: Dataset
     keep[:, targets] = plan.member
     poisons = replicate_poisons(x=pool.x, targets=targets, target_labels=target_labels, replicas=int(budgets.max()))
     job = TrainingJob(condition=CALIBRATION, x=pool.x, y=pool.y, keep=keep, extra_x=poisons.x, extra_y=poisons.y,
-                      queries=pool.x[targets], num_classes=pool.num_classes, extra_keep=plan.replica_mask(budgets))
+                      queries=pool.x[targets], query_rows=targets, num_classes=pool.num_classes,
+                      extra_keep=plan.replica_mask(budgets))
     return job, plan
 
 
 def stage_adaptive_budgets(run: RunContext, strategy: AdaptiveReplicas, pool: Dataset, targets: np.ndarray,
-                           target_labels: np.ndarray, cap: int) -> AdaptiveBudgets:
+                           target_labels: np.ndarray, cap: int, *, condition: str) -> AdaptiveBudgets:
     """Train (or reuse) the calibration models and choose every target's replica count, or read
-    the counts an earlier run of this config chose."""
+    the counts an earlier run of this config chose.
+
+    Raises:
+        RunDirError: the counts are lost (``adaptive-budgets.npz`` missing or damaged) while
+            models of ``condition`` trained on them are kept: counts chosen again by models
+            trained again (on a GPU, or another machine) need not be the same, and the results
+            would describe poisons those models never saw.
+    """
     budgets = np.asarray(strategy.budgets, dtype=np.int64)
     path = run.run_dir.file(ADAPTIVE_FILE)
     shapes = {"counts": (targets.size,), "budgets": budgets.shape, "separation": (targets.size, budgets.size),
@@ -111,6 +120,10 @@ def stage_adaptive_budgets(run: RunContext, strategy: AdaptiveReplicas, pool: Da
         return AdaptiveBudgets(counts=stored["counts"], budgets=budgets, separation=stored["separation"], cap=cap,
                                calibration_models=strategy.calibration_models,
                                calibration_seconds=float(stored["calibration_seconds"]))
+    trained = sorted(run.run_dir.shard_file(condition, 0, 0).parent.glob("models-*.npz"))
+    if trained:
+        raise RunDirError(f"{path}: missing or damaged, but {len(trained)} shards of '{condition}' were trained on the "
+                          f"counts it held; delete {trained[0].parent} to choose the counts and train them again")
     config = calibration_config(run.config, strategy)
     job, plan = calibration_job(config, strategy, pool, targets, target_labels)
     run.log(f"{CALIBRATION}: {strategy.calibration_models} models choose each target's replicas among "

@@ -177,7 +177,7 @@ class MembershipRunner(PoolInputs):
             f"{len(design.targets)} targets")
         # before any model under attack trains: the calibration reads none of them
         adaptive = (stage_adaptive_budgets(run, config.poison.strategy, pool, design.targets, poisons.target_labels,
-                                           adaptive_cap(config))
+                                           adaptive_cap(config), condition=ADAPTIVE.name)
                     if any(condition.adaptive for condition in chosen) else None)
         condition_poisons = {condition.name: replicate_poisons(
             x=pool.x, targets=design.targets, target_labels=poisons.target_labels, replicas=adaptive.counts,
@@ -224,6 +224,7 @@ class MembershipRunner(PoolInputs):
             poison["adaptive"] = adaptive.to_json(goal=config.poison.strategy.goal.value,
                                                   fixed_replicas=config.poison.replicas)
             poison["adaptive"]["fit"] = results_by_condition[ADAPTIVE.name]["poison_fit"]
+            poison["adaptive"]["fraction"] = results_by_condition[ADAPTIVE.name]["poison_fraction"]
         details: dict = {"poison": poison}
         facts = self.model_description(config, pool)
         # behind a defense, a small amplification is what is measured, not a set-up to fix

@@ -237,13 +237,16 @@ def train_module(
 
 
 @torch.no_grad()
-def query_module(module: nn.Module, x: torch.Tensor, views: Sequence[View], *, batch_size: int = 1024) -> np.ndarray:
-    """``(N, A, C)`` float32 logits of one module (in eval mode) on every point under every view."""
+def query_module(module: nn.Module, x: torch.Tensor, views: Sequence[View], *, batch_size: int = 1024,
+                 rows: np.ndarray | None = None) -> np.ndarray:
+    """``(N, A, C)`` float32 logits of one module (in eval mode) on every point under every view
+    (``rows`` numbers the points for noise views, as in :func:`~truthserum.query.views.query_logits`)."""
     module.eval()
     outputs = []
     for start in range(0, x.shape[0], batch_size):
         chunk = x[start : start + batch_size]
-        outputs.append(torch.stack([module(apply_view(chunk, view, first=start)) for view in views],
+        numbers = np.arange(start, start + chunk.shape[0]) if rows is None else rows[start : start + chunk.shape[0]]
+        outputs.append(torch.stack([module(apply_view(chunk, view, rows=numbers)) for view in views],
                                    dim=1).float().cpu())
     return torch.cat(outputs).numpy()
 
@@ -335,7 +338,7 @@ class ModuleTrainer:
                 settings=config.train.settings(), steps=steps,
             )
             losses += np.asarray(model_losses) / len(models)
-            logits.append(query_module(module, queries, views))
+            logits.append(query_module(module, queries, views, rows=job.query_rows))
             if on_epoch is not None:  # one report per model: the bar counts models here
                 on_epoch(position, model_losses[-1])
         return {

@@ -43,6 +43,7 @@ class TrainingJob:
     num_classes: int
     extra_keep: np.ndarray | None = None
     private: PrivateTraining | None = None
+    query_rows: np.ndarray | None = None  # each query's pool index, fixing its noise views (None: its position)
 
     def model_rows(self, model: int) -> np.ndarray:
         """The rows model ``model`` trains on, in order, as indices into the pool's rows followed
@@ -154,7 +155,8 @@ def train_stacked_shard(
             augment_rngs=[seeding.rng(config.seed, "augment", m) for m in models],
             settings=config.train.settings(), on_epoch=record, steps=steps,
         )
-    logits = query_logits(ensemble, torch.from_numpy(job.queries).to(device), config.query.resolved_views())
+    logits = query_logits(ensemble, torch.from_numpy(job.queries).to(device), config.query.resolved_views(),
+                          rows=job.query_rows)
     return {
         "logits": logits,
         "models": np.array(list(models), dtype=np.int64),
