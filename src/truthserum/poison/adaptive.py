@@ -8,9 +8,9 @@ ICLR 2024) therefore choose a count per target on shadow models. Here:
 
 1. **Calibration models.** The adversary trains models of its own on the pool (never the models
    under attack: those are trained afterwards, on the budgets chosen here). Calibration model c
-   gives target t the candidate budget ``budgets[(c + t) mod B]``, so every model carries about
-   as many poisons as the final poisoning and every (target, budget) is seen by the same number
-   of models; of those, half train on the target (:func:`calibration_plan`).
+   gives target t the candidate budget ``budgets[(c + t) mod B]``, so every model carries the
+   same mix of budgets (about T x mean(budgets) poisons) and every (target, budget) is seen by
+   the same number of models; of those, half train on the target (:func:`calibration_plan`).
 2. **Separation per (target, budget)** (:func:`separation`), for the chosen goal:
 
    - ``label-only``: the share of the IN models' answers (over the query views) that are the
@@ -19,8 +19,8 @@ ICLR 2024) therefore choose a count per target on shadow models. Here:
    - ``lira``: ``(mean phi_IN - mean phi_OUT) / sqrt((var_IN + var_OUT) / 2 + VARIANCE_FLOOR)``
      with ``phi`` the logit-scaled confidence in the true label, ``log p - log(1 - p)``, averaged
      over the views (the statistic LiRA fits Gaussians to; Carlini et al., S&P 2022).
-3. **Allocation** (:func:`allocate_budgets`): the counts that maximise the summed separation
-   with at most ``cap`` poisons in all. This multiple-choice knapsack is relaxed with a price
+3. **Allocation** (:func:`allocate_budgets`): counts that maximise the summed separation for
+   the total they spend, at most ``cap`` poisons in all. This multiple-choice knapsack is relaxed with a price
    ``lam`` per poison: each target takes ``argmax_r separation(t, r) - lam * r`` (ties to the
    smaller r, so a count that buys nothing is never bought), and ``lam`` is bisected to the
    smallest price whose total fits.
