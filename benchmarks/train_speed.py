@@ -98,8 +98,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from truthserum import seeding
 from truthserum.data.datasets import DataSource, load_dataset
 from truthserum.train.architectures import Architecture, build_model
+from truthserum.train.conv_ops import first_conv2d
 from truthserum.train.ensemble import (
-    Ensemble, OptimizerName, TrainSettings, steps_per_epoch, train_ensemble,
+    ConvPath, Ensemble, OptimizerName, TrainSettings, default_conv_path, steps_per_epoch, train_ensemble,
 )
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train_speed.json"
@@ -236,6 +237,36 @@ def mlp_step_floor(models: int, width: int, layer_sizes: tuple[int, ...], repeat
     return {"matmul_s": matmul_s, "adam_s": adam_s, "step_s": matmul_s + adam_s}
 
 
+def cnn_step_floor(width: int, channels: tuple[int, ...], feature_shape: tuple[int, ...],
+                   repeats: int = 5) -> dict:
+    """The shortest one model's optimiser step could take in the per-model path: its
+    convolutions alone, in the layouts and with the kernels that path uses (oneDNN's forward,
+    the first layer's weight gradient as columns times output gradient, oneDNN's backward for
+    the others), each timed alone (best of ``repeats``, hot) and summed. Pooling, ReLU, the
+    output layer, the loss, Adam and the bookkeeping are taken as free."""
+    generator = torch.Generator().manual_seed(0)
+    in_channels, height, width_px = feature_shape
+    total = {"forward_s": 0.0, "backward_s": 0.0}
+    for position, out_channels in enumerate(channels):
+        x = torch.randn(width, in_channels, height, width_px, generator=generator)
+        weight = torch.randn(out_channels, in_channels, 3, 3, generator=generator)
+        bias = torch.zeros(out_channels)
+        grad = torch.randn(width, out_channels, height, width_px, generator=generator)
+        total["forward_s"] += _best_seconds(lambda x=x, w=weight, b=bias: F.conv2d(x, w, b, padding=1), repeats)
+        if position == 0:  # no input gradient: the weight gradient as the per-model path computes it
+            w = weight.clone().requires_grad_(True)
+            b = bias.clone().requires_grad_(True)
+
+            def first_backward(x=x, w=w, b=b, grad=grad):
+                first_conv2d(x, w, b).backward(grad)
+            total["backward_s"] += _best_seconds(first_backward, repeats) - total["forward_s"]
+        else:
+            total["backward_s"] += _best_seconds(lambda x=x, w=weight, grad=grad: torch.ops.aten.convolution_backward(
+                grad, x, w, [out_channels], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, True]), repeats)
+        in_channels, height, width_px = out_channels, height // 2, width_px // 2
+    return total | {"step_s": total["forward_s"] + total["backward_s"]}
+
+
 def model_factory(work: Workload, feature_shape: tuple[int, ...], num_classes: int) -> Callable[[], nn.Module]:
     """A ``make_model`` for ``work``'s architecture, as the product's training stage builds it."""
 
@@ -262,10 +293,11 @@ def init_seeds(work: Workload) -> list[int]:
 
 
 def run_ensemble(work: Workload, x: torch.Tensor, y: torch.Tensor, subsets: list[np.ndarray],
-                 make_model: Callable[[], nn.Module]) -> tuple[float, float]:
-    """Train ``work.models`` models as one ensemble; returns (training seconds, final loss),
-    the loss being the mean over models of the last epoch's mean training loss."""
-    ensemble = Ensemble.initialise(make_model, init_seeds(work), torch.device("cpu"))
+                 make_model: Callable[[], nn.Module], conv_path: ConvPath | None = None) -> tuple[float, float]:
+    """Train ``work.models`` models as one ensemble (a convolutional one on ``conv_path``,
+    default the product's choice for the CPU); returns (training seconds, final loss), the
+    loss being the mean over models of the last epoch's mean training loss."""
+    ensemble = Ensemble.initialise(make_model, init_seeds(work), torch.device("cpu"), conv_path=conv_path)
     settings = TrainSettings(
         optimizer=OptimizerName.ADAM, learning_rate=work.learning_rate,
         epochs=work.epochs, batch_size=work.batch_size,
@@ -327,16 +359,27 @@ def benchmark_row(work: Workload, x: torch.Tensor, y: torch.Tensor, num_classes:
 
     # alternate the contestants and keep each one's fastest run: on a shared 2-core machine
     # one run can lose 10% to a neighbour, and alternating spreads that over both
-    sequential_runs, ensemble_runs = [], []
-    for _ in range(repeats):
+    sequential_runs, ensemble_runs, candidate_runs = [], [], []
+    cnn = work.arch == Architecture.CNN.value
+    # the path the ensemble did not choose, once a row: vmap's grouped convolutions at 64 models
+    # take minutes a run on 2 cores
+    other = next(path for path in ConvPath if path is not default_conv_path(torch.device("cpu")))
+    for repeat in range(repeats):
         sequential_runs.append(run_sequential(work, x, y, subsets, make_model))
         ensemble_runs.append(run_ensemble(work, x, y, subsets, make_model))
+        if cnn and repeat == 0:
+            candidate_runs.append(run_ensemble(work, x, y, subsets, make_model, conv_path=other))
     sequential_s, sequential_loss = min(sequential_runs)
     ensemble_s, ensemble_loss = min(ensemble_runs)
     sequential_gflops = total_flops / sequential_s / 1e9
     ensemble_gflops = total_flops / ensemble_s / 1e9
     width = -(-work.subset // steps)
     floor = None
+    if cnn:
+        floor = cnn_step_floor(width, work.channels, feature_shape)
+        floor["training_s"] = floor["step_s"] * work.models * steps * work.epochs
+        floor["speedup"] = sequential_s / floor["training_s"]
+        floor["gflops"] = total_flops / floor["training_s"] / 1e9
     if work.arch == Architecture.MLP.value:
         sizes = (int(np.prod(feature_shape)), *work.hidden_sizes, num_classes)
         floor = mlp_step_floor(work.models, width, sizes)
@@ -360,6 +403,8 @@ def benchmark_row(work: Workload, x: torch.Tensor, y: torch.Tensor, num_classes:
         "sequential_final_loss": sequential_loss,
         "ensemble_final_loss": ensemble_loss,
         "floor": floor,
+        "conv_path": default_conv_path(torch.device("cpu")).value if cnn else None,
+        "candidates": {other.value: min(seconds for seconds, _ in candidate_runs)} if candidate_runs else {},
     }
 
 
@@ -395,7 +440,7 @@ def print_table(rows: list[dict], peak: dict, threads: int) -> None:
                  f"{row['speedup']:.2f}x", f"{row['sequential_gflops']:.2f}", f"{row['ensemble_gflops']:.2f}",
                  f"{row['ensemble_pct_of_peak']:.1f}")
         print("  ".join(f"{c:>{max(6, len(h))}}" for c, h in zip(cells, header, strict=True)))
-    floors = [row for row in rows if row["floor"] is not None]
+    floors = [row for row in rows if row["floor"] is not None and row["arch"] == Architecture.MLP.value]
     if floors:
         print("MLP floor (the ensemble's matmuls and Adam update alone, everything else free):")
         print("  models  matmuls ms/step  Adam ms/step  floor s  speed-up at most  % of peak at most")
@@ -403,6 +448,15 @@ def print_table(rows: list[dict], peak: dict, threads: int) -> None:
             floor = row["floor"]
             print(f"  {row['models']:>6}  {1e3 * floor['matmul_s']:>15.2f}  {1e3 * floor['adam_s']:>12.2f}  "
                   f"{floor['training_s']:>7.2f}  {floor['speedup']:>15.2f}x  {floor['pct_of_peak']:>17.1f}")
+    cnns = [row for row in rows if row["arch"] == Architecture.CNN.value]
+    if cnns:
+        print(f"CNN paths (the ensemble runs {cnns[0]['conv_path']}; the other path timed once a row) and floor "
+              "(one model's convolutions alone, per step, everything else free):")
+        print("  models  other path s  conv fwd ms/step  conv bwd ms/step  floor s  speed-up at most")
+        for row in cnns:
+            floor, other = row["floor"], ", ".join(f"{name} {s:.2f}" for name, s in row["candidates"].items())
+            print(f"  {row['models']:>6}  {other:>12}  {1e3 * floor['forward_s']:>16.2f}  "
+                  f"{1e3 * floor['backward_s']:>16.2f}  {floor['training_s']:>7.2f}  {floor['speedup']:>15.2f}x")
     if rows:
         first = rows[0]
         print(f"each model: {first['epochs']} epochs x {first['steps_per_epoch']} Adam steps, "

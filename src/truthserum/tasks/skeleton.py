@@ -85,6 +85,19 @@ class TaskRunner(Protocol, Generic[Inputs]):
         """Draw the task's figures into the run directory."""
 
 
+def ensemble_path(config: Any, device: torch.device) -> dict:
+    """``{"ensemble": {"conv_path": ...}}`` for a config's convolutional models: which path their
+    ensembles ran (:class:`~truthserum.train.ensemble.ConvPath`, chosen by device), so a run's
+    speed can be read against the benchmark; nothing for other models."""
+    from truthserum.train.architectures import Architecture
+    from truthserum.train.ensemble import default_conv_path
+
+    architecture = getattr(getattr(config, "model", None), "architecture", None)
+    if architecture not in (Architecture.CNN, Architecture.WRN):
+        return {}
+    return {"ensemble": {"conv_path": default_conv_path(device).value}}
+
+
 def execute(
     runner: TaskRunner, config: Any, out_dir: Path, *, device: str = "cpu", progress: bool = True,
     log: Log = log_to_stderr, backend: ShardBackend | None = None, results_file: str = "results.json",
@@ -121,6 +134,7 @@ def execute(
             "task": config.task.value,
             "config": config.to_json_dict(),
             **output.details,
+            **ensemble_path(config, torch_device),
             "conditions": output.conditions,
             "timing": timing | {"total_seconds": time.perf_counter() - started},
             "device": str(torch_device),

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 from truthserum.errors import TrainingError
 from truthserum.train.augment import Augment, augment_images, check_augment_fits_data, draw_augmentations
+from truthserum.train.conv_ops import cnn_forward, cnn_layers
 
 
 class OptimizerName(str, Enum):
@@ -43,6 +44,32 @@ class OptimizerName(str, Enum):
 class Schedule(str, Enum):
     CONSTANT = "constant"
     COSINE = "cosine"
+
+
+class ConvPath(str, Enum):
+    """How an ensemble of convolutional models runs its forward and backward passes.
+
+    ``vmap``: ``torch.func.vmap`` over the models, so every convolution becomes one grouped
+    convolution over all of them. On a GPU that is one large kernel launch instead of M small
+    ones. On the CPU the grouped convolution's backward is slow, and its cost per model grows
+    with M (benchmarks/README.md). ``per-model``: each model's own standard convolutions in turn
+    within the shard, on views of the stacked parameters, so the stacked optimiser update and
+    the batch gathering stay shared. Both compute the same function; only floating-point
+    rounding differs (tests/test_train.py).
+    """
+
+    VMAP = "vmap"
+    PER_MODEL = "per-model"
+
+
+def default_conv_path(device: torch.device) -> ConvPath:
+    """The faster path measured for the device: per-model on the CPU (benchmarks/README.md,
+    convolutional models at 8 to 64 models), vmap elsewhere (a GPU's grouped convolutions)."""
+    return ConvPath.PER_MODEL if torch.device(device).type == "cpu" else ConvPath.VMAP
+
+
+def has_convolutions(module: nn.Module) -> bool:
+    return any(isinstance(layer, nn.Conv2d) for layer in module.modules())
 
 
 @dataclass(frozen=True)
@@ -118,11 +145,14 @@ class Ensemble:
     machine's matmul peak. Both compute the same function.
     """
 
-    def __init__(self, models: Sequence[nn.Module], device: torch.device):
+    def __init__(self, models: Sequence[nn.Module], device: torch.device, *, conv_path: ConvPath | None = None):
         params, buffers = stack_module_state([model.to(device) for model in models])
         # A weightless copy that only supplies the forward code.
         self._template = copy.deepcopy(models[0]).to("meta")
         self._mlp = _mlp_layers(self._template)
+        # convolutional models: the path measured fastest for the device unless one is asked for
+        self.conv_path = (conv_path or default_conv_path(device)) if has_convolutions(self._template) else None
+        self._cnn = cnn_layers(self._template)  # the plain CNN's per-model path has faster layers
         self.params = {name: self._stacked_leaf(name, p) for name, p in params.items()}
         self.buffers = {name: b.detach().clone() for name, b in buffers.items()}
         self.device = device
@@ -183,7 +213,8 @@ class Ensemble:
 
     @classmethod
     def initialise(
-        cls, make_model: Callable[[], nn.Module], seeds: Sequence[int], device: torch.device
+        cls, make_model: Callable[[], nn.Module], seeds: Sequence[int], device: torch.device, *,
+        conv_path: ConvPath | None = None,
     ) -> Ensemble:
         """One model per seed, each initialised from ``torch.manual_seed(seed)`` alone, so a
         model's initial weights do not depend on which other models share its ensemble."""
@@ -191,21 +222,40 @@ class Ensemble:
         for seed in seeds:
             torch.manual_seed(seed)
             models.append(make_model())
-        return cls(models, device)
+        return cls(models, device, conv_path=conv_path)
 
     def _call(self, params, buffers, x):
         return functional_call(self._template, (params, buffers), (x,))
+
+    def _each_model(self, x: torch.Tensor, *, shared: bool) -> torch.Tensor:
+        """The per-model path: model m's own forward on views of the stacked tensors (``unbind``,
+        whose backward writes each model's gradient into its slice of one stacked gradient)."""
+        params = {name: p.unbind(0) for name, p in self.params.items()}
+        buffers = {name: b.unbind(0) for name, b in self.buffers.items()}
+        return torch.stack([
+            functional_call(self._template, ({name: p[m] for name, p in params.items()},
+                                             {name: b[m] for name, b in buffers.items()}), (x if shared else x[m],))
+            for m in range(self.num_models)
+        ])
 
     def forward_per_model(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` is ``(M, B, *features)``, a batch per model; returns ``(M, B, C)``."""
         if self._mlp is not None:
             return self._mlp_forward(x.flatten(2))
+        if self.conv_path is ConvPath.PER_MODEL:
+            if self._cnn is not None:
+                return cnn_forward(self._cnn, self.params, x, shared=False)
+            return self._each_model(x, shared=False)
         return vmap(self._call, in_dims=(0, 0, 0))(self.params, self.buffers, x)
 
     def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` is ``(B, *features)``, the same batch for every model; returns ``(M, B, C)``."""
         if self._mlp is not None:
             return self._mlp_forward(x.flatten(1))
+        if self.conv_path is ConvPath.PER_MODEL:
+            if self._cnn is not None:
+                return cnn_forward(self._cnn, self.params, x, shared=True)
+            return self._each_model(x, shared=True)
         return vmap(self._call, in_dims=(0, 0, None))(self.params, self.buffers, x)
 
     def example_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
