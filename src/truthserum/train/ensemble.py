@@ -55,7 +55,7 @@ class ConvPath(str, Enum):
     with M (benchmarks/README.md). ``per-model``: each model's own standard convolutions in turn
     within the shard, on views of the stacked parameters, so the stacked optimiser update and
     the batch gathering stay shared. Both compute the same function; only floating-point
-    rounding differs (tests/test_train.py).
+    rounding differs (tests/test_conv_ops.py).
     """
 
     VMAP = "vmap"
