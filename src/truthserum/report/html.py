@@ -215,7 +215,8 @@ def _timing(results: dict) -> list[tuple[str, str]]:
                                                                  ("total_seconds", "whole run"))
             if isinstance(timing.get(key), int | float)]
     rows.append(("device", str(results.get("device", "cpu"))))
-    conv_path = (results.get("ensemble") or {}).get("conv_path") if isinstance(results.get("ensemble"), dict) else None
+    ensemble = results.get("ensemble")
+    conv_path = ensemble.get("conv_path") if isinstance(ensemble, dict) else None
     if conv_path:
         rows.append(("convolutions", f"{conv_path} path (benchmarks/README.md)"))
     return rows

@@ -1,6 +1,7 @@
 """Stage 4, train: the plain CNN's layers as an ensemble runs them on the CPU, one model at a time
 (:class:`~truthserum.train.ensemble.ConvPath` ``per-model``), where two stock kernels dominate a
-training step (profiled on the 2-core machine, CNN (16, 32), batches of 125 MNIST digits):
+training step (profiled on the 2-core machine, CNN (16, 32), batches of 125 MNIST digits), and
+one copy in the pooling's backward (:func:`_interleave`) is worth doing differently:
 
 * ``max_pool2d`` with indices, which autograd needs, reads a 1.5-million-value NCHW tensor at
   about 1 GB/s: 5 ms of a 25 ms step for the first block. :func:`relu_max_pool2` takes the max of
