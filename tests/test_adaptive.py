@@ -238,4 +238,5 @@ def test_the_replica_sweep_shows_the_adaptive_column(tmp_path, capsys):
 
     summary = json.loads((tmp_path / "sweep" / "sweep-replicas.json").read_text())
     assert [point["label"] for point in summary["points"]] == ["0", "2", "adaptive"]
+    assert [point.get("adaptive", False) for point in summary["points"]] == [False, False, True]
     assert "adaptive (label-only):" in (tmp_path / "sweep" / "report.html").read_text()

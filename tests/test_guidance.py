@@ -132,6 +132,21 @@ def test_a_heavy_poison_share_calls_for_fewer_replicas_then_fewer_targets_under_
     assert (fewer + 1) * r / ((fewer + 1) * r + members) > g.POISON_SHARE_LIMIT  # ... by a target
 
 
+def test_an_adaptive_budget_is_not_told_to_change_poison_replicas():
+    """Its share is set by its cap; a mean that happens to be a whole number changes nothing."""
+    members = 2500.0
+    share = 100 * 8 / (100 * 8 + members)
+    adaptive = ConditionMeasurements.from_entry("adaptive", {
+        "adaptive": True, "replicas": 8.0, "poison_fraction": share, "poison_fit": 1.0,
+        "accuracy": {"train": 1.0, "test": 0.9},
+        "attacks": {"lira-online": {"tpr_at_fpr": {"0.01": 0.042}, "auc": 0.9}},
+    })
+    assert adaptive.adaptive and isinstance(adaptive.replicas, float)
+    guidance = membership_guidance(clean(), adaptive, settings(members=members, targets=100))
+    assert "poison-share" not in kinds(guidance)
+    assert ConditionMeasurements.from_json(json.loads(json.dumps(adaptive.to_json()))) == adaptive
+
+
 def test_a_small_table_keeps_its_targets_with_one_replica_and_more_models():
     members, replicas, targets = 89.0, 8, 100  # wine with every default
     share = targets * replicas / (targets * replicas + members)

@@ -49,11 +49,6 @@ EPOCHS_FACTOR = 3  # a step, not a search: rerun and read the poison fit again
 MAX_EPOCHS = 100_000  # train.epochs' bound in the config
 
 
-def _count(value: Any) -> float:
-    """Poisons per target: a whole number as an int (as results.json writes it), a mean as a float."""
-    return int(value) if float(value).is_integer() else float(value)
-
-
 @dataclass(frozen=True)
 class ConditionMeasurements:
     """What one condition of a membership run measured, with its strongest attack at 1% FPR."""
@@ -67,6 +62,12 @@ class ConditionMeasurements:
     best_attack: str
     tpr: float  # the best attack's TPR at 1% FPR
     auc: float  # the same attack's AUC
+    adaptive: bool = False  # a count per target chosen on calibration models, set by its cap
+
+    @staticmethod
+    def _replicas(data: Mapping[str, Any], adaptive: bool) -> float:
+        """Poisons per target: a fixed budget's count, or an adaptive budget's mean."""
+        return float(data.get("replicas", 0)) if adaptive else int(data.get("replicas", 0))
 
     @classmethod
     def from_entry(cls, name: str, entry: Mapping[str, Any]) -> ConditionMeasurements:
@@ -74,9 +75,10 @@ class ConditionMeasurements:
         highest TPR at 1% FPR (the first on ties)."""
         attacks = entry["attacks"]
         best = max(attacks, key=lambda attack: attacks[attack]["tpr_at_fpr"][FPR_LEVEL])
-        replicas = _count(entry.get("replicas", 0))
+        adaptive = bool(entry.get("adaptive"))
+        replicas = cls._replicas(entry, adaptive)
         return cls(
-            name=name, replicas=replicas,
+            name=name, replicas=replicas, adaptive=adaptive,
             poison_share=float(entry["poison_fraction"]) if replicas else 0.0,
             poison_fit=None if entry.get("poison_fit") is None else float(entry["poison_fit"]),
             train_accuracy=float(entry["accuracy"]["train"]), test_accuracy=float(entry["accuracy"]["test"]),
@@ -88,12 +90,15 @@ class ConditionMeasurements:
             "condition": self.name, "replicas": self.replicas, "poison_share": self.poison_share,
             "poison_fit": self.poison_fit, "accuracy": {"train": self.train_accuracy, "test": self.test_accuracy},
             "best_attack": self.best_attack, "tpr_at_1pct_fpr": self.tpr, "auc": self.auc,
+            **({"adaptive": True} if self.adaptive else {}),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ConditionMeasurements:
+        adaptive = bool(data.get("adaptive"))
         return cls(
-            name=data["condition"], replicas=_count(data["replicas"]), poison_share=float(data["poison_share"]),
+            name=data["condition"], replicas=cls._replicas(data, adaptive), adaptive=adaptive,
+            poison_share=float(data["poison_share"]),
             poison_fit=data["poison_fit"], train_accuracy=float(data["accuracy"]["train"]),
             test_accuracy=float(data["accuracy"]["test"]), best_attack=data["best_attack"],
             tpr=float(data["tpr_at_1pct_fpr"]), auc=float(data["auc"]),
@@ -363,8 +368,8 @@ def _capacity(poisoned: ConditionMeasurements, settings: RunSettings) -> Finding
 
 def _poison_share(poisoned: ConditionMeasurements, settings: RunSettings) -> Finding | None:
     share = poisoned.poison_share
-    # an adaptive budget (a mean count) is set by its cap, not by poison.replicas: no change to suggest here
-    if share <= POISON_SHARE_LIMIT or not poisoned.replicas or not float(poisoned.replicas).is_integer():
+    # an adaptive budget is set by its cap, not by poison.replicas: no change to suggest here
+    if share <= POISON_SHARE_LIMIT or not poisoned.replicas or poisoned.adaptive:
         return None
     targets, replicas = settings.num_targets, poisoned.replicas
     # the most poisons a training set of this size takes at the limit: T R / (T R + m) <= limit

@@ -193,6 +193,12 @@ def view_noise(view: View, rows: np.ndarray, feature_shape: tuple[int, ...]) -> 
     return view.noise * noise
 
 
+def batch_rows(rows: np.ndarray | None, start: int, size: int) -> np.ndarray:
+    """The numbers of a batch's points, ``start .. start + size`` of the queries: their entries
+    of ``rows``, or their positions when the queries are numbered by position (``rows`` None)."""
+    return np.arange(start, start + size) if rows is None else rows[start : start + size]
+
+
 def apply_view(x: torch.Tensor, view: View, *, rows: np.ndarray | None = None) -> torch.Tensor:
     """One view of a batch of images ``(B, C, H, W)`` (a noise view: of any points), whose
     points are numbered ``rows`` (default 0..B-1; the number fixes a noise view's noise);
@@ -223,7 +229,7 @@ def query_logits(
     outputs = []
     for start in range(0, x.shape[0], batch_size):
         chunk = x[start : start + batch_size]
-        numbers = np.arange(start, start + chunk.shape[0]) if rows is None else rows[start : start + chunk.shape[0]]
+        numbers = batch_rows(rows, start, chunk.shape[0])
         per_view = [ensemble.forward_shared(apply_view(chunk, view, rows=numbers)) for view in views]
         outputs.append(torch.stack(per_view, dim=2).cpu())
     return torch.cat(outputs, dim=1).numpy().astype(np.float32)

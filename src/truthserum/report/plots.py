@@ -131,7 +131,7 @@ def plot_sweep(summary: dict, path: Path) -> None:
     colours = {attack: f"C{i}" for i, attack in enumerate(attacks)}
     positions = {tick: i for i, tick in enumerate(ticks)}
     # a replica sweep's adaptive column is no budget on the axis: its points stand apart
-    apart = frozenset(tick for tick in ticks if not tick.isdigit()) if replica_sweep else frozenset()
+    apart = frozenset(point["label"] for point in summary["points"] if point.get("adaptive"))
     for row, condition in zip(axes, conditions, strict=True):
         rows_series = {attack: by_tick for (c, attack), by_tick in series.items() if c == condition}
         for axis, level in zip(row, SWEEP_LEVELS, strict=False):

@@ -138,6 +138,7 @@ def _condition_results(
     poisoned = np.isin(design.targets, poisons.source)  # an adaptive budget may leave a target unpoisoned
     entry = {
         "replicas": poisons.total / len(design.targets) if condition.adaptive else condition.replicas,
+        **({"adaptive": True} if condition.adaptive else {}),  # replicas is then a mean, set by a cap
         "poison_fraction": poisons.total / (poisons.total + members_per_model),
         "poison_fit": (poison_fit(logits, design.keep, design.targets[poisoned], poisons.target_labels[poisoned])
                        if poisons.total else None),

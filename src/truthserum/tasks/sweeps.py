@@ -100,6 +100,7 @@ def run_replica_sweep(
         points.append({
             "replicas": entry["replicas"], "condition": condition.name,
             "label": condition.name if condition.adaptive else str(condition.replicas),
+            **({"adaptive": True} if condition.adaptive else {}),  # a column of its own, off the budget axis
             "test_accuracy": entry["accuracy"]["test"], "poison_fraction": entry["poison_fraction"],
             "poison_fit": entry["poison_fit"], "attacks": _summary_point(entry["attacks"]),
         })

@@ -31,7 +31,7 @@ from truthserum import seeding
 from truthserum.config import RunConfig
 from truthserum.errors import ConfigError, TrainingError
 from truthserum.query.probabilities import looks_like_probabilities
-from truthserum.query.views import View, apply_view
+from truthserum.query.views import View, apply_view, batch_rows
 from truthserum.train.augment import Augment, augment_images, draw_augmentations
 from truthserum.train.ensemble import (
     Ensemble, TrainSettings, check_finite_loss, epoch_batches, forward_precision, make_optimizer, set_learning_rate,
@@ -245,7 +245,7 @@ def query_module(module: nn.Module, x: torch.Tensor, views: Sequence[View], *, b
     outputs = []
     for start in range(0, x.shape[0], batch_size):
         chunk = x[start : start + batch_size]
-        numbers = np.arange(start, start + chunk.shape[0]) if rows is None else rows[start : start + chunk.shape[0]]
+        numbers = batch_rows(rows, start, chunk.shape[0])
         outputs.append(torch.stack([module(apply_view(chunk, view, rows=numbers)) for view in views],
                                    dim=1).float().cpu())
     return torch.cat(outputs).numpy()
