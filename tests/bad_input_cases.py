@@ -683,7 +683,7 @@ case("sweep-replicas-twice", "give distinct values")(
     lambda ctx: ["sweep", ctx.config(TINY_CONFIG), "--out", ctx.out, "--replicas", "2,2"])
 case("sweep-shadow-models-odd-fresh", "--shadow-models 3")(
     lambda ctx: ["sweep", ctx.config(TINY_CONFIG), "--out", ctx.out, "--shadow-models", "3"])
-case("sweep-on-untargeted", "sweeps are for task 'membership'")(
+case("sweep-on-untargeted", "sweep the membership task, not")(
     lambda ctx: ["sweep", ctx.config(UNTARGETED), "--out", ctx.out, "--replicas", "0,2"])
 case("plan-other-task", "truthserum plan is for task 'membership'")(
     lambda ctx: ["plan", ctx.config(UNTARGETED), "--out", ctx.out])

@@ -152,4 +152,4 @@ def test_bad_csv_is_one_line_and_sweeps_are_for_membership(tmp_path, capsys):
     assert len(done.stderr.strip().splitlines()) == 1 and "missing" in done.stderr
     assert not (tmp_path / "run").exists()
     done = run_main(capsys, "sweep", str(config), "--out", str(tmp_path / "run"), "--replicas", "0,1")
-    assert done.returncode == 2 and "sweeps are for task 'membership'" in done.stderr
+    assert done.returncode == 2 and "sweep the membership task, not" in done.stderr

@@ -37,6 +37,7 @@ _EXPORTS = {
     "run_experiment": "truthserum.tasks.membership",
     "run_replica_sweep": "truthserum.tasks.sweeps",
     "run_shadow_sweep": "truthserum.tasks.sweeps",
+    "run_insertion_sweep": "truthserum.tasks.lm_sweep",
     "run_task": "truthserum.tasks",
     "RunResults": "truthserum.tasks.results",
     "register_attack": "truthserum.attacks",
@@ -78,6 +79,7 @@ if _TYPE_CHECKING:
     from truthserum.tasks.signals import attack_signals
     from truthserum.tasks.membership import run_experiment
     from truthserum.tasks.results import RunResults
+    from truthserum.tasks.lm_sweep import run_insertion_sweep
     from truthserum.tasks.sweeps import run_replica_sweep, run_shadow_sweep
     from truthserum.train.trainers import ModelTrainer, SklearnTrainer
 
@@ -99,6 +101,6 @@ __all__ = [
     "AttackInputs", "AttackName", "AttackOptions", "Dataset", "MetricsConfig", "ModelConfig", "ModelTrainer",
     "Plan", "QueryConfig", "RunConfig", "RunResults", "SklearnTrainer", "TrainConfig", "TruthserumError",
     "apply_suggestions", "attack_plan", "attack_signals", "audit_membership", "bootstrap_intervals", "ceiling_table",
-    "dump_config", "epsilon_bounds", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config", "load_signals", "parse_config", "read_plan", "register_attack", "report_run", "run_experiment", "run_replica_sweep",
+    "dump_config", "epsilon_bounds", "epsilon_from_counts", "epsilon_lower_bound", "evaluate", "load_config", "load_signals", "parse_config", "read_plan", "register_attack", "report_run", "run_experiment", "run_insertion_sweep", "run_replica_sweep",
     "run_shadow_sweep", "run_task", "score_attacks", "write_plan",
 ]

@@ -130,7 +130,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_device(demo)
 
     sweep = commands.add_parser(
-        "sweep", help="attack power against the poisoning budget or the number of shadow models"
+        "sweep", help="attack power against the poisoning budget or the number of shadow models (membership), "
+                      "or exposure against a canary's insertions (lm)"
     )
     sweep.add_argument("config", type=_path, help="experiment config (YAML)")
     sweep.add_argument("--out", type=_path, required=True, help="run directory (created, resumed or re-scored)")
@@ -140,6 +141,8 @@ def _build_parser() -> argparse.ArgumentParser:
     swept.add_argument("--shadow-models", metavar="K,K,...",
                        help="re-score the run's signals with K shadow models each (even; 'all' for "
                             "every other model), e.g. 2,4,8,16,all; trains first only if nothing is there")
+    swept.add_argument("--insertions", metavar="N,N,...",
+                       help="lm: one run per count of a canary's insertions, each under --out, e.g. 1,2,4,8")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device(sweep)
 
@@ -288,6 +291,8 @@ def _sweep(args: argparse.Namespace, backend: ShardBackend) -> int:
     )
 
     config = load_config(args.config)
+    if args.insertions is not None:
+        return _insertion_sweep(args, config, backend)
     if args.replicas is not None:
         budgets = parse_counts(args.replicas, option="--replicas", maximum=MAX_REPLICAS)
         summary = run_replica_sweep(config, args.out, budgets, device=args.device, progress=not args.quiet,
@@ -303,6 +308,23 @@ def _sweep(args: argparse.Namespace, backend: ShardBackend) -> int:
     for warning in summary.get("warnings", []):
         print(f"warning: {warning}")
     print(f"\nsweep: {args.out / files[0]}   plot: {args.out / files[1]}")
+    return 0
+
+
+def _insertion_sweep(args: argparse.Namespace, config, backend: ShardBackend) -> int:
+    from truthserum.report.lm import format_insertion_sweep
+    from truthserum.tasks.lm_sweep import INSERTION_FILES, MAX_INSERTIONS, run_insertion_sweep
+    from truthserum.tasks.sweeps import parse_counts
+
+    counts = parse_counts(args.insertions, option="--insertions", maximum=MAX_INSERTIONS)
+    summary = run_insertion_sweep(config, args.out, counts, device=args.device, progress=not args.quiet,
+                                  backend=backend)
+    print()
+    print(format_insertion_sweep(summary))
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}")
+    print(f"\nsweep: {args.out / INSERTION_FILES[0]}   plot: {args.out / INSERTION_FILES[1]}   "
+          f"runs: {args.out}/insertions-<n>/")
     return 0
 
 

@@ -48,6 +48,14 @@ class CorpusConfig(StrictSection):
         return self
 
 
+class PoisonedText(str, Enum):
+    """Where a condition's poison lines go."""
+
+    PRIVATE = "private"  # the training (fine-tuning) text, with the canaries
+    PUBLIC = "public"  # the public pretraining text only
+    BOTH = "both"
+
+
 class LmModelConfig(StrictSection):
     kind: ModelKind = Field(
         default=ModelKind.BYTE,
@@ -78,11 +86,44 @@ class LmModelConfig(StrictSection):
 
 
 class LmTrainConfig(StrictSection):
+    """How every model trains on lm.corpus with its canaries and poisons: from scratch (byte
+    models without lm.pretrain) or fine-tuned from a base (lm.pretrain, or a Hugging Face model)."""
+
     passes: Rate = Field(default=4.0, gt=0, le=1000, description="passes over the clean training text")
     batch_size: Count = Field(default=16, ge=1, le=4096, description="windows per model per step")
     learning_rate: Rate = Field(
         default=3e-3, gt=0, le=1, description="AdamW's peak rate: 5% linear warm-up, then a cosine down to 10% of it"
     )
+
+    def settings(self) -> LmTrainSettings:
+        return LmTrainSettings(passes=self.passes, batch_size=self.batch_size, learning_rate=self.learning_rate)
+
+
+class PretrainConfig(StrictSection):
+    """Where the byte models' base comes from: one model pretrained on public text, stored in
+    the run directory; every model of every condition is fine-tuned from it on lm.corpus (the
+    private text) by lm.train. A Hugging Face model is its own base (its folder)."""
+
+    source: CorpusSource = Field(
+        default=CorpusSource.BUILTIN,
+        description="builtin: the built-in documentation's topics that lm.corpus does not use (set "
+                    "lm.corpus.max_bytes); text: the UTF-8 file at path",
+    )
+    path: Path | None = Field(default=None, description="the UTF-8 file of public text, relative to the config file")
+    max_bytes: Count | None = Field(default=None, ge=10_000,
+                                    description="use only the first documents of the public text, about this many bytes")
+    passes: Rate = Field(default=4.0, gt=0, le=1000, description="passes over the public text")
+    batch_size: Count = Field(default=16, ge=1, le=4096, description="windows per step")
+    learning_rate: Rate = Field(default=3e-3, gt=0, le=1,
+                                description="AdamW's peak rate: 5% linear warm-up, then a cosine down to 10% of it")
+
+    @model_validator(mode="after")
+    def _path_matches_source(self) -> PretrainConfig:
+        if self.source is CorpusSource.TEXT and self.path is None:
+            raise ValueError("lm.pretrain.source 'text' needs lm.pretrain.path")
+        if self.source is CorpusSource.BUILTIN and self.path is not None:
+            raise ValueError("lm.pretrain.path is for source 'text'")
+        return self
 
     def settings(self) -> LmTrainSettings:
         return LmTrainSettings(passes=self.passes, batch_size=self.batch_size, learning_rate=self.learning_rate)
@@ -114,13 +155,30 @@ class CanaryConfig(StrictSection):
 class PoisonCondition(StrictSection):
     strategy: PoisonStrategy = Field(
         description="dilution: prefix + random secrets; neutral: prefix + a digit-free corpus word; sibling: "
-                    "other names + random secrets",
+                    "other names + random secrets; prefix: the prefix alone",
     )
     count: Count = Field(ge=1, le=10_000, description="poison lines per canary")
+    into: PoisonedText = Field(
+        default=PoisonedText.PRIVATE,
+        description="private: the fine-tuning text (the adversary contributes to the private set); public: the "
+                    "pretraining text only (a poisoned public corpus); both. public and both need lm.pretrain "
+                    "(one base model per such condition and replicate)",
+    )
+
+    @property
+    def pretrain(self) -> bool:
+        """Whether the poisons go into the public pretraining text."""
+        return self.into is not PoisonedText.PRIVATE
+
+    @property
+    def finetune(self) -> bool:
+        """Whether the poisons go into the private training text."""
+        return self.into is not PoisonedText.PUBLIC
 
     @property
     def name(self) -> str:
-        return f"{self.strategy.value}-{self.count}"
+        return f"{self.strategy.value}-{self.count}" + ("" if self.into is PoisonedText.PRIVATE
+                                                        else f"-{self.into.value}")
 
 
 class ExposureConfig(StrictSection):
@@ -153,6 +211,11 @@ class LmConfig(StrictSection):
         description="the language model: the built-in byte transformer or a local Hugging Face one",
     )
     train: LmTrainConfig = Field(default=LmTrainConfig(), description="how long and how fast every model trains")
+    pretrain: PretrainConfig | None = Field(
+        default=None,
+        description="byte models: pretrain one base model on public text and fine-tune every model from it "
+                    "(the regime of a pretrained model fine-tuned on private data); null: train from scratch",
+    )
     canaries: CanaryConfig = Field(
         default=CanaryConfig(), description="the secret-bearing lines planted in the training text"
     )
@@ -183,11 +246,21 @@ class LmConfig(StrictSection):
             raise ValueError("num_models must be even (each canary is in exactly half of the models)")
         names = [p.name for p in self.poisons]
         if len(set(names)) != len(names):
-            raise ValueError("poisons must be distinct (strategy, count) pairs")
+            raise ValueError("poisons must be distinct (strategy, count, into) triples")
         longest = self.canaries.form().longest_query()
         if self.model.kind is ModelKind.BYTE and longest > self.model.context:
             raise ValueError(f"a query and its secret take up to {longest} bytes, more than model.context "
                              f"({self.model.context}); raise the context or shorten the template")
+        if self.pretrain is not None:
+            if self.model.kind is ModelKind.HF:
+                raise ValueError("lm.pretrain is for the byte model: a Hugging Face model is its own base, "
+                                 "fine-tuned by lm.train")
+            if (self.pretrain.source is CorpusSource.BUILTIN and self.corpus.source is CorpusSource.BUILTIN
+                    and self.corpus.max_bytes is None):
+                raise ValueError("lm.pretrain.source 'builtin' pretrains on the topics lm.corpus leaves: set "
+                                 "lm.corpus.max_bytes (e.g. 50000) so that some are left")
+        elif any(p.pretrain for p in self.poisons):
+            raise ValueError("poisons into 'public' or 'both' need lm.pretrain (public text to pretrain a base on)")
         if self.model.kind is ModelKind.HF and self.model != LmModelConfig(kind=ModelKind.HF, path=self.model.path,
                                                                           context=self.model.context):
             raise ValueError("model.layers/width/heads describe the byte model; a Hugging Face "

@@ -168,9 +168,9 @@ def parse_config(raw: Any, *, source: str = "config", base_dir: Path | None = No
     """Validate a mapping (from YAML or JSON) into the config model of its ``task``
     (membership when it names none).
 
-    Relative paths (``data.path``, ``lm.corpus.path``, ``lm.model.path``) are resolved against
-    ``base_dir`` (the config file's folder), so a config means the same thing whatever the
-    working directory.
+    Relative paths (``data.path``, ``lm.corpus.path``, ``lm.pretrain.path``, ``lm.model.path``)
+    are resolved against ``base_dir`` (the config file's folder), so a config means the same
+    thing whatever the working directory.
 
     Raises:
         ConfigError: one line naming every problem found.
@@ -195,7 +195,8 @@ def parse_config(raw: Any, *, source: str = "config", base_dir: Path | None = No
 
 
 def _resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
-    """Relative ``data.path``, ``lm.corpus.path`` and ``lm.model.path`` against ``base_dir``."""
+    """Relative ``data.path``, ``lm.corpus.path``, ``lm.pretrain.path`` and ``lm.model.path``
+    against ``base_dir``."""
     def resolved(path: Path | None) -> Path | None:
         return path if path is None or path.is_absolute() else (base_dir / path).resolve()
 
@@ -205,6 +206,8 @@ def _resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
         update["lm"] = lm.model_copy(update={
             "corpus": lm.corpus.model_copy(update={"path": resolved(lm.corpus.path)}),
             "model": lm.model.model_copy(update={"path": resolved(lm.model.path)}),
+            "pretrain": None if lm.pretrain is None else lm.pretrain.model_copy(
+                update={"path": resolved(lm.pretrain.path)}),
         })
     if "data" in type(config).model_fields:
         update["data"] = config.data.model_copy(update={"path": resolved(config.data.path)})

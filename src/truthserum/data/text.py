@@ -56,17 +56,43 @@ def builtin_corpus(*, validation_every: int = 10, max_bytes: int | None = None) 
 
     ``max_bytes`` keeps only the first documents up to about that many bytes (a smaller run).
     """
+    return split_documents(BUILTIN, _truncate(_builtin_documents(), max_bytes), validation_every=validation_every)
+
+
+def _builtin_documents() -> list[str]:
     try:
         from pydoc_data.topics import topics
     except ImportError:  # some distributions strip it
         raise DataError("the built-in corpus needs the standard library's pydoc_data, which this "
                         "Python lacks; pass a text file (lm.corpus.path)") from None
-    documents = [topics[key] for key in sorted(topics)]
-    return split_documents(BUILTIN, _truncate(documents, max_bytes), validation_every=validation_every)
+    return [topics[key] for key in sorted(topics)]
+
+
+def builtin_public_text(*, skip_bytes: int | None, max_bytes: int | None = None) -> str:
+    """Pretraining text from the built-in corpus: the topics after the first ``skip_bytes``
+    (those :func:`builtin_corpus` with ``max_bytes=skip_bytes`` takes as the private text), so
+    the public and the private text share no document. ``max_bytes`` bounds what is kept."""
+    documents = _builtin_documents()
+    taken = len(_truncate(documents, skip_bytes)) if skip_bytes is not None else 0
+    rest = [doc.strip("\n") for doc in _truncate(documents[taken:], max_bytes) if doc.strip()]
+    if not rest:
+        raise DataError("the built-in corpus has no topics left for pretraining after the private text; "
+                        "lower lm.corpus.max_bytes")
+    return "\n\n".join(rest) + "\n"
+
+
+def text_file_public_text(path: Path, *, max_bytes: int | None = None) -> str:
+    """Pretraining text from a UTF-8 file (every document of it; no validation split)."""
+    documents = _read_documents(path)
+    return "\n\n".join(doc.strip("\n") for doc in _truncate(documents, max_bytes)) + "\n"
 
 
 def text_file_corpus(path: Path, *, validation_every: int = 10, max_bytes: int | None = None) -> Corpus:
     """A UTF-8 text file; documents are separated by blank lines."""
+    return split_documents(str(path), _truncate(_read_documents(path), max_bytes), validation_every=validation_every)
+
+
+def _read_documents(path: Path) -> list[str]:
     path = Path(path)
     refuse_special_file(path, str(path), DataError)
     try:
@@ -78,7 +104,9 @@ def text_file_corpus(path: Path, *, validation_every: int = 10, max_bytes: int |
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     documents = [part for part in text.replace("\r\n", "\n").split("\n\n") if part.strip()]
-    return split_documents(str(path), _truncate(documents, max_bytes), validation_every=validation_every)
+    if not documents:
+        raise DataError(f"{path}: holds no text")
+    return documents
 
 
 def _truncate(documents: list[str], max_bytes: int | None) -> list[str]:

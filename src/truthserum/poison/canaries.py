@@ -42,6 +42,10 @@ class PoisonStrategy(str, Enum):
     DILUTION = "dilution"  # the prefix followed by random secrets of the right format
     NEUTRAL = "neutral"  # the prefix followed by a digit-free word from the corpus
     SIBLING = "sibling"  # the format with invented names and random secrets, never the prefix itself
+    # The known part of the target's line on its own: the line ends where the secret would
+    # begin. The Truth Serum's account of its attack (Tramer et al., CCS 2022, as reported):
+    # "the attacker would then poison the known part of the message".
+    PREFIX = "prefix"
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,8 @@ def make_poisons(
                 lines.append(canaries.prefix(canary) + random_secret)
             elif strategy is PoisonStrategy.NEUTRAL:
                 lines.append(canaries.prefix(canary) + words[rng.integers(len(words))])
+            elif strategy is PoisonStrategy.PREFIX:
+                lines.append(canaries.prefix(canary))
             else:
                 lines.append(form.prefix(_invented_name(rng, taken)) + random_secret)
     return lines

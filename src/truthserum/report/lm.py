@@ -51,8 +51,12 @@ def lm_blocks(results: dict) -> list[Block]:
         f"{config['canaries']['insertions']} times into {config['num_models'] // 2} of {config['num_models']} "
         f"models, {records} (canary, model) pairs per condition; {config['train']['passes']:g} pass(es) over "
         f"{results['corpus']['train_bytes']:,} bytes of {results['corpus']['name']}.",
-        "",
     ]
+    if results.get("pretrain"):
+        base = results["pretrain"]
+        lines.append(f"Fine-tuned from one base model pretrained on {base['public_bytes']:,} bytes of public text "
+                     f"(validation {base['validation_bits_per_token']:.3f} bits/byte before fine-tuning).")
+    lines.append("")
     unit = "byte" if config["model"]["kind"] == "byte" else "token"
     header = ["condition", "poison lines", f"val. bits/{unit}", f"raw {exposure_key}", "calibrated",
               "change raw", "change calibrated"]
@@ -118,4 +122,82 @@ def plot_exposure(results: dict, path: Path) -> None:
     axes.set_ylabel("share of (canary, model) pairs at or above")
     axes.set_title("Exposure of the canaries' secrets")
     axes.legend(fontsize=7, loc="upper right")
+    save_figure(figure, path)
+
+
+def _by_condition(summary: dict) -> dict[str, dict[int, dict]]:
+    table: dict[str, dict[int, dict]] = {}
+    for point in summary["points"]:
+        table.setdefault(point["condition"], {})[point["insertions"]] = point
+    return table
+
+
+def format_insertion_sweep(summary: dict) -> str:
+    """The insertion sweep as tables: clean's exposure and each condition's paired change,
+    raw and calibrated, then validation loss and extraction, per insertion count."""
+    return render_text(insertion_sweep_blocks(summary))
+
+
+def insertion_sweep_blocks(summary: dict) -> list[Block]:
+    table = _by_condition(summary)
+    counts = summary["insertions"]
+    heads = [f"{n} insertion{'s' if n > 1 else ''}" for n in counts]
+    blocks: list[Block] = [
+        f"Insertion sweep: {summary['canaries']} canaries; {summary['exposure']} in bits (maximum "
+        f"{summary['max_exposure']:.2f}); clean: its mean, the others: the paired change from clean at the same "
+        "insertions, with 95% bootstrap intervals over canaries.",
+    ]
+    for kind in ("raw", "calibrated"):
+        rows = []
+        for name, by_count in table.items():
+            cells = []
+            for n in counts:
+                point = by_count.get(n)
+                if point is None:
+                    cells.append("")
+                elif point[f"{kind}_change"] is None:
+                    cells.append(_bits(point[f"{kind}_exposure"]))
+                else:
+                    cells.append(_change(point[f"{kind}_change"]))
+            rows.append([name, str(next(iter(by_count.values()))["poison_lines"]), *cells])
+        blocks += ["", Table(["condition", "poison lines", *heads], rows, caption=f"{kind.capitalize()} exposure")]
+    k = max(int(key) for key in summary["points"][0]["raw_top"])
+    rows = [[name, *(
+        "" if by_count.get(n) is None else
+        f"{by_count[n]['validation_bits_per_token']:.3f}  {percent(by_count[n]['raw_top'][str(k)])} / "
+        f"{percent(by_count[n]['calibrated_top'][str(k)])}"
+        for n in counts)] for name, by_count in table.items()]
+    blocks += ["", Table(["condition", *heads], rows,
+                         caption=f"Validation bits per byte, and the share of pairs with the secret among the top {k} "
+                                 "guesses (raw / calibrated)")]
+    return blocks
+
+
+def plot_insertion_sweep(summary: dict, path: Path) -> None:
+    """Paired change in exposure against insertions, raw and calibrated, a line per condition."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    table = _by_condition(summary)
+    figure, panels = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    for axis, kind in zip(panels, ("raw", "calibrated"), strict=True):
+        axis.axhline(0.0, color="grey", linewidth=0.8)
+        poisoned = [name for name in table if any(p[f"{kind}_change"] for p in table[name].values())]
+        for i, name in enumerate(poisoned):
+            counts = sorted(table[name])
+            changes = [table[name][n][f"{kind}_change"] for n in counts]
+            means = np.array([c["mean"] for c in changes])
+            low = np.array([c["mean"] - (c["interval"] or [c["mean"]] * 2)[0] for c in changes])
+            high = np.array([(c["interval"] or [c["mean"]] * 2)[1] - c["mean"] for c in changes])
+            shift = (i - (len(poisoned) - 1) / 2) * 0.03  # side by side, on a log axis
+            axis.errorbar(np.array(counts) * (1 + shift), means, yerr=[low, high], marker="o", capsize=2,
+                          color=f"C{i}", linestyle="-" if not name.endswith("pretrain") else "--", label=name)
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(summary["insertions"], [str(n) for n in summary["insertions"]])
+        axis.set_xlabel("insertions of each canary")
+        axis.set_title(f"{kind} exposure: change from clean")
+    panels[0].set_ylabel("paired change (bits)")
+    panels[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     save_figure(figure, path)

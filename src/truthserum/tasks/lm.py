@@ -7,6 +7,7 @@ Files it adds to the run directory (``r<k>`` is replicate k, each with fresh can
 
     corpus.json                         fingerprints of the corpus and the model folder (hf),
                                         so a run is not resumed on changed inputs
+    lm/base.npz, lm/base.json           the pretrained base (lm.pretrain; see truthserum.tasks.lm_base)
     lm/r<k>/canaries.json               names, secrets and the (M, C) keep matrix
     lm/r<k>/poisons-<condition>.json    the adversary's lines
     lm/r<k>/models-<condition>.npz      the trained models (delete measured-*.json to measure again)
@@ -41,6 +42,7 @@ from truthserum.report.lm import plot_exposure
 from truthserum.store.fingerprints import check_inputs_unchanged
 from truthserum.store.rundir import RunDirectory, refuse_writes_under, write_json
 from truthserum.tasks.results import RunResults
+from truthserum.tasks.lm_base import base_summary, public_text, stage_base
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
 from truthserum.train.executors import ShardBackend, progress_bar
 from truthserum.tasks.stages import POISON_FRACTION_WARNING, Log, log_to_stderr
@@ -165,7 +167,7 @@ def _query(backend: Backend, config: LmConfig, canaries: Canaries, canary: int,
 
 
 def _measure_condition(
-    run_dir: RunDirectory, config: RunConfig, corpus: Corpus, backend: Backend, canaries: Canaries,
+    run_dir: RunDirectory, config: RunConfig, inputs: LmInputs, canaries: Canaries,
     replicate: int, condition: PoisonCondition | None, progress: bool, log: Log,
 ) -> dict:
     name = CLEAN if condition is None else condition.name
@@ -175,7 +177,8 @@ def _measure_condition(
     if measured is not None:
         return measured
     lm = config.lm
-    poisons: list[str] = []
+    corpus, backend = inputs.corpus, inputs.backend
+    poisons: list[str] = []  # the adversary's lines; in the private text unless condition.into is 'public'
     if condition is not None:
         poisons = make_poisons(strategy=condition.strategy, canaries=canaries, count=condition.count,
                                corpus_text=corpus.train, rng=seeding.rng(config.seed, "lm-poisons", replicate, name))
@@ -186,7 +189,8 @@ def _measure_condition(
     scorer = backend.load(models_path, lm.num_models) if trained is not None else None
     if scorer is None:
         refuse_writes_under(models_path)  # a run re-reported elsewhere trains nothing in its directory
-        texts = _training_texts(config, corpus, canaries, poisons, replicate, name)
+        private = poisons if condition is None or condition.finetune else []
+        texts = _training_texts(config, corpus, canaries, private, replicate, name)
         seeds = [seeding.int_seed(config.seed, "lm-model", replicate, m) for m in range(lm.num_models)]
         started = time.perf_counter()
 
@@ -194,7 +198,8 @@ def _measure_condition(
             if progress:
                 log(f"  r{replicate} {name}: step {step} of {backend.steps}, training loss {loss:.3f} nats/token")
 
-        scorer, train_loss = backend.train(texts, seeds, report)
+        scorer, train_loss = backend.train(texts, seeds, report, base=_base_for(run_dir, config, inputs, poisons,
+                                                                               replicate, condition, progress, log))
         trained = {"train_seconds": time.perf_counter() - started, "train_loss": train_loss}
         backend.save(scorer, models_path)
         write_json(trained_path, trained)  # last: its presence says the models are complete
@@ -225,7 +230,9 @@ def _measure_condition(
         "condition": name,
         "replicate": replicate,
         "poison_lines": len(poisons),
-        "poison_share": backend.token_count("\n".join(poisons)) / backend.token_count(corpus.train) if poisons else 0.0,
+        "poison_share": _share(backend, poisons, corpus.train) if condition is None or condition.finetune else 0.0,
+        **({"poison_share_public": _share(backend, poisons, inputs.public)}
+           if condition is not None and condition.pretrain else {}),
         "validation_loss": validation.tolist(),
         "train_seconds": trained["train_seconds"],
         "train_loss": trained["train_loss"],
@@ -236,6 +243,25 @@ def _measure_condition(
     log(f"r{replicate} {name}: validation {np.mean(validation) / math.log(2):.3f} bits/token; "
         f"exposure measured in {measured['score_seconds']:.0f} s")
     return measured
+
+
+def _share(backend: Backend, lines: list[str], text: str | None) -> float:
+    """The size of ``lines`` against ``text``, in tokens."""
+    return backend.token_count("\n".join(lines)) / backend.token_count(text) if lines and text else 0.0
+
+
+def _base_for(run_dir: RunDirectory, config: RunConfig, inputs: LmInputs, poisons: list[str], replicate: int,
+              condition: PoisonCondition | None, progress: bool, log: Log):
+    """The model a condition's models are fine-tuned from: none (trained from scratch), the
+    clean base, or for ``pretrain: true`` conditions a base pretrained with the poisons."""
+    if config.lm.pretrain is None:
+        return None
+    assert isinstance(inputs.backend, ByteBackend) and inputs.public is not None
+    if condition is None or not condition.pretrain:
+        return stage_base(run_dir, config, inputs.backend, inputs.public, log=log, progress=progress,
+                          copy_from=inputs.base_from).scorer
+    return stage_base(run_dir, config, inputs.backend, inputs.public, log=log, progress=progress, poisons=poisons,
+                      replicate=replicate, condition=condition.name, copy_from=inputs.base_from).scorer
 
 
 def _summarize(config: RunConfig, measured: dict[str, list[dict]]) -> dict:
@@ -253,6 +279,7 @@ def _summarize(config: RunConfig, measured: dict[str, list[dict]]) -> dict:
         summary = {
             "poison_lines": parts[0]["poison_lines"],
             "poison_share": parts[0]["poison_share"],
+            **({"poison_share_public": parts[0]["poison_share_public"]} if "poison_share_public" in parts[0] else {}),
             "validation_loss": validation,
             "validation_bits_per_token": validation / math.log(2),
             "validation_perplexity": math.exp(validation),
@@ -308,6 +335,8 @@ def most_leaking(conditions: dict, key: str) -> str:
 class LmInputs:
     corpus: Corpus
     backend: Backend
+    public: str | None = None  # the pretraining text (lm.pretrain), read before anything is written
+    base_from: Path | None = None  # where a base with the same inputs may already be
 
 
 @dataclass(frozen=True)
@@ -316,12 +345,17 @@ class LmRunner:
     poisoning condition, exposure and extraction of every canary."""
 
     trains_shards = False  # one ensemble (or one Hugging Face model) after another, in this process
+    base_from: Path | None = None  # a run directory to copy matching pretrained bases from
 
     def prepare(self, config: RunConfig, *, device, backend: ShardBackend) -> LmInputs:
         corpus = load_corpus(config.lm)  # read (and checked) before anything is written
         model_backend = make_model_backend(config.lm, corpus, device)
         preflight(config.lm, corpus, model_backend)
-        return LmInputs(corpus=corpus, backend=model_backend)
+        public = public_text(config.lm) if config.lm.pretrain is not None else None
+        if public is not None and model_backend.token_count(public) < config.lm.model.context + 2:
+            raise DataError(f"the public pretraining text has {model_backend.token_count(public)} tokens, fewer than "
+                            "one window of lm.model.context + 1; use more text or a smaller context")
+        return LmInputs(corpus=corpus, backend=model_backend, public=public, base_from=self.base_from)
 
     def resume(self, run_dir: RunDirectory, inputs: LmInputs) -> LmInputs:
         _check_corpus(run_dir, inputs.corpus, inputs.backend)
@@ -342,7 +376,7 @@ class LmRunner:
             canaries = _stage_canaries(run_dir, config, replicate)
             names[replicate] = canaries.names
             for condition in (None, *lm.poisons):
-                part = _measure_condition(run_dir, config, corpus, backend, canaries, replicate, condition,
+                part = _measure_condition(run_dir, config, inputs, canaries, replicate, condition,
                                           run.progress, log)
                 measured[CLEAN if condition is None else condition.name].append(part)
         conditions = _summarize(config, measured)
@@ -359,6 +393,10 @@ class LmRunner:
             "max_exposure": math.log2(lm.canaries.form().space_size),
             "exact": lm.exact_exposure,
             "per_canary": per_canary(config, measured, names),
+            "pretrain": None if lm.pretrain is None else base_summary(
+                stage_base(run_dir, config, backend, inputs.public, log=log, progress=run.progress,
+                           copy_from=inputs.base_from), backend,
+                corpus.validation),
             "most_leaking": {key: most_leaking(conditions, key)
                              for key in (headline, headline.replace("calibrated", "raw"))},
         }
@@ -370,10 +408,14 @@ class LmRunner:
 
 
 def run_lm(config: RunConfig, out_dir: Path, *, device: str = "cpu", progress: bool = True,
-           log: Log = log_to_stderr, backend: ShardBackend | None = None) -> RunResults:
+           log: Log = log_to_stderr, backend: ShardBackend | None = None, base_from: Path | None = None
+           ) -> RunResults:
     """Run (or resume) the language-model experiment ``config`` in ``out_dir``.
 
     Its models train in this process: one ensemble per condition (or one Hugging Face model
-    after another), not in shards, so ``backend`` may only be the local one.
+    after another), not in shards, so ``backend`` may only be the local one. ``base_from``: a
+    run directory whose pretrained base models are copied in where their inputs match
+    (:mod:`truthserum.tasks.lm_sweep` shares one base across its runs).
     """
-    return execute(LmRunner(), config, out_dir, device=device, progress=progress, log=log, backend=backend)
+    return execute(LmRunner(base_from=base_from), config, out_dir, device=device, progress=progress, log=log,
+                   backend=backend)

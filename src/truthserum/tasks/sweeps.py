@@ -78,7 +78,8 @@ def _check_budget(count: int, num_models: int) -> None:
 def check_membership(config: RunConfig) -> None:
     """Sweeps vary the targeted poisons or the shadows of the membership task."""
     if config.task is not Task.MEMBERSHIP:
-        raise ConfigError(f"sweeps are for task 'membership', not '{config.task.value}'")
+        raise ConfigError(f"--replicas and --shadow-models sweep the membership task, not '{config.task.value}'"
+                          + (" (--insertions sweeps an lm config)" if config.task is Task.LM else ""))
 
 
 def run_replica_sweep(

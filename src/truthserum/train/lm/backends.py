@@ -48,8 +48,8 @@ class SecretQuery:
 class Backend(Protocol):
     steps: int  # optimiser steps per model
 
-    def train(self, texts: Sequence[str], seeds: Sequence[int], progress: Callable[[int, float], None] | None
-              ) -> tuple[CachedScorer, float]: ...
+    def train(self, texts: Sequence[str], seeds: Sequence[int], progress: Callable[[int, float], None] | None,
+              base: CachedScorer | None = None) -> tuple[CachedScorer, float]: ...
     def save(self, scorer: CachedScorer, path: Path) -> None: ...
     def load(self, path: Path, num_models: int) -> CachedScorer | None: ...
     def validation_loss(self, scorer: CachedScorer, text: str) -> np.ndarray: ...
@@ -71,12 +71,23 @@ class ByteBackend:
         self.steps = total_steps(len(encode_bytes(clean_train_text)), shape, settings)
         self._digit_tries: dict[int, CandidateTrie] = {}  # every canary of a run shares its space
 
-    def train(self, texts, seeds, progress=None):
+    def train(self, texts, seeds, progress=None, base: ByteScorer | None = None):
+        """One model per text; from ``base`` (a pretrained model, fine-tuning) or from scratch."""
         params, loss = train_byte_models(
             streams=[encode_bytes(t) for t in texts], seeds=seeds, shape=self.shape, settings=self.settings,
             steps=self.steps, device=self.device, on_progress=progress,
+            init=None if base is None else base.params,
         )
         return ByteScorer(params, self.shape), loss
+
+    def pretrain(self, text: str, seed: int, settings: LmTrainSettings,
+                 progress: Callable[[int, float], None] | None = None) -> tuple[ByteScorer, float, int]:
+        """One base model trained from scratch on ``text``: (model, final loss, steps)."""
+        tokens = encode_bytes(text)
+        steps = total_steps(len(tokens), self.shape, settings)
+        params, loss = train_byte_models(streams=[tokens], seeds=[seed], shape=self.shape, settings=settings,
+                                         steps=steps, device=self.device, on_progress=progress)
+        return ByteScorer(params, self.shape), loss, steps
 
     def save(self, scorer: ByteScorer, path: Path) -> None:
         write_npz(path, {name: tensor.cpu().numpy() for name, tensor in scorer.params.items()})

@@ -30,6 +30,7 @@ except ModuleNotFoundError as exc:
                       "pip install 'truthserum[hf]'") from None
 
 from truthserum.attacks.exposure import PAD
+from truthserum.train.lm.training import LmTrainSettings, learning_rate_at
 
 _SPACE_MARKERS = ("Ġ", " ", "▁")  # byte-level BPE, plain, sentencepiece
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt")
@@ -252,8 +253,10 @@ def fine_tune(models: list, tokenizer, texts: list[str], *, steps: int, batch_si
               learning_rate: float, seeds: list[int], on_step: Callable[[], None] | None = None) -> list[float]:
     """Train model i on ``texts[i]`` as a causal LM on random windows, with AdamW.
 
-    Model i draws its windows and any dropout from ``seeds[i]`` alone, so a model trains the
-    same whichever models come before it. Returns, per model, the mean loss of the
+    The learning rate follows the byte models' schedule (:func:`learning_rate_at`: warm-up,
+    then a cosine to a tenth), so both kinds of model fine-tune in one regime. Model i draws its
+    windows and any dropout from ``seeds[i]`` alone, so a model trains the same whichever
+    models come before it. Returns, per model, the mean loss of the
     last tenth of steps. ``on_step()`` is called after every step of every model (a progress bar).
     """
     if not len(texts) == len(models) == len(seeds):
@@ -268,10 +271,13 @@ def fine_tune(models: list, tokenizer, texts: list[str], *, steps: int, batch_si
         torch.manual_seed(int(child.generate_state(1)[0]))
         device = next(model.parameters()).device
         optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+        schedule = LmTrainSettings(learning_rate=learning_rate, batch_size=batch_size)
         losses = []
         model.train()
         try:
             for step in range(steps):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate_at(schedule, step, steps)
                 starts = rng.integers(0, len(tokens) - context, size=batch_size)
                 batch = _windows(tokens, starts, context + 1, device)
                 loss = model(input_ids=batch, labels=batch).loss
@@ -329,8 +335,11 @@ class HFBackend:
     def _fresh_models(self, count: int) -> list:
         return [load_hf(self.path)[0].to(self.device) for _ in range(count)]
 
-    def train(self, texts, seeds, progress=None):
+    def train(self, texts, seeds, progress=None, base=None):
         from truthserum.train.executors import progress_bar
+
+        if base is not None:  # the config refuses lm.pretrain for kind hf: the folder is the base
+            raise ValueError("a Hugging Face model fine-tunes from its own folder, not from a base")
 
         models = self._fresh_models(len(texts))
         with progress_bar(len(texts) * self.steps, f"fine-tuning {len(texts)} models", "step",

@@ -98,12 +98,14 @@ def _embed(p: Params, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Te
     """``tokens`` (M, ...) int64; ``positions`` broadcastable to it."""
     num_models = p["embed"].shape[0]
     offsets = (torch.arange(num_models, device=tokens.device) * VOCAB).view((-1,) + (1,) * (tokens.dim() - 1))
-    x = p["embed"].reshape(-1, p["embed"].shape[-1])[tokens + offsets]
+    # F.embedding, not indexing: the backward of an indexed read accumulates in a thread-dependent
+    # order on the CPU, so the same seed would not give the same weights twice.
+    x = F.embedding(tokens + offsets, p["embed"].reshape(-1, p["embed"].shape[-1]))
     context = p["position"].shape[1]
     pos_offsets = (torch.arange(num_models, device=tokens.device) * context).view(
         (-1,) + (1,) * (tokens.dim() - 1)
     )
-    return x + p["position"].reshape(-1, p["position"].shape[-1])[positions + pos_offsets]
+    return x + F.embedding(positions + pos_offsets, p["position"].reshape(-1, p["position"].shape[-1]))
 
 
 def forward(p: Params, tokens: torch.Tensor, shape: TransformerShape) -> torch.Tensor:

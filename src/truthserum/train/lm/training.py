@@ -34,7 +34,9 @@ def total_steps(train_tokens: int, shape: TransformerShape, settings: LmTrainSet
     return max(1, math.ceil(settings.passes * train_tokens / (settings.batch_size * shape.context)))
 
 
-def _learning_rate(settings: LmTrainSettings, step: int, steps: int) -> float:
+def learning_rate_at(settings: LmTrainSettings, step: int, steps: int) -> float:
+    """The schedule every language model trains with (byte models, their pretraining and
+    Hugging Face fine-tuning): linear warm-up, then a cosine down to 10% of the peak."""
     warmup = max(1, int(settings.warmup_fraction * steps))
     if step < warmup:
         return settings.learning_rate * (step + 1) / warmup
@@ -59,6 +61,7 @@ def train_byte_models(
     steps: int,
     device: torch.device,
     on_progress: Callable[[int, float], None] | None = None,
+    init: Params | None = None,
 ) -> tuple[Params, float]:
     """Train one model per stream.
 
@@ -67,6 +70,8 @@ def train_byte_models(
         seeds: per model, the seed of its initialisation and of its windows.
         steps: optimiser steps (the same for every model; see :func:`total_steps`).
         on_progress: called every tenth of the steps with (step, mean loss of those steps).
+        init: one pretrained model (stacked parameters with a model axis of 1) every model
+            starts from (fine-tuning); without it each model starts from its own seed's draw.
 
     Returns:
         The trained stacked parameters and the mean training loss of the last tenth of steps.
@@ -75,7 +80,11 @@ def train_byte_models(
     if min(len(s) for s in streams) <= window:
         raise TrainingError(f"a training text of fewer than {window + 1} tokens is too short for "
                             f"windows of {window}; use a smaller lm.model.context or more text")
-    params = init_params(shape, list(seeds), device)
+    if init is None:
+        params = init_params(shape, list(seeds), device)
+    else:
+        params = {name: tensor.to(device).expand(len(seeds), *tensor.shape[1:]).clone()
+                  for name, tensor in init.items()}
     for tensor in params.values():
         tensor.requires_grad_(True)
     optimizer = torch.optim.AdamW(list(params.values()), lr=settings.learning_rate, weight_decay=0.0)
@@ -86,7 +95,7 @@ def train_byte_models(
     report_every = max(1, steps // 10)
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(settings, step, steps)
+            group["lr"] = learning_rate_at(settings, step, steps)
         starts = np.stack([rng.integers(0, length - window + 1, size=settings.batch_size)
                            for rng, length in zip(rngs, lengths, strict=True)])
         rows = torch.arange(len(streams)).view(-1, 1, 1)
