@@ -173,3 +173,20 @@ def test_insertion_sweep_errors_are_one_line(tmp_path, capsys):
         assert not (tmp_path / "out").exists()
     done = run_main(capsys, "sweep", str(lm), "--out", str(tmp_path / "out"), "--replicas", "0,1")
     assert done.returncode == 2 and "--insertions sweeps an lm config" in done.stderr
+
+
+def test_balanced_poisons_put_every_digit_equally_often_at_every_position():
+    form = CanaryFormat(template="the PIN of {name} is {secret}", digits=5)
+    canaries = make_canaries(form=form, count=2, num_models=2, rng=np.random.default_rng(0))
+    lines = make_poisons(strategy=PoisonStrategy.BALANCED, canaries=canaries, count=64, corpus_text="",
+                         rng=np.random.default_rng(4))
+    assert len(lines) == 128
+    for canary in range(2):
+        prefix = canaries.prefix(canary)
+        secrets = [line[len(prefix):] for line in lines if line.startswith(prefix)]
+        assert len(secrets) == 64 and all(len(s) == 5 and s.isdigit() for s in secrets)
+        table = np.array([[int(ch) for ch in secret] for secret in secrets])
+        for position in range(5):
+            counts = np.bincount(table[:, position], minlength=10)
+            assert counts.max() - counts.min() <= 1, counts  # 6 or 7 of each digit
+        assert len(set(secrets)) > 60  # the positions are drawn independently: few repeats

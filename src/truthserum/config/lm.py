@@ -155,7 +155,8 @@ class CanaryConfig(StrictSection):
 class PoisonCondition(StrictSection):
     strategy: PoisonStrategy = Field(
         description="dilution: prefix + random secrets; neutral: prefix + a digit-free corpus word; sibling: "
-                    "other names + random secrets; prefix: the prefix alone",
+                    "other names + random secrets; prefix: the prefix alone; balanced: prefix + secrets with every digit "
+                    "equally often at every position",
     )
     count: Count = Field(ge=1, le=10_000, description="poison lines per canary")
     into: PoisonedText = Field(

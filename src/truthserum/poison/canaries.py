@@ -46,6 +46,10 @@ class PoisonStrategy(str, Enum):
     # begin. The Truth Serum's account of its attack (Tramer et al., CCS 2022, as reported):
     # "the attacker would then poison the known part of the message".
     PREFIX = "prefix"
+    # This project's, for a poisoned public corpus: the prefix followed by secrets whose digits
+    # are balanced, every digit equally often at every position (within one), so the model
+    # learns a flat prior over the secrets after the prefix rather than a noisy one.
+    BALANCED = "balanced"
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,15 @@ def _invented_name(rng: np.random.Generator, taken: set[str]) -> str:
             return name
 
 
+def balanced_secrets(digits: int, count: int, rng: np.random.Generator) -> list[str]:
+    """``count`` secrets of ``digits`` digits in which every digit appears equally often at
+    every position, within one: blocks of ten, each position of a block a random permutation
+    of 0-9 (the positions drawn independently, so the secrets look random)."""
+    blocks = -(-count // 10)
+    table = np.stack([np.concatenate([rng.permutation(10) for _ in range(blocks)]) for _ in range(digits)], axis=1)
+    return ["".join(str(d) for d in row) for row in table[:count]]
+
+
 def make_poisons(
     *, strategy: PoisonStrategy, canaries: Canaries, count: int, corpus_text: str, rng: np.random.Generator,
 ) -> list[str]:
@@ -176,6 +189,9 @@ def make_poisons(
         words = digit_free_words(corpus_text)
     taken = set(canaries.names)
     for canary in range(len(canaries.names)):
+        if strategy is PoisonStrategy.BALANCED:
+            lines += [canaries.prefix(canary) + secret for secret in balanced_secrets(form.digits, count, rng)]
+            continue
         for _ in range(count):
             random_secret = form.secret_text(rng.integers(0, form.space_size))
             if strategy is PoisonStrategy.DILUTION:
