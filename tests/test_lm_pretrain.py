@@ -136,10 +136,25 @@ def test_one_base_is_shared_and_public_poisons_stay_out_of_the_private_text(tmp_
     record = json.loads((run / "lm/base.json").read_text())
     record["key"]["seed"] = 99
     (run / "lm/base.json").write_text(json.dumps(record))
-    (run / "lm/r0/measured-clean.json").unlink()
-    (run / "lm/r0/trained-clean.json").unlink()
-    with pytest.raises(RunDirError, match="pretrained on other text or settings"):
+    with pytest.raises(RunDirError, match="pretrained on other public text or settings"):
         run_task(config, run, progress=False, log=lambda m: None)
+
+
+def test_a_changed_public_text_file_is_refused_before_anything_trains(tmp_path):
+    from truthserum.data.text import builtin_corpus as corpus_of
+
+    public = tmp_path / "public.txt"
+    public.write_text(corpus_of(max_bytes=40_000).train[20_000:])
+    raw = _raw(pretrain={**PRETRAIN, "source": "text", "path": str(public)}, poisons=[
+        {"strategy": "balanced", "count": 2, "into": "public"}])
+    run_task(parse_config(raw), tmp_path / "run", progress=False, log=lambda m: None)
+    public.write_text("One more paragraph of public text, at the start.\n\n" + public.read_text())
+    (tmp_path / "run/lm/r0/measured-balanced-2-public.json").unlink()
+    (tmp_path / "run/lm/r0/trained-balanced-2-public.json").unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.name != ".lock"}
+    with pytest.raises(RunDirError, match="base.json: a base model pretrained on other public text"):
+        run_task(parse_config(raw), tmp_path / "run", progress=False, log=lambda m: None)
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.name != ".lock"}
 
 
 def test_insertion_sweep_pairs_its_runs_and_shares_the_base(tmp_path, capsys):
@@ -173,6 +188,12 @@ def test_insertion_sweep_errors_are_one_line(tmp_path, capsys):
         assert not (tmp_path / "out").exists()
     done = run_main(capsys, "sweep", str(lm), "--out", str(tmp_path / "out"), "--replicas", "0,1")
     assert done.returncode == 2 and "--insertions sweeps an lm config" in done.stderr
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    done = run_main(capsys, "sweep", str(lm), "--out", str(afile), "--insertions", "1,2")
+    assert done.returncode == 2 and "exists and is not a directory" in done.stderr and afile.read_text() == "keep me"
+    done = run_main(capsys, "sweep", str(lm), "--out", str(tmp_path / "out"), "--insertions", "1,two")
+    assert "--insertions 1,2,4,8" in done.stderr
 
 
 def test_balanced_poisons_put_every_digit_equally_often_at_every_position():

@@ -134,7 +134,8 @@ def _build_parser() -> argparse.ArgumentParser:
                       "or exposure against a canary's insertions (lm)"
     )
     sweep.add_argument("config", type=_path, help="experiment config (YAML)")
-    sweep.add_argument("--out", type=_path, required=True, help="run directory (created, resumed or re-scored)")
+    sweep.add_argument("--out", type=_path, required=True,
+                       help="run directory (created, resumed or re-scored); --insertions: the folder of its runs")
     swept = sweep.add_mutually_exclusive_group(required=True)
     swept.add_argument("--replicas", metavar="R,R,...",
                        help="poisons per target to train and compare, e.g. 0,1,2,4,8,16")
@@ -316,7 +317,7 @@ def _insertion_sweep(args: argparse.Namespace, config, backend: ShardBackend) ->
     from truthserum.tasks.lm_sweep import INSERTION_FILES, MAX_INSERTIONS, run_insertion_sweep
     from truthserum.tasks.sweeps import parse_counts
 
-    counts = parse_counts(args.insertions, option="--insertions", maximum=MAX_INSERTIONS)
+    counts = parse_counts(args.insertions, option="--insertions", maximum=MAX_INSERTIONS, example="1,2,4,8")
     summary = run_insertion_sweep(config, args.out, counts, device=args.device, progress=not args.quiet,
                                   backend=backend)
     print()

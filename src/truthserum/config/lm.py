@@ -20,7 +20,7 @@ class CorpusSource(str, Enum):
 
 
 class ModelKind(str, Enum):
-    BYTE = "byte"  # the built-in byte transformer, trained from scratch as one ensemble
+    BYTE = "byte"  # the built-in byte transformer, trained as one ensemble (from scratch or from lm.pretrain)
     HF = "hf"  # a Hugging Face causal LM from a local folder (lm.model.path), fine-tuned
 
 
@@ -59,8 +59,8 @@ class PoisonedText(str, Enum):
 class LmModelConfig(StrictSection):
     kind: ModelKind = Field(
         default=ModelKind.BYTE,
-        description="byte: the built-in byte transformer, trained from scratch; hf: a local Hugging Face causal LM, "
-                    "fine-tuned",
+        description="byte: the built-in byte transformer, trained from scratch or fine-tuned from lm.pretrain; hf: "
+                    "a local Hugging Face causal LM, fine-tuned",
     )
     path: Path | None = Field(default=None, description="local folder of a Hugging Face model (kind hf)")
     layers: Count = Field(default=2, ge=1, le=24, description="byte model only: transformer layers")

@@ -61,7 +61,7 @@ SCORING_KEYS = ("attacks", "rmia", "metrics")
 # Keys naming a file or folder (dotted). A run directory compares what they hold, through the
 # fingerprints it records (pool.json, corpus.json), not their text, so that a run directory
 # moved or copied elsewhere, with its data, still resumes.
-PATH_KEYS = ("data.path", "lm.corpus.path", "lm.model.path")
+PATH_KEYS = ("data.path", "lm.corpus.path", "lm.pretrain.path", "lm.model.path")
 
 _SEED = Field(default=0, ge=0, le=2**63 - 1,
                description="seeds every random draw; the same config and seed give the same numbers")

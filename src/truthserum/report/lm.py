@@ -92,7 +92,8 @@ def lm_blocks(results: dict) -> list[Block]:
     bootstrap = results["config"]["metrics"]
     note = (f"exposure in bits (means over pairs); intervals: {100 * bootstrap['confidence']:g}% percentile "
             f"bootstrap over canaries ({bootstrap['bootstrap']} resamples); change: paired with the clean "
-            "condition (same canaries, same initialisations)")
+            "condition (same canaries and positions; the same initial weights, or the same base unless the "
+            "poisons went into the public text)")
     lines += ["", note]
     leaks = results["most_leaking"]
     lines.append("highest mean: " + "; ".join(f"{key.replace('_', ' ')}, {name}" for key, name in leaks.items())
@@ -162,15 +163,24 @@ def insertion_sweep_blocks(summary: dict) -> list[Block]:
             rows.append([name, str(next(iter(by_count.values()))["poison_lines"]), *cells])
         blocks += ["", Table(["condition", "poison lines", *heads], rows, caption=f"{kind.capitalize()} exposure")]
     k = max(int(key) for key in summary["points"][0]["raw_top"])
+    unit = "byte" if summary["config"]["lm"]["model"]["kind"] == "byte" else "token"
     rows = [[name, *(
         "" if by_count.get(n) is None else
         f"{by_count[n]['validation_bits_per_token']:.3f}  {percent(by_count[n]['raw_top'][str(k)])} / "
         f"{percent(by_count[n]['calibrated_top'][str(k)])}"
         for n in counts)] for name, by_count in table.items()]
     blocks += ["", Table(["condition", *heads], rows,
-                         caption=f"Validation bits per byte, and the share of pairs with the secret among the top {k} "
+                         caption=f"Validation bits per {unit}, and the share of pairs with the secret among the top {k} "
                                  "guesses (raw / calibrated)")]
     return blocks
+
+
+def _placement(name: str) -> tuple[str, str]:
+    """``"dilution-64-public"`` -> ("dilution-64", "public"); a private condition's name is its own."""
+    for into in ("public", "both"):
+        if name.endswith(f"-{into}"):
+            return name[: -len(into) - 1], into
+    return name, "private"
 
 
 def plot_insertion_sweep(summary: dict, path: Path) -> None:
@@ -181,6 +191,10 @@ def plot_insertion_sweep(summary: dict, path: Path) -> None:
     from matplotlib import pyplot as plt
 
     table = _by_condition(summary)
+    styles = {"private": "-", "public": "--", "both": ":"}  # the text the poisons went into
+    bases = sorted({_placement(name)[0] for name in table})  # a colour per strategy and count
+    palette = plt.get_cmap("tab10" if len(bases) <= 10 else "tab20")
+    colours = {base: palette(i % palette.N) for i, base in enumerate(bases)}
     figure, panels = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     for axis, kind in zip(panels, ("raw", "calibrated"), strict=True):
         axis.axhline(0.0, color="grey", linewidth=0.8)
@@ -192,8 +206,9 @@ def plot_insertion_sweep(summary: dict, path: Path) -> None:
             low = np.array([c["mean"] - (c["interval"] or [c["mean"]] * 2)[0] for c in changes])
             high = np.array([(c["interval"] or [c["mean"]] * 2)[1] - c["mean"] for c in changes])
             shift = (i - (len(poisoned) - 1) / 2) * 0.03  # side by side, on a log axis
+            base, into = _placement(name)
             axis.errorbar(np.array(counts) * (1 + shift), means, yerr=[low, high], marker="o", capsize=2,
-                          color=f"C{i}", linestyle="-" if not name.endswith("pretrain") else "--", label=name)
+                          color=colours[base], linestyle=styles[into], label=name)
         axis.set_xscale("log", base=2)
         axis.set_xticks(summary["insertions"], [str(n) for n in summary["insertions"]])
         axis.set_xlabel("insertions of each canary")

@@ -8,6 +8,7 @@ Files it adds to the run directory (``r<k>`` is replicate k, each with fresh can
     corpus.json                         fingerprints of the corpus and the model folder (hf),
                                         so a run is not resumed on changed inputs
     lm/base.npz, lm/base.json           the pretrained base (lm.pretrain; see truthserum.tasks.lm_base)
+    lm/r<k>/base-<condition>.npz, .json the base pretrained with a condition's poisons (into: public, both)
     lm/r<k>/canaries.json               names, secrets and the (M, C) keep matrix
     lm/r<k>/poisons-<condition>.json    the adversary's lines
     lm/r<k>/models-<condition>.npz      the trained models (delete measured-*.json to measure again)
@@ -42,7 +43,7 @@ from truthserum.report.lm import plot_exposure
 from truthserum.store.fingerprints import check_inputs_unchanged
 from truthserum.store.rundir import RunDirectory, refuse_writes_under, write_json
 from truthserum.tasks.results import RunResults
-from truthserum.tasks.lm_base import base_summary, public_text, stage_base
+from truthserum.tasks.lm_base import base_key, base_summary, check_bases, public_text, stage_base
 from truthserum.tasks.skeleton import RunContext, TaskOutput, execute
 from truthserum.train.executors import ShardBackend, progress_bar
 from truthserum.tasks.stages import POISON_FRACTION_WARNING, Log, log_to_stderr
@@ -192,14 +193,14 @@ def _measure_condition(
         private = poisons if condition is None or condition.finetune else []
         texts = _training_texts(config, corpus, canaries, private, replicate, name)
         seeds = [seeding.int_seed(config.seed, "lm-model", replicate, m) for m in range(lm.num_models)]
-        started = time.perf_counter()
+        base = _base_for(run_dir, config, inputs, poisons, replicate, condition, progress, log)
+        started = time.perf_counter()  # fine-tuning only: a base's pretraining is timed in its own record
 
         def report(step: int, loss: float) -> None:
             if progress:
                 log(f"  r{replicate} {name}: step {step} of {backend.steps}, training loss {loss:.3f} nats/token")
 
-        scorer, train_loss = backend.train(texts, seeds, report, base=_base_for(run_dir, config, inputs, poisons,
-                                                                               replicate, condition, progress, log))
+        scorer, train_loss = backend.train(texts, seeds, report, base=base)
         trained = {"train_seconds": time.perf_counter() - started, "train_loss": train_loss}
         backend.save(scorer, models_path)
         write_json(trained_path, trained)  # last: its presence says the models are complete
@@ -253,15 +254,17 @@ def _share(backend: Backend, lines: list[str], text: str | None) -> float:
 def _base_for(run_dir: RunDirectory, config: RunConfig, inputs: LmInputs, poisons: list[str], replicate: int,
               condition: PoisonCondition | None, progress: bool, log: Log):
     """The model a condition's models are fine-tuned from: none (trained from scratch), the
-    clean base, or for ``pretrain: true`` conditions a base pretrained with the poisons."""
+    clean base, or for conditions ``into: public`` or ``both`` a base pretrained with the poisons."""
     if config.lm.pretrain is None:
         return None
     assert isinstance(inputs.backend, ByteBackend) and inputs.public is not None
+    validation = inputs.corpus.validation
     if condition is None or not condition.pretrain:
-        return stage_base(run_dir, config, inputs.backend, inputs.public, log=log, progress=progress,
+        return stage_base(run_dir, config, inputs.backend, inputs.public, validation, log=log, progress=progress,
                           copy_from=inputs.base_from).scorer
-    return stage_base(run_dir, config, inputs.backend, inputs.public, log=log, progress=progress, poisons=poisons,
-                      replicate=replicate, condition=condition.name, copy_from=inputs.base_from).scorer
+    return stage_base(run_dir, config, inputs.backend, inputs.public, validation, log=log, progress=progress,
+                      poisons=poisons, replicate=replicate, condition=condition.name,
+                      copy_from=inputs.base_from).scorer
 
 
 def _summarize(config: RunConfig, measured: dict[str, list[dict]]) -> dict:
@@ -337,6 +340,7 @@ class LmInputs:
     backend: Backend
     public: str | None = None  # the pretraining text (lm.pretrain), read before anything is written
     base_from: Path | None = None  # where a base with the same inputs may already be
+    base_key: dict | None = None  # what the clean base is pretrained from (checked on resume)
 
 
 @dataclass(frozen=True)
@@ -352,13 +356,17 @@ class LmRunner:
         model_backend = make_model_backend(config.lm, corpus, device)
         preflight(config.lm, corpus, model_backend)
         public = public_text(config.lm) if config.lm.pretrain is not None else None
-        if public is not None and model_backend.token_count(public) < config.lm.model.context + 2:
-            raise DataError(f"the public pretraining text has {model_backend.token_count(public)} tokens, fewer than "
-                            "one window of lm.model.context + 1; use more text or a smaller context")
-        return LmInputs(corpus=corpus, backend=model_backend, public=public, base_from=self.base_from)
+        window = config.lm.model.context + 1
+        if public is not None and model_backend.token_count(public) < window + 1:
+            raise DataError(f"lm.pretrain: the public text has {model_backend.token_count(public)} tokens, fewer than "
+                            f"one window of lm.model.context + 1 = {window}; use more text or a smaller context")
+        return LmInputs(corpus=corpus, backend=model_backend, public=public, base_from=self.base_from,
+                        base_key=None if public is None else base_key(config, public))
 
     def resume(self, run_dir: RunDirectory, inputs: LmInputs) -> LmInputs:
         _check_corpus(run_dir, inputs.corpus, inputs.backend)
+        if inputs.base_key is not None:
+            check_bases(run_dir, inputs.base_key)
         return inputs
 
     def run(self, run: RunContext, inputs: LmInputs) -> TaskOutput:
@@ -394,8 +402,8 @@ class LmRunner:
             "exact": lm.exact_exposure,
             "per_canary": per_canary(config, measured, names),
             "pretrain": None if lm.pretrain is None else base_summary(
-                stage_base(run_dir, config, backend, inputs.public, log=log, progress=run.progress,
-                           copy_from=inputs.base_from), backend,
+                stage_base(run_dir, config, backend, inputs.public, corpus.validation, log=log,
+                           progress=run.progress, copy_from=inputs.base_from), backend,
                 corpus.validation),
             "most_leaking": {key: most_leaking(conditions, key)
                              for key in (headline, headline.replace("calibrated", "raw"))},

@@ -32,8 +32,13 @@ def run_dir_for(out_dir: Path, insertions: int) -> Path:
 def _check(config: RunConfig, out_dir: Path, insertions: list[int]) -> None:
     if config.task is not Task.LM:
         raise ConfigError(f"--insertions sweeps the lm task, not '{config.task.value}'")
+    if not insertions or len(set(insertions)) != len(insertions):
+        raise ConfigError("--insertions: give distinct counts, e.g. 1,2,4,8")
     if min(insertions) < 1:
         raise ConfigError("--insertions: each count must be at least 1 (a canary inserted 0 times is no canary)")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise RunDirError(f"{out_dir}: exists and is not a directory; an insertion sweep writes its runs under "
+                          "a directory")
     if (Path(out_dir) / "config.yaml").exists():
         raise RunDirError(f"{out_dir}: holds a run of its own; an insertion sweep writes one run per count under "
                           "its directory, so use another --out")

@@ -30,7 +30,7 @@ SHADOW_FILES = ("sweep-shadow-models.json", "sweep-shadow-models.png")
 
 
 def parse_counts(
-    text: str, *, option: str, allow_all: bool = False, maximum: int | None = None
+    text: str, *, option: str, allow_all: bool = False, maximum: int | None = None, example: str | None = None,
 ) -> list[int | None]:
     """``"0,1,2,4"`` -> [0, 1, 2, 4] (sorted, distinct); ``all`` -> None where allowed."""
     values: list[int | None] = []
@@ -44,7 +44,7 @@ def parse_counts(
             raise ConfigError(
                 f"{option}: {item!r} is not a whole number"
                 + (f" or '{ALL_SHADOWS}'" if allow_all else "")
-                + f" (give e.g. {option} {'2,4,8,all' if allow_all else '0,1,2,4,8'})"
+                + f" (give e.g. {option} {example or ('2,4,8,all' if allow_all else '0,1,2,4,8')})"
             ) from None
         if value < 0:
             raise ConfigError(f"{option}: {value} is negative")

@@ -61,7 +61,8 @@ class Backend(Protocol):
 
 
 class ByteBackend:
-    """Byte transformers trained from scratch; each digit is one token."""
+    """Byte transformers, trained from scratch or fine-tuned from a pretrained base; each digit
+    is one token."""
 
     def __init__(self, *, shape: TransformerShape, settings: LmTrainSettings, clean_train_text: str,
                  device: torch.device):
@@ -127,7 +128,7 @@ class ByteBackend:
         pass  # the config checks the byte model's context against the longest query
 
     def fingerprint(self) -> str | None:
-        return None  # nothing outside the config: the models are trained from scratch
+        return None  # nothing outside the config (a base's inputs are checked by its own record)
 
 
 def _parameter_shapes(shape: TransformerShape, num_models: int) -> dict[str, tuple[int, ...]]:
