@@ -24,6 +24,14 @@ class ModelKind(str, Enum):
     HF = "hf"  # a Hugging Face causal LM from a local folder (lm.model.path), fine-tuned
 
 
+def _check_source(source: CorpusSource, path: Path | None, section: str) -> None:
+    """A text source names its file; the built-in one names none."""
+    if source is CorpusSource.TEXT and path is None:
+        raise ValueError(f"{section}.source 'text' needs {section}.path")
+    if source is CorpusSource.BUILTIN and path is not None:
+        raise ValueError(f"{section}.path is for source 'text'")
+
+
 class CorpusConfig(StrictSection):
     source: CorpusSource = Field(
         default=CorpusSource.BUILTIN,
@@ -41,10 +49,7 @@ class CorpusConfig(StrictSection):
 
     @model_validator(mode="after")
     def _path_matches_source(self) -> CorpusConfig:
-        if self.source is CorpusSource.TEXT and self.path is None:
-            raise ValueError("lm.corpus.source 'text' needs lm.corpus.path")
-        if self.source is CorpusSource.BUILTIN and self.path is not None:
-            raise ValueError("lm.corpus.path is for source 'text'")
+        _check_source(self.source, self.path, "lm.corpus")
         return self
 
 
@@ -119,10 +124,7 @@ class PretrainConfig(StrictSection):
 
     @model_validator(mode="after")
     def _path_matches_source(self) -> PretrainConfig:
-        if self.source is CorpusSource.TEXT and self.path is None:
-            raise ValueError("lm.pretrain.source 'text' needs lm.pretrain.path")
-        if self.source is CorpusSource.BUILTIN and self.path is not None:
-            raise ValueError("lm.pretrain.path is for source 'text'")
+        _check_source(self.source, self.path, "lm.pretrain")
         return self
 
     def settings(self) -> LmTrainSettings:
