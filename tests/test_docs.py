@@ -175,3 +175,11 @@ def test_every_config_field_is_described():
         walk(model, task.value)
     assert seen >= set(TASK_CONFIGS.values()) and len(seen) > len(TASK_CONFIGS)
     assert undescribed == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_config_loads(path):
+    """The configs the docs tell users to run are valid against today's schema."""
+    from truthserum.config import load_config
+
+    assert load_config(path).task is not None
