@@ -56,11 +56,16 @@ def test_public_text_shares_no_document_with_the_private_text():
     assert public.startswith(short.rstrip("\n")) and 15_000 <= len(short.encode()) < 40_000
 
 
+def _canaries_and_poisons(strategy: PoisonStrategy, *, digits: int, canaries: int, count: int, seed: int):
+    form = CanaryFormat(template="the PIN of {name} is {secret}", digits=digits)
+    planted = make_canaries(form=form, count=canaries, num_models=2, rng=np.random.default_rng(0))
+    lines = make_poisons(strategy=strategy, canaries=planted, count=count, corpus_text="",
+                         rng=np.random.default_rng(seed))
+    return planted, lines
+
+
 def test_prefix_poisons_are_the_known_part_alone():
-    form = CanaryFormat(template="the PIN of {name} is {secret}", digits=4)
-    canaries = make_canaries(form=form, count=3, num_models=2, rng=np.random.default_rng(0))
-    lines = make_poisons(strategy=PoisonStrategy.PREFIX, canaries=canaries, count=5, corpus_text="",
-                         rng=np.random.default_rng(1))
+    canaries, lines = _canaries_and_poisons(PoisonStrategy.PREFIX, digits=4, canaries=3, count=5, seed=1)
     assert len(lines) == 15
     assert sorted(set(lines)) == sorted(canaries.prefix(c) for c in range(3))
     assert all(lines.count(canaries.prefix(c)) == 5 for c in range(3))
@@ -197,10 +202,7 @@ def test_insertion_sweep_errors_are_one_line(tmp_path, capsys):
 
 
 def test_balanced_poisons_put_every_digit_equally_often_at_every_position():
-    form = CanaryFormat(template="the PIN of {name} is {secret}", digits=5)
-    canaries = make_canaries(form=form, count=2, num_models=2, rng=np.random.default_rng(0))
-    lines = make_poisons(strategy=PoisonStrategy.BALANCED, canaries=canaries, count=64, corpus_text="",
-                         rng=np.random.default_rng(4))
+    canaries, lines = _canaries_and_poisons(PoisonStrategy.BALANCED, digits=5, canaries=2, count=64, seed=4)
     assert len(lines) == 128
     for canary in range(2):
         prefix = canaries.prefix(canary)
