@@ -143,6 +143,14 @@ def test_one_base_is_shared_and_public_poisons_stay_out_of_the_private_text(tmp_
     (run / "lm/base.json").write_text(json.dumps(record))
     with pytest.raises(RunDirError, match="pretrained on other public text or settings"):
         run_task(config, run, progress=False, log=lambda m: None)
+    # An unreadable record is refused in its own run directory, and not copied from another.
+    (run / "lm/base.json").write_text("{not json")
+    with pytest.raises(RunDirError, match=r"base.json: unreadable .*delete it \(and its .npz\)"):
+        run_task(config, run, progress=False, log=lambda m: None)
+    logs.clear()
+    run_lm(config, tmp_path / "third", progress=False, log=logs.append, base_from=run)
+    assert sum("pretraining" in line for line in logs) == 1  # the clean base; the poisoned one is copied
+    assert sum("copied" in line for line in logs) == 1
 
 
 def test_a_changed_public_text_file_is_refused_before_anything_trains(tmp_path):

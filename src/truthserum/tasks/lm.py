@@ -357,8 +357,9 @@ class LmRunner:
         preflight(config.lm, corpus, model_backend)
         public = public_text(config.lm) if config.lm.pretrain is not None else None
         window = config.lm.model.context + 1
-        if public is not None and model_backend.token_count(public) < window + 1:
-            raise DataError(f"lm.pretrain: the public text has {model_backend.token_count(public)} tokens, fewer than "
+        public_tokens = model_backend.token_count(public) if public is not None else None
+        if public_tokens is not None and public_tokens < window + 1:
+            raise DataError(f"lm.pretrain: the public text has {public_tokens} tokens, fewer than "
                             f"one window of lm.model.context + 1 = {window}; use more text or a smaller context")
         return LmInputs(corpus=corpus, backend=model_backend, public=public, base_from=self.base_from,
                         base_key=None if public is None else base_key(config, public))

@@ -140,15 +140,20 @@ def check_bases(run_dir: RunDirectory, key: dict) -> None:
         return {name: value for name, value in stored.items() if name != "poisons_sha256"}
 
     for path in [*run_dir.root.glob("lm/base.json"), *sorted(run_dir.root.glob("lm/r*/base-*.json"))]:
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunDirError(f"{path}: unreadable ({exc}); delete it (and its .npz) to pretrain that base "
-                              "again, or use another out_dir") from None
+        stored = _read_record(path)
         if not isinstance(stored, dict) or not isinstance(stored.get("key"), dict) or (
                 unpoisoned(stored["key"]) != unpoisoned(key)):
             raise RunDirError(f"{path}: a base model pretrained on other public text or settings than "
                               "lm.pretrain gives now; its fine-tuned models cannot be reused; use another out_dir")
+
+
+def _read_record(path: Path) -> object:
+    """A base's JSON record; an unreadable one is refused."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: unreadable ({exc}); delete it (and its .npz) to pretrain that base again, "
+                          "or use another out_dir") from None
 
 
 def _stored_record(path: Path, key: dict, *, strict: bool = True) -> dict | None:
@@ -158,12 +163,11 @@ def _stored_record(path: Path, key: dict, *, strict: bool = True) -> dict | None
     if not path.is_file():
         return None
     try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        if not strict:
-            return None
-        raise RunDirError(f"{path}: unreadable ({exc}); delete it (and its .npz) to pretrain that base again, "
-                          "or use another out_dir") from None
+        stored = _read_record(path)
+    except RunDirError:
+        if strict:
+            raise
+        return None
     if isinstance(stored, dict) and stored.get("key") == key:
         return stored
     if not strict:

@@ -67,6 +67,7 @@ def run_insertion_sweep(
     lm = config.lm
     points, warnings, pretrain = [], [], {}
     first_dir: Path | None = None
+    ks = list(lm.exposure.top_k)
     for count in insertions:
         canaries = lm.canaries.model_copy(update={"insertions": count})
         sub_config = config.model_copy(update={"lm": lm.model_copy(update={"canaries": canaries})})
@@ -75,7 +76,6 @@ def run_insertion_sweep(
         results = run_lm(sub_config, sub_dir, device=device, progress=progress, log=log, backend=backend,
                          base_from=first_dir).to_json()
         first_dir = first_dir or sub_dir
-        ks = list(lm.exposure.top_k)
         for name, entry in results["conditions"].items():
             points.append(_point(count, name, entry, lm.exposure_key, ks))
         warnings += [f"insertions {count}: {w}" for w in results["warnings"]]
